@@ -1,0 +1,1 @@
+//! Benchmarks for eventflow live in `benches/`; this library is empty.

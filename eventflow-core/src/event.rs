@@ -1,0 +1,108 @@
+//! Domain events: stable type names, schema versions, and the upcaster chain that keeps old events readable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::RecordedEvent;
+
+/// An event an aggregate emits.
+///
+/// The stored payload is the serde JSON form of the value; [`event_type`](Self::event_type) and
+/// [`schema_version`](Self::schema_version) are stored beside it so a reader knows what it is and how
+/// old it is. Both must stay stable once events are stored: rename a Rust variant freely, but never
+/// the string it returns.
+pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stable name of this event, e.g. `"OrderPlaced"`.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version of this event type's payload. Bump it when the payload changes shape and
+    /// register an [`Upcaster`] from the old version.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+}
+
+/// Migrates the payload of one event type from one schema version to the next.
+///
+/// Upcasters work on the stored JSON before deserialisation, so old events never need a Rust type.
+pub trait Upcaster: Send + Sync {
+    /// Turns a payload of `from_version` into one of `from_version + 1`.
+    fn upcast(&self, payload: Value) -> std::result::Result<Value, String>;
+}
+
+impl<F> Upcaster for F
+where
+    F: Fn(Value) -> std::result::Result<Value, String> + Send + Sync,
+{
+    fn upcast(&self, payload: Value) -> std::result::Result<Value, String> {
+        self(payload)
+    }
+}
+
+/// A registry of upcasters keyed by (event type, version they upgrade from).
+///
+/// Decoding applies them in a chain: a version 1 payload passes through 1→2, 2→3, ... until no
+/// upcaster is registered for its version.
+#[derive(Clone, Default)]
+pub struct Upcasters {
+    chain: HashMap<(String, u32), Arc<dyn Upcaster>>,
+}
+
+impl fmt::Debug for Upcasters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upcasters")
+            .field("registered", &self.chain.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Upcasters {
+    /// An empty registry: every payload is read as it is stored.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the upcaster that turns `event_type` payloads of `from_version` into `from_version + 1`.
+    pub fn register(
+        mut self,
+        event_type: impl Into<String>,
+        from_version: u32,
+        upcaster: impl Upcaster + 'static,
+    ) -> Self {
+        self.chain
+            .insert((event_type.into(), from_version), Arc::new(upcaster));
+        self
+    }
+
+    /// True when nothing is registered.
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+
+    /// Deserialises a recorded event into `E`, upcasting its payload first when it is of an old version.
+    pub fn decode<E: DeserializeOwned>(&self, event: &RecordedEvent) -> Result<E> {
+        let first = (event.event_type.clone(), event.schema_version);
+        if self.is_empty() || !self.chain.contains_key(&first) {
+            return serde_json::from_slice(&event.payload)
+                .map_err(|e| Error::serialization(event.event_type.as_str(), e));
+        }
+        let mut payload: Value = serde_json::from_slice(&event.payload)
+            .map_err(|e| Error::serialization(event.event_type.as_str(), e))?;
+        let mut key = first;
+        while let Some(upcaster) = self.chain.get(&key) {
+            payload = upcaster.upcast(payload).map_err(|reason| Error::Upcast {
+                event_type: key.0.clone(),
+                from_version: key.1,
+                reason,
+            })?;
+            key.1 += 1;
+        }
+        serde_json::from_value(payload).map_err(|e| Error::serialization(key.0, e))
+    }
+}

@@ -1,0 +1,13 @@
+//! In-memory backends with the same semantics as the real ones: conflicts, atomic batches,
+//! idempotency keys, outbox, redelivery, dead letters, ordering per key. Use them in tests and in
+//! single-process deployments; they pass the same conformance suites as the cloud backends.
+
+mod bus;
+mod checkpoint;
+mod snapshot;
+mod store;
+
+pub use bus::{InMemoryBus, InMemoryBusOptions};
+pub use checkpoint::InMemoryCheckpointStore;
+pub use snapshot::InMemorySnapshotStore;
+pub use store::InMemoryEventStore;

@@ -1,0 +1,493 @@
+//! The repository: load an aggregate, let it decide, append what it decided, retry on conflict.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::error::{Error, Result};
+use crate::event::Upcasters;
+use crate::metadata::Metadata;
+use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
+use crate::store::{
+    AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
+    READ_PAGE_SIZE, RecordedEvent, StreamId,
+};
+
+/// A typed, decoded event with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Envelope<E> {
+    /// Unique event id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// 1-based version within the stream.
+    pub version: u64,
+    /// Global position, where the store has one.
+    pub position: Option<u64>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Correlation, causation, actor, trace context.
+    pub metadata: Metadata,
+    /// The event.
+    pub event: E,
+}
+
+impl<E> Envelope<E> {
+    /// Pairs a recorded event's envelope with its decoded payload.
+    pub fn from_recorded(recorded: RecordedEvent, event: E) -> Self {
+        Envelope {
+            event_id: recorded.event_id,
+            stream_id: recorded.stream_id,
+            version: recorded.version,
+            position: recorded.position,
+            recorded_at: recorded.recorded_at,
+            metadata: recorded.metadata,
+            event,
+        }
+    }
+}
+
+/// Per-command options: metadata to record and an optional idempotency key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandContext {
+    /// Recorded with every event the command produces.
+    pub metadata: Metadata,
+    /// When set, a command with the same key returns the first one's result and appends nothing.
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandContext {
+    /// No metadata and no idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the idempotency key.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Executed<E> {
+    /// The aggregate's stream.
+    pub stream_id: StreamId,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The events the command recorded (for a duplicate, those the first command recorded).
+    pub events: Vec<Envelope<E>>,
+    /// True when the idempotency key had been seen: nothing new was appended.
+    pub deduplicated: bool,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate refused the command.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The store failed, or conflicts persisted after every retry ([`Error::Conflict`]).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// An aggregate's state and the version it reflects.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// How many events it reflects (0 for a new aggregate).
+    pub version: u64,
+}
+
+struct Snapshotting<A> {
+    store: Arc<dyn SnapshotStore>,
+    policy: SnapshotPolicy,
+    format_version: u32,
+    encode: fn(&A) -> serde_json::Result<Vec<u8>>,
+    decode: fn(&[u8]) -> serde_json::Result<A>,
+}
+
+fn encode_state<A: Serialize>(state: &A) -> serde_json::Result<Vec<u8>> {
+    serde_json::to_vec(state)
+}
+
+fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<A> {
+    serde_json::from_slice(bytes)
+}
+
+/// Aggregates kept between commands so a hot aggregate is not replayed every time. An entry is only
+/// a starting point: loading still reads the events appended after it, so other writers are seen.
+struct AggregateCache<A> {
+    capacity: usize,
+    entries: Mutex<HashMap<StreamId, (u64, A)>>,
+}
+
+impl<A> AggregateCache<A> {
+    fn take(&self, stream: &StreamId) -> Option<(u64, A)> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(stream)
+    }
+
+    fn put(&self, stream: StreamId, version: u64, state: A) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(&stream) {
+            // Evicting an arbitrary entry keeps this O(1); the cost of a wrong pick is one replay.
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(stream, (version, state));
+    }
+}
+
+/// Loads aggregates from an [`EventStore`] and runs commands against them.
+///
+/// A command runs as: load (cache or snapshot, then later events) → [`Aggregate::handle`] → append
+/// with [`ExpectedVersion::Exact`]. On a conflict it reloads and tries again, up to
+/// [`with_max_conflict_retries`](Self::with_max_conflict_retries) times.
+pub struct Repository<A: Aggregate> {
+    store: Arc<dyn EventStore>,
+    upcasters: Upcasters,
+    snapshots: Option<Snapshotting<A>>,
+    cache: Option<AggregateCache<A>>,
+    max_conflict_retries: u32,
+    outbox: bool,
+}
+
+impl<A: Aggregate> fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("stream_type", &A::STREAM_TYPE)
+            .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
+            .field("cache", &self.cache.as_ref().map(|c| c.capacity))
+            .field("max_conflict_retries", &self.max_conflict_retries)
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store`: no snapshots, no cache, no outbox, 3 retries on conflict.
+    pub fn new(store: Arc<dyn EventStore>) -> Self {
+        Repository {
+            store,
+            upcasters: Upcasters::new(),
+            snapshots: None,
+            cache: None,
+            max_conflict_retries: 3,
+            outbox: false,
+        }
+    }
+
+    /// Migrates old event versions while loading.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Takes snapshots by `policy` into `store`, and loads from the latest one.
+    ///
+    /// A snapshot that does not deserialise, or of another [format
+    /// version](Self::with_snapshot_format_version), is ignored and the stream is replayed in full.
+    pub fn with_snapshots(mut self, store: Arc<dyn SnapshotStore>, policy: SnapshotPolicy) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some(Snapshotting {
+            store,
+            policy,
+            format_version: 1,
+            encode: encode_state::<A>,
+            decode: decode_state::<A>,
+        });
+        self
+    }
+
+    /// Sets the format version written into snapshots (default 1). Bump it when the aggregate's
+    /// state changes meaning, so older snapshots are ignored rather than misread.
+    pub fn with_snapshot_format_version(mut self, version: u32) -> Self {
+        if let Some(s) = &mut self.snapshots {
+            s.format_version = version;
+        }
+        self
+    }
+
+    /// Keeps up to `capacity` aggregates in memory between commands.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(AggregateCache {
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// Writes outbox entries with every append, for an [`OutboxRelay`](crate::OutboxRelay).
+    pub fn with_outbox(mut self, outbox: bool) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// How many times a command is retried after a conflict (default 3).
+    pub fn with_max_conflict_retries(mut self, retries: u32) -> Self {
+        self.max_conflict_retries = retries;
+        self
+    }
+
+    /// The store this repository writes to.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    /// The stream of aggregate `id`.
+    pub fn stream_id(id: &str) -> StreamId {
+        StreamId::for_aggregate(A::STREAM_TYPE, id)
+    }
+
+    /// Loads aggregate `id` from its snapshot and events (the cache is not used).
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
+        let stream = Self::stream_id(id);
+        let (state, version) = self.load_stream(&stream, None).await?;
+        Ok(Loaded { state, version })
+    }
+
+    /// Runs `command` against aggregate `id`.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+        context: CommandContext,
+    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+        let stream = Self::stream_id(id);
+        let span = tracing::info_span!(
+            "eventflow.command",
+            stream = %stream,
+            correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
+        );
+        self.execute_in_span(stream, command, context)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_in_span(
+        &self,
+        stream: StreamId,
+        command: &A::Command,
+        context: CommandContext,
+    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            if let Some(key) = &context.idempotency_key
+                && let Some(original) = self.store.find_idempotency_key(key).await?
+            {
+                return Ok(self.replay_original(original).await?);
+            }
+            let cached = self.cache.as_ref().and_then(|c| c.take(&stream));
+            let (mut state, version) = self.load_stream(&stream, cached).await?;
+            let events = match state.handle(command) {
+                Ok(events) => events,
+                Err(rejection) => {
+                    self.cache_put(&stream, version, state);
+                    return Err(CommandError::Rejected(rejection));
+                }
+            };
+            if events.is_empty() && context.idempotency_key.is_none() {
+                self.cache_put(&stream, version, state);
+                return Ok(Executed {
+                    stream_id: stream,
+                    version,
+                    events: Vec::new(),
+                    deduplicated: false,
+                });
+            }
+            let new_events = events
+                .iter()
+                .map(|e| NewEvent::encode(e, context.metadata.clone()))
+                .collect::<Result<Vec<_>>>()?;
+            let event_ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
+            let mut request =
+                AppendRequest::new(stream.clone(), ExpectedVersion::Exact(version), new_events)
+                    .with_outbox(self.outbox);
+            request.idempotency_key = context.idempotency_key.clone();
+            let append = self
+                .store
+                .append(request)
+                .instrument(tracing::debug_span!("eventflow.append", events = events.len()))
+                .await;
+            match append {
+                Ok(result) => {
+                    for event in &events {
+                        state.apply(event);
+                    }
+                    self.maybe_snapshot(&stream, version, result.last_version, &state)
+                        .await;
+                    self.cache_put(&stream, result.last_version, state);
+                    let envelopes = events
+                        .into_iter()
+                        .zip(event_ids)
+                        .enumerate()
+                        .map(|(i, (event, event_id))| Envelope {
+                            event_id,
+                            stream_id: stream.clone(),
+                            version: result.first_version + i as u64,
+                            position: result.first_position.map(|p| p + i as u64),
+                            recorded_at: result.recorded_at,
+                            metadata: context.metadata.clone(),
+                            event,
+                        })
+                        .collect();
+                    return Ok(Executed {
+                        stream_id: stream,
+                        version: result.last_version,
+                        events: envelopes,
+                        deduplicated: false,
+                    });
+                }
+                Err(Error::DuplicateIdempotencyKey { original, .. }) => {
+                    return Ok(self.replay_original(*original).await?);
+                }
+                Err(conflict @ Error::Conflict { .. }) => {
+                    if attempt >= self.max_conflict_retries {
+                        return Err(conflict.into());
+                    }
+                    attempt += 1;
+                    tracing::debug!(attempt, "conflict; reloading and retrying");
+                    if attempt == 1 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    fn cache_put(&self, stream: &StreamId, version: u64, state: A) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream.clone(), version, state);
+        }
+    }
+
+    /// The result of an earlier command with the same idempotency key, read back from the store.
+    async fn replay_original(&self, original: AppendResult) -> Result<Executed<A::Event>> {
+        let recorded = self
+            .store
+            .read_range(
+                &original.stream,
+                original.first_version,
+                original.last_version,
+            )
+            .await?;
+        let events = recorded
+            .into_iter()
+            .map(|r| {
+                let event = self.upcasters.decode(&r)?;
+                Ok(Envelope::from_recorded(r, event))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Executed {
+            stream_id: original.stream,
+            version: original.last_version,
+            events,
+            deduplicated: true,
+        })
+    }
+
+    async fn load_stream(&self, stream: &StreamId, cached: Option<(u64, A)>) -> Result<(A, u64)> {
+        let (mut state, mut version) = match cached {
+            Some((version, state)) => (state, version),
+            None => self.load_snapshot(stream).await?,
+        };
+        loop {
+            let page = self
+                .store
+                .read_stream(stream, version + 1, READ_PAGE_SIZE)
+                .await?;
+            let full = page.len() == READ_PAGE_SIZE;
+            for recorded in &page {
+                let event = self.upcasters.decode(recorded)?;
+                state.apply(&event);
+                version = recorded.version;
+            }
+            if !full {
+                return Ok((state, version));
+            }
+        }
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<(A, u64)> {
+        let Some(snapshots) = &self.snapshots else {
+            return Ok((A::default(), 0));
+        };
+        let Some(snapshot) = snapshots.store.load(stream).await? else {
+            return Ok((A::default(), 0));
+        };
+        if snapshot.format_version != snapshots.format_version {
+            tracing::debug!(%stream, "snapshot of another format version; replaying the stream");
+            return Ok((A::default(), 0));
+        }
+        match (snapshots.decode)(&snapshot.state) {
+            Ok(state) => Ok((state, snapshot.version)),
+            Err(error) => {
+                tracing::warn!(%stream, %error, "snapshot does not deserialise; replaying the stream");
+                Ok((A::default(), 0))
+            }
+        }
+    }
+
+    /// Snapshot failures are logged, not returned: the events are already committed, and a missing
+    /// snapshot only costs a longer replay.
+    async fn maybe_snapshot(&self, stream: &StreamId, before: u64, after: u64, state: &A) {
+        let Some(snapshots) = &self.snapshots else {
+            return;
+        };
+        if !snapshots.policy.should_snapshot(before, after) {
+            return;
+        }
+        let saved = match (snapshots.encode)(state) {
+            Ok(bytes) => {
+                let snapshot = Snapshot::new(
+                    stream.clone(),
+                    after,
+                    snapshots.format_version,
+                    bytes.into(),
+                );
+                snapshots.store.save(snapshot).await
+            }
+            Err(e) => Err(Error::serialization("snapshot", e)),
+        };
+        if let Err(error) = saved {
+            tracing::warn!(%stream, %error, "could not save snapshot");
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The event store: the small trait a backend implements over serialised events.
+//!
+//! Backends deal only in [`NewEvent`]s and [`RecordedEvent`]s (JSON payload bytes plus metadata); the
+//! typed layer ([`Repository`](crate::Repository), [`Upcasters`](crate::Upcasters)) sits on top, so a
+//! new backend is a few hundred lines and passes the same
+#![cfg_attr(feature = "testkit", doc = "[conformance suite](crate::testkit::store_conformance).")]
+#![cfg_attr(not(feature = "testkit"), doc = "conformance suite (feature `testkit`).")]
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::event::DomainEvent;
+use crate::metadata::Metadata;
+
+/// The id of an event stream, e.g. `order-42`. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StreamId(Arc<str>);
+
+impl StreamId {
+    /// A stream id from any string. Use [`StreamId::for_aggregate`] for aggregate streams.
+    pub fn new(id: impl AsRef<str>) -> Self {
+        StreamId(Arc::from(id.as_ref()))
+    }
+
+    /// The stream of the aggregate `id` of type `stream_type`: `"{stream_type}-{id}"`.
+    pub fn for_aggregate(stream_type: &str, id: &str) -> Self {
+        let mut s = String::with_capacity(stream_type.len() + 1 + id.len());
+        s.push_str(stream_type);
+        s.push('-');
+        s.push_str(id);
+        StreamId(Arc::from(s))
+    }
+
+    /// The id as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for StreamId {
+    fn from(value: &str) -> Self {
+        StreamId::new(value)
+    }
+}
+
+impl From<String> for StreamId {
+    fn from(value: String) -> Self {
+        StreamId(Arc::from(value))
+    }
+}
+
+/// What the writer believes the stream's version to be. Versions count events: a stream with
+/// three events is at version 3, and a stream that does not exist is at version 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// The stream must have no events.
+    NoStream,
+    /// The stream must be at exactly this version. `Exact(0)` is the same as `NoStream`.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` satisfies this expectation.
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => actual == v,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// An event ready to be appended: serialised, with its id and metadata, not yet given a version.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NewEvent {
+    /// Unique id, chosen by the writer so a retried append is recognisable downstream.
+    pub event_id: Uuid,
+    /// Stable event type name.
+    pub event_type: String,
+    /// Schema version of the payload.
+    pub schema_version: u32,
+    /// The JSON payload.
+    pub payload: Bytes,
+    /// Correlation, causation, actor, trace context.
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh time-ordered (v7) id.
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: Bytes,
+        metadata: Metadata,
+    ) -> Self {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            payload,
+            metadata,
+        }
+    }
+
+    /// Serialises a domain event.
+    pub fn encode<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self> {
+        let payload = serde_json::to_vec(event)
+            .map_err(|e| Error::serialization(event.event_type(), e))?;
+        Ok(NewEvent::new(
+            event.event_type(),
+            event.schema_version(),
+            Bytes::from(payload),
+            metadata,
+        ))
+    }
+
+    /// Replaces the generated id (for writers that derive ids deterministically).
+    pub fn with_event_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+}
+
+/// An event as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct RecordedEvent {
+    /// Unique id given by the writer.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// 1-based, gapless position within the stream.
+    pub version: u64,
+    /// Position in the store's global feed, where the store has one (1-based).
+    pub position: Option<u64>,
+    /// Stable event type name.
+    pub event_type: String,
+    /// Schema version of the payload as written.
+    pub schema_version: u32,
+    /// When the store accepted it.
+    pub recorded_at: DateTime<Utc>,
+    /// Correlation, causation, actor, trace context.
+    pub metadata: Metadata,
+    /// The JSON payload.
+    pub payload: Bytes,
+}
+
+impl RecordedEvent {
+    /// Builds the record of `event` appended at `version` (used by backends).
+    pub fn from_new(
+        event: NewEvent,
+        stream_id: StreamId,
+        version: u64,
+        position: Option<u64>,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        RecordedEvent {
+            event_id: event.event_id,
+            stream_id,
+            version,
+            position,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            recorded_at,
+            metadata: event.metadata,
+            payload: event.payload,
+        }
+    }
+
+    /// Deserialises the payload as it is stored (no upcasting; see [`Upcasters::decode`](crate::Upcasters::decode)).
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
+        serde_json::from_slice(&self.payload)
+            .map_err(|e| Error::serialization(self.event_type.as_str(), e))
+    }
+}
+
+/// One atomic append: all of `events` are written, or none.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AppendRequest {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// The concurrency check.
+    pub expected: ExpectedVersion,
+    /// The events, in order. May be empty when only an idempotency key is to be recorded.
+    pub events: Vec<NewEvent>,
+    /// A key recorded atomically with the events; a later append with the same key fails with
+    /// [`Error::DuplicateIdempotencyKey`] and writes nothing.
+    pub idempotency_key: Option<String>,
+    /// Whether to write an outbox entry per event, in the same atomic write, for the
+    /// [`OutboxRelay`](crate::OutboxRelay) to publish.
+    pub outbox: bool,
+}
+
+impl AppendRequest {
+    /// An append without idempotency key or outbox entries.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        AppendRequest {
+            stream,
+            expected,
+            events,
+            idempotency_key: None,
+            outbox: false,
+        }
+    }
+
+    /// Records `key` with the events.
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Writes outbox entries with the events (or not).
+    pub fn with_outbox(mut self, outbox: bool) -> Self {
+        self.outbox = outbox;
+        self
+    }
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AppendResult {
+    /// The stream appended to.
+    pub stream: StreamId,
+    /// Version of the first appended event (`last_version + 1` when nothing was appended).
+    pub first_version: u64,
+    /// The stream's version after the append: the version of the last appended event.
+    pub last_version: u64,
+    /// Global position of the first event, where the store has a global feed.
+    pub first_position: Option<u64>,
+    /// When the append was accepted.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl AppendResult {
+    /// Builds a result (used by backends).
+    pub fn new(
+        stream: StreamId,
+        first_version: u64,
+        last_version: u64,
+        first_position: Option<u64>,
+        recorded_at: DateTime<Utc>,
+    ) -> Self {
+        AppendResult {
+            stream,
+            first_version,
+            last_version,
+            first_position,
+            recorded_at,
+        }
+    }
+
+    /// How many events were appended.
+    pub fn count(&self) -> u64 {
+        (self.last_version + 1).saturating_sub(self.first_version)
+    }
+}
+
+/// A store of event streams.
+///
+/// Object-safe (`Arc<dyn EventStore>`), because applications choose their backend at run time; that
+/// is why it uses `async-trait` rather than native `async fn`.
+///
+/// Contract (checked by the conformance suite):
+/// - `append` is atomic: every event, the idempotency key and the outbox entries are written, or
+///   nothing is. Versions are 1-based and gapless per stream.
+/// - A failed version check is [`Error::Conflict`] carrying expected and actual versions.
+/// - A reused idempotency key is [`Error::DuplicateIdempotencyKey`], checked before the version.
+/// - Reads see every append that returned `Ok` (read-your-writes).
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Appends events atomically.
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult>;
+
+    /// Reads at most `max_count` events of `stream` with version `>= from_version`, in order.
+    /// A stream that does not exist reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>>;
+
+    /// Reads at most `max_count` events of the global feed with position `>= from_position`, in the
+    /// order they were appended. Backends without a global order return [`Error::Unsupported`].
+    async fn read_all(&self, from_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>>;
+
+    /// The result of the append that recorded `key`, if any.
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>>;
+}
+
+#[async_trait]
+impl<S: EventStore + ?Sized> EventStore for Arc<S> {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        (**self).append(request).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        (**self).read_stream(stream, from_version, max_count).await
+    }
+    async fn read_all(&self, from_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
+        (**self).read_all(from_position, max_count).await
+    }
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
+        (**self).find_idempotency_key(key).await
+    }
+}
+
+/// Page size used by the conveniences that read a whole stream.
+pub const READ_PAGE_SIZE: usize = 1_000;
+
+/// Conveniences on every [`EventStore`].
+#[async_trait]
+pub trait EventStoreExt: EventStore {
+    /// Reads a stream from `from_version` to its end, page by page.
+    async fn read_stream_to_end(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        let mut events = Vec::new();
+        let mut next = from_version.max(1);
+        loop {
+            let page = self.read_stream(stream, next, READ_PAGE_SIZE).await?;
+            let done = page.len() < READ_PAGE_SIZE;
+            if let Some(last) = page.last() {
+                next = last.version + 1;
+            }
+            events.extend(page);
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Reads the versions `first..=last` of a stream (e.g. what an [`AppendResult`] wrote).
+    async fn read_range(
+        &self,
+        stream: &StreamId,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<RecordedEvent>> {
+        if last < first {
+            return Ok(Vec::new());
+        }
+        let mut events = Vec::with_capacity((last - first + 1) as usize);
+        let mut next = first;
+        while next <= last {
+            let want = ((last - next + 1) as usize).min(READ_PAGE_SIZE);
+            let page = self.read_stream(stream, next, want).await?;
+            if page.is_empty() {
+                break;
+            }
+            next = page.last().map_or(next, |e| e.version + 1);
+            events.extend(page.into_iter().filter(|e| e.version <= last));
+        }
+        Ok(events)
+    }
+}
+
+impl<S: EventStore + ?Sized> EventStoreExt for S {}

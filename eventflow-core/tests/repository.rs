@@ -1,0 +1,292 @@
+//! The repository's full path: load (cache, snapshot, events), handle, append, retry, idempotency.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::{Account, AccountCommand, AccountError, AccountEvent};
+use eventflow_core::{
+    AppendRequest, AppendResult, CommandContext, CommandError, Error, EventStore, EventStoreExt,
+    ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore, Metadata, NewEvent, RecordedEvent,
+    Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Upcasters,
+};
+
+fn open(owner: &str) -> AccountCommand {
+    AccountCommand::Open {
+        owner: owner.into(),
+    }
+}
+
+fn deposit(amount: i64) -> AccountCommand {
+    AccountCommand::Deposit { amount }
+}
+
+async fn run(repo: &Repository<Account>, id: &str, commands: &[AccountCommand]) {
+    for command in commands {
+        repo.execute(id, command, CommandContext::new()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn executes_commands_and_records_envelopes() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    let context = CommandContext::new()
+        .with_correlation_id("corr-9")
+        .with_metadata(Metadata::new().with_correlation_id("corr-9").with_actor("alice"));
+    let opened = repo.execute("a1", &open("alice"), context).await.unwrap();
+    assert_eq!(opened.version, 1);
+    assert_eq!(opened.stream_id.as_str(), "account-a1");
+    assert_eq!(opened.events[0].version, 1);
+    assert_eq!(opened.events[0].metadata.actor.as_deref(), Some("alice"));
+    assert!(!opened.deduplicated);
+
+    let stored = store.read_stream_to_end(&opened.stream_id, 1).await.unwrap();
+    assert_eq!(stored[0].event_id, opened.events[0].event_id);
+    assert_eq!(stored[0].event_type, "AccountOpened");
+    assert_eq!(stored[0].schema_version, 2);
+    assert_eq!(stored[0].metadata.correlation_id.as_deref(), Some("corr-9"));
+
+    let rejected = repo
+        .execute("a1", &AccountCommand::Withdraw { amount: 5 }, CommandContext::new())
+        .await;
+    assert!(matches!(
+        rejected,
+        Err(CommandError::Rejected(AccountError::InsufficientFunds { balance: 0, asked: 5 }))
+    ));
+    let noop = repo.execute("a1", &AccountCommand::Noop, CommandContext::new()).await.unwrap();
+    assert!(noop.events.is_empty());
+    assert_eq!(noop.version, 1);
+    assert_eq!(store.len(), 1, "a rejected or empty command appends nothing");
+}
+
+/// cqrs-es 0.5.0 applies events twice when loading through a snapshot (3 events show as 6). This
+/// goes through the whole path: commands → snapshots → a fresh repository loads.
+#[tokio::test]
+async fn snapshots_never_apply_an_event_twice() {
+    for every in [1, 2, 3, 4] {
+        for cached in [false, true] {
+            let store = Arc::new(InMemoryEventStore::new());
+            let snapshots = Arc::new(InMemorySnapshotStore::new());
+            let mut writer = Repository::<Account>::new(store.clone())
+                .with_snapshots(snapshots.clone(), SnapshotPolicy::every(every));
+            if cached {
+                writer = writer.with_cache(16);
+            }
+            run(&writer, "s", &[open("bo"), deposit(10), deposit(5), deposit(1)]).await;
+            let snapshot = snapshots.load(&StreamId::new("account-s")).await.unwrap();
+            assert!(snapshot.is_some(), "every {every}: a snapshot was taken");
+
+            let reader = Repository::<Account>::new(store.clone())
+                .with_snapshots(snapshots.clone(), SnapshotPolicy::every(every));
+            let loaded = reader.load("s").await.unwrap();
+            assert_eq!(loaded.version, 4, "every {every}, cached {cached}");
+            assert_eq!(loaded.state.applied, 4, "every {every}, cached {cached}: each event once");
+            assert_eq!(loaded.state.balance, 16, "every {every}, cached {cached}");
+            // And the state the writer keeps deciding on is right too.
+            writer
+                .execute("s", &AccountCommand::Withdraw { amount: 16 }, CommandContext::new())
+                .await
+                .unwrap();
+            let after = reader.load("s").await.unwrap();
+            assert_eq!((after.state.balance, after.state.applied), (0, 5));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_that_no_longer_deserialises_falls_back_to_replay() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let snapshots = Arc::new(InMemorySnapshotStore::new());
+    let repo = Repository::<Account>::new(store.clone())
+        .with_snapshots(snapshots.clone(), SnapshotPolicy::every(100));
+    run(&repo, "x", &[open("cy"), deposit(7), deposit(8)]).await;
+    let stream = StreamId::new("account-x");
+    let garbage = Snapshot::new(stream.clone(), 3, 1, Bytes::from_static(b"{\"balance\":\"lots\"}"));
+    snapshots.save(garbage).await.unwrap();
+    let loaded = repo.load("x").await.unwrap();
+    assert_eq!((loaded.state.balance, loaded.state.applied, loaded.version), (15, 3, 3));
+
+    // A snapshot of another format version is ignored, even if it deserialises.
+    let wrong = Account { opened: true, owner: "evil".into(), balance: 999, applied: 3 };
+    let other_format = Snapshot::new(stream, 4, 7, Bytes::from(serde_json::to_vec(&wrong).unwrap()));
+    snapshots.save(other_format).await.unwrap();
+    let loaded = repo.load("x").await.unwrap();
+    assert_eq!((loaded.state.owner.as_str(), loaded.state.balance), ("cy", 15));
+}
+
+#[tokio::test]
+async fn upcasters_migrate_old_events_while_loading() {
+    let store = Arc::new(InMemoryEventStore::new());
+    // Version 1 of AccountOpened called the owner "name".
+    let v1 = NewEvent::new(
+        "AccountOpened",
+        1,
+        Bytes::from_static(b"{\"Opened\":{\"name\":\"dee\"}}"),
+        Metadata::new(),
+    );
+    store
+        .append(AppendRequest::new(StreamId::new("account-old"), ExpectedVersion::NoStream, vec![v1]))
+        .await
+        .unwrap();
+    let plain = Repository::<Account>::new(store.clone());
+    assert!(matches!(plain.load("old").await, Err(Error::Serialization { .. })));
+
+    let upcasters = Upcasters::new().register("AccountOpened", 1, |mut v: serde_json::Value| {
+        let opened = v.get_mut("Opened").ok_or("no Opened object")?;
+        let name = opened.as_object_mut().and_then(|o| o.remove("name")).ok_or("no name")?;
+        opened["owner"] = name;
+        Ok(v)
+    });
+    let repo = Repository::<Account>::new(store.clone()).with_upcasters(upcasters);
+    let loaded = repo.load("old").await.unwrap();
+    assert_eq!(loaded.state.owner, "dee");
+    repo.execute("old", &deposit(3), CommandContext::new()).await.unwrap();
+
+    let failing = Upcasters::new().register("AccountOpened", 1, |_v: serde_json::Value| {
+        Err::<serde_json::Value, _>("refused".to_owned())
+    });
+    let repo = Repository::<Account>::new(store).with_upcasters(failing);
+    match repo.load("old").await {
+        Err(Error::Upcast { event_type, from_version: 1, reason }) => {
+            assert_eq!((event_type.as_str(), reason.as_str()), ("AccountOpened", "refused"));
+        }
+        other => panic!("expected an upcast error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retried_command_return_the_original() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    run(&repo, "i", &[open("ed")]).await;
+    let ctx = || CommandContext::new().with_idempotency_key("deposit-1");
+    let first = repo.execute("i", &deposit(10), ctx()).await.unwrap();
+    let second = repo.execute("i", &deposit(10), ctx()).await.unwrap();
+    assert!(second.deduplicated);
+    assert_eq!(first.events, second.events);
+    assert_eq!(second.version, 2);
+    assert_eq!(repo.load("i").await.unwrap().state.balance, 10);
+
+    // A command that records nothing still records its key.
+    let noop = repo
+        .execute("i", &AccountCommand::Noop, CommandContext::new().with_idempotency_key("noop"))
+        .await
+        .unwrap();
+    assert!(!noop.deduplicated);
+    let again = repo
+        .execute("i", &deposit(99), CommandContext::new().with_idempotency_key("noop"))
+        .await
+        .unwrap();
+    assert!(again.deduplicated && again.events.is_empty());
+    assert_eq!(repo.load("i").await.unwrap().state.balance, 10);
+}
+
+/// The same key sent concurrently: one append, every caller gets the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_with_one_idempotency_key_append_once() {
+    for round in 0..20 {
+        let store = Arc::new(InMemoryEventStore::new());
+        let repo = Arc::new(Repository::<Account>::new(store.clone()));
+        run(&repo, "c", &[open("fi")]).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (repo, barrier) = (repo.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let ctx = CommandContext::new().with_idempotency_key("pay-once");
+                    repo.execute("c", &deposit(25), ctx).await.unwrap()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        assert_eq!(store.len(), 2, "round {round}: exactly one deposit appended");
+        assert_eq!(results.iter().filter(|r| !r.deduplicated).count(), 1, "round {round}");
+        assert!(results.iter().all(|r| r.events == results[0].events), "round {round}: same result");
+        assert_eq!(repo.load("c").await.unwrap().state.balance, 25);
+    }
+}
+
+/// A store wrapper that lets a rival writer slip in an event just before the next `races` appends.
+struct RacingStore {
+    inner: InMemoryEventStore,
+    races: AtomicU32,
+}
+
+#[async_trait]
+impl EventStore for RacingStore {
+    async fn append(&self, request: AppendRequest) -> eventflow_core::Result<AppendResult> {
+        if self.races.load(Ordering::SeqCst) > 0 {
+            self.races.fetch_sub(1, Ordering::SeqCst);
+            let rival = NewEvent::encode(&AccountEvent::Deposited { amount: 1 }, Metadata::new())?;
+            self.inner
+                .append(AppendRequest::new(request.stream.clone(), ExpectedVersion::Any, vec![rival]))
+                .await?;
+        }
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        max: usize,
+    ) -> eventflow_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_stream(stream, from, max).await
+    }
+    async fn read_all(&self, from: u64, max: usize) -> eventflow_core::Result<Vec<RecordedEvent>> {
+        self.inner.read_all(from, max).await
+    }
+    async fn find_idempotency_key(&self, key: &str) -> eventflow_core::Result<Option<AppendResult>> {
+        self.inner.find_idempotency_key(key).await
+    }
+}
+
+#[tokio::test]
+async fn conflicts_are_retried_then_reported() {
+    let store = Arc::new(RacingStore { inner: InMemoryEventStore::new(), races: AtomicU32::new(0) });
+    let repo = Repository::<Account>::new(store.clone()).with_cache(8).with_max_conflict_retries(3);
+    run(&repo, "r", &[open("gus")]).await;
+
+    store.races.store(3, Ordering::SeqCst);
+    let done = repo.execute("r", &deposit(100), CommandContext::new()).await.unwrap();
+    assert_eq!(done.version, 5, "three rival events, then ours");
+    let loaded = repo.load("r").await.unwrap();
+    assert_eq!(loaded.state.balance, 103);
+
+    store.races.store(4, Ordering::SeqCst);
+    match repo.execute("r", &deposit(1), CommandContext::new()).await {
+        Err(CommandError::Store(Error::Conflict { expected, actual, .. })) => {
+            assert_eq!(expected, ExpectedVersion::Exact(8));
+            assert_eq!(actual, 9);
+        }
+        other => panic!("expected a conflict after the retries, got {other:?}"),
+    }
+    // The cache was invalidated by the conflict: the next command sees every rival event.
+    let next = repo.execute("r", &AccountCommand::Withdraw { amount: 107 }, CommandContext::new()).await;
+    assert!(next.is_ok(), "balance is 107 after 4 more rival deposits: {next:?}");
+}
+
+#[tokio::test]
+async fn the_cache_sees_other_writers() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let cached = Repository::<Account>::new(store.clone()).with_cache(1);
+    let other = Repository::<Account>::new(store.clone());
+    run(&cached, "w", &[open("hal"), deposit(5)]).await;
+    run(&other, "w", &[deposit(7)]).await;
+    // Cached at version 2, the store is at 3: the withdrawal of 12 must see the other deposit.
+    cached
+        .execute("w", &AccountCommand::Withdraw { amount: 12 }, CommandContext::new())
+        .await
+        .unwrap();
+    // Capacity 1: another aggregate evicts "w", which still loads correctly.
+    run(&cached, "v", &[open("ivy")]).await;
+    let w = cached.load("w").await.unwrap();
+    assert_eq!((w.state.balance, w.version), (0, 4));
+}

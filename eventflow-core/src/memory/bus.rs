@@ -1,7 +1,545 @@
-//! PLACEHOLDER: being written.
-/// x
-#[derive(Debug, Default)]
-pub struct InMemoryBus;
-/// x
-#[derive(Debug, Default)]
-pub struct InMemoryBusOptions;
+//! [`InMemoryBus`]: the event bus in process memory, with a real broker's delivery semantics.
+
+use std::any::Any;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::FutureExt;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, Semaphore, watch};
+use tracing::Instrument;
+
+use crate::bus::{
+    BusCapabilities, DeadLetter, DeadLetters, Delivery, EventBus, Message, MessageHandler,
+    Subscription, SubscriptionHandle,
+};
+use crate::error::{Error, Result};
+
+/// The backend name in errors.
+const BACKEND: &str = "in-memory bus";
+
+/// Options of an [`InMemoryBus`]. The defaults deliver each message once per attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InMemoryBusOptions {
+    /// Deliver every message a second time after it was acknowledged, as a broker does when an
+    /// acknowledgement is lost. Turn it on to prove that handlers are idempotent.
+    pub duplicate_deliveries: bool,
+}
+
+impl InMemoryBusOptions {
+    /// The default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`duplicate_deliveries`](Self::duplicate_deliveries).
+    pub fn duplicate_deliveries(mut self, duplicate_deliveries: bool) -> Self {
+        self.duplicate_deliveries = duplicate_deliveries;
+        self
+    }
+}
+
+/// An [`EventBus`] and [`DeadLetters`] in process memory, as strict as a real broker.
+///
+/// Users test their handlers on it, so it is not kinder than SQS or Pub/Sub:
+///
+/// - **Routing.** [`publish`](EventBus::publish) hands each message to every subscription that is
+///   active when it is published and whose [`Filter`](crate::bus::Filter) matches. Messages
+///   published before a subscription exists never reach it. An empty `id` or `message_type` is
+///   refused with [`Error::InvalidRequest`] and nothing of the batch is published.
+/// - **Delivery** runs in tokio tasks (on the runtime that called `subscribe`), at least once: a
+///   handler `Ok` acknowledges; an `Err` or a panic redelivers after
+///   [`RetryPolicy::backoff`](crate::bus::RetryPolicy::backoff), until `max_attempts` deliveries,
+///   then the message becomes a [`DeadLetter`] of the subscription (with the last error and the
+///   time). [`Delivery::attempt`] counts from 1.
+/// - **Concurrency.** At most `max_in_flight` handler calls run at once per subscription (a message
+///   waiting for its backoff does not count). Messages with the same ordering key are handled one
+///   at a time in publish order: the next one waits while the previous one is retried, and goes
+///   on once it is acknowledged or dead-lettered. Messages without a key run concurrently and may
+///   finish in any order.
+/// - **Duplicates.** With [`InMemoryBusOptions::duplicate_deliveries`], every acknowledged message
+///   is delivered once more (a fresh delivery starting at attempt 1, before the next message of
+///   its ordering key).
+/// - **Unsubscribe** ([`SubscriptionHandle::unsubscribe`]) stops taking new messages, lets handler
+///   calls in flight finish (a handler that never returns blocks it), and frees the name for a new
+///   `subscribe`. Messages of that subscription not yet acknowledged (queued, waiting for a
+///   permit or for a backoff) are **dropped**: unlike a broker's queue, nothing outlives the
+///   subscription except its dead letters. Dropping the handle without calling `unsubscribe`
+///   leaves the subscription running for the life of the bus.
+/// - **Dead letters** are kept per subscription name, oldest first, and survive `unsubscribe`
+///   (like a dead-letter queue). [`redrive`](DeadLetters::redrive) needs the subscription to be
+///   active: otherwise it returns [`Error::InvalidRequest`] and keeps the dead letters.
+///
+/// Clones share the same bus.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use eventflow_core::bus::{handler_fn, Delivery, EventBus, HandlerError, Message, Subscription};
+/// use eventflow_core::InMemoryBus;
+///
+/// let bus = InMemoryBus::new();
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let handler = handler_fn(move |delivery: Delivery| {
+///     let tx = tx.clone();
+///     async move {
+///         tx.send(delivery.message.message_type)?;
+///         Ok::<(), HandlerError>(())
+///     }
+/// });
+/// let subscription = bus.subscribe(Subscription::new("billing"), handler).await?;
+/// bus.publish(vec![Message::new("OrderPlaced", "ordering", serde_json::json!({"total": 42}))])
+///     .await?;
+/// assert_eq!(rx.recv().await.as_deref(), Some("OrderPlaced"));
+/// subscription.unsubscribe().await;
+/// # eventflow_core::Result::Ok(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct InMemoryBus {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    options: InMemoryBusOptions,
+    /// Active subscriptions (and closing ones, until their deliveries in flight end), by name.
+    subscriptions: Mutex<HashMap<String, Arc<SubscriptionState>>>,
+    dead_letters: Arc<DeadLetterStore>,
+}
+
+/// Dead letters by subscription name, oldest first.
+type DeadLetterStore = Mutex<HashMap<String, Vec<DeadLetter>>>;
+
+/// Locks `mutex`, ignoring poisoning: no lock of this module is held while user code runs, and
+/// every critical section leaves its data consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<InMemoryBus>();
+};
+
+impl InMemoryBus {
+    /// A bus with the default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A bus with `options`.
+    pub fn with_options(options: InMemoryBusOptions) -> Self {
+        InMemoryBus {
+            shared: Arc::new(Shared {
+                options,
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// The options the bus was built with.
+    pub fn options(&self) -> &InMemoryBusOptions {
+        &self.shared.options
+    }
+
+    fn validate(message: &Message) -> Result<()> {
+        if message.id.is_empty() {
+            return Err(Error::InvalidRequest("message id is empty".into()));
+        }
+        if message.message_type.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "message {} has an empty message type",
+                message.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn publish_now(&self, messages: Vec<Message>) -> Result<()> {
+        messages.iter().try_for_each(Self::validate)?;
+        // A snapshot: a subscription added after this point does not get these messages, one that
+        // is closing refuses them in `enqueue`.
+        let subscriptions: Vec<Arc<SubscriptionState>> = lock(&self.shared.subscriptions)
+            .values()
+            .cloned()
+            .collect();
+        for message in messages {
+            let mut routed = 0usize;
+            for subscription in &subscriptions {
+                if subscription.subscription.filter.matches(&message)
+                    && subscription.enqueue(message.clone())
+                {
+                    routed += 1;
+                }
+            }
+            tracing::debug!(
+                message_id = %message.id,
+                message_type = %message.message_type,
+                subscriptions = routed,
+                "message published"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for InMemoryBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<String> = lock(&self.shared.subscriptions).keys().cloned().collect();
+        names.sort();
+        f.debug_struct("InMemoryBus")
+            .field("options", &self.shared.options)
+            .field("subscriptions", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventBus for InMemoryBus {
+    async fn publish(&self, messages: Vec<Message>) -> Result<()> {
+        let span = tracing::info_span!(
+            "eventflow.publish",
+            backend = BACKEND,
+            messages = messages.len()
+        );
+        span.in_scope(|| self.publish_now(messages))
+    }
+
+    async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<SubscriptionHandle> {
+        if subscription.name.is_empty() {
+            return Err(Error::InvalidRequest("subscription name is empty".into()));
+        }
+        let runtime = Handle::try_current().map_err(|e| Error::backend(BACKEND, e))?;
+        let name = subscription.name.clone();
+        let state = Arc::new(SubscriptionState::new(
+            subscription,
+            handler,
+            self.shared.options.duplicate_deliveries,
+            runtime,
+            Arc::clone(&self.shared.dead_letters),
+        ));
+        match lock(&self.shared.subscriptions).entry(name.clone()) {
+            Entry::Occupied(_) => {
+                return Err(Error::InvalidRequest(format!(
+                    "subscription {name:?} is already active"
+                )));
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Arc::clone(&state));
+            }
+        }
+        tracing::info!(subscription = %name, "subscribed");
+
+        let shared = Arc::clone(&self.shared);
+        let handle_name = name.clone();
+        Ok(SubscriptionHandle::new(handle_name, move || async move {
+            state.close();
+            state.wait_idle().await;
+            let mut subscriptions = lock(&shared.subscriptions);
+            if subscriptions
+                .get(&name)
+                .is_some_and(|current| Arc::ptr_eq(current, &state))
+            {
+                subscriptions.remove(&name);
+            }
+            drop(subscriptions);
+            tracing::info!(subscription = %name, "unsubscribed");
+        }))
+    }
+
+    fn capabilities(&self) -> BusCapabilities {
+        BusCapabilities::new(true, true)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for InMemoryBus {
+    async fn dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<DeadLetter>> {
+        Ok(lock(&self.shared.dead_letters)
+            .get(subscription)
+            .map(|letters| letters.iter().take(max).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    /// Re-delivers every dead letter of `subscription`, oldest first, with attempts counted from
+    /// 1 again. The subscription must be active, else [`Error::InvalidRequest`] and the dead letters
+    /// stay where they are.
+    async fn redrive(&self, subscription: &str) -> Result<usize> {
+        let state = lock(&self.shared.subscriptions)
+            .get(subscription)
+            .filter(|state| !state.is_closed())
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "cannot redrive: subscription {subscription:?} is not active"
+                ))
+            })?;
+        let letters = lock(&self.shared.dead_letters)
+            .remove(subscription)
+            .unwrap_or_default();
+        let mut letters = letters.into_iter();
+        let mut redriven = 0;
+        for letter in letters.by_ref() {
+            if state.enqueue(letter.message.clone()) {
+                redriven += 1;
+            } else {
+                // Unsubscribed meanwhile: put this one and the rest back, in order, before any
+                // dead letter that arrived since.
+                let mut store = lock(&self.shared.dead_letters);
+                let list = store.entry(subscription.to_owned()).or_default();
+                let rest: Vec<DeadLetter> = std::iter::once(letter).chain(letters).collect();
+                list.splice(0..0, rest);
+                break;
+            }
+        }
+        tracing::info!(subscription, redriven, "dead letters redriven");
+        Ok(redriven)
+    }
+}
+
+/// One subscription's delivery machinery.
+struct SubscriptionState {
+    subscription: Subscription,
+    handler: Arc<dyn MessageHandler>,
+    duplicate_deliveries: bool,
+    runtime: Handle,
+    /// One permit per handler call in flight (`max_in_flight`); closed on unsubscribe.
+    permits: Semaphore,
+    queue: Mutex<Queue>,
+    /// Becomes `true` on unsubscribe; wakes deliveries waiting for a backoff.
+    closed: watch::Sender<bool>,
+    /// Delivery tasks alive; `idle` is notified when it drops to zero.
+    tasks: AtomicUsize,
+    idle: Notify,
+    dead_letters: Arc<DeadLetterStore>,
+}
+
+#[derive(Default)]
+struct Queue {
+    closed: bool,
+    /// Messages waiting behind the one being delivered, per ordering key. A key is present exactly
+    /// while a worker task delivers that key's messages.
+    keys: HashMap<String, VecDeque<Message>>,
+}
+
+impl SubscriptionState {
+    fn new(
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+        duplicate_deliveries: bool,
+        runtime: Handle,
+        dead_letters: Arc<DeadLetterStore>,
+    ) -> Self {
+        let permits = subscription.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        SubscriptionState {
+            subscription,
+            handler,
+            duplicate_deliveries,
+            runtime,
+            permits: Semaphore::new(permits),
+            queue: Mutex::new(Queue::default()),
+            closed: watch::Sender::new(false),
+            tasks: AtomicUsize::new(0),
+            idle: Notify::new(),
+            dead_letters,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.subscription.name
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Takes `message` for delivery; `false` once the subscription is closing.
+    fn enqueue(self: &Arc<Self>, message: Message) -> bool {
+        let mut queue = lock(&self.queue);
+        if queue.closed {
+            return false;
+        }
+        match message.ordering_key.clone() {
+            None => self.spawn(Arc::clone(self).process(message)),
+            Some(key) => match queue.keys.entry(key) {
+                Entry::Occupied(mut waiting) => waiting.get_mut().push_back(message),
+                Entry::Vacant(entry) => {
+                    let key = entry.key().clone();
+                    entry.insert(VecDeque::new());
+                    self.spawn(Arc::clone(self).run_key(key, message));
+                }
+            },
+        }
+        true
+    }
+
+    fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
+        let guard = TaskGuard::new(Arc::clone(self));
+        self.runtime.spawn(async move {
+            let _guard = guard;
+            task.await;
+        });
+    }
+
+    /// Delivers the messages of one ordering key, one at a time, until its queue is empty.
+    async fn run_key(self: Arc<Self>, key: String, first: Message) {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            self.deliver_all(&message).await;
+            next = self.next_for_key(&key);
+        }
+    }
+
+    fn next_for_key(&self, key: &str) -> Option<Message> {
+        let mut queue = lock(&self.queue);
+        let waiting = queue.keys.get_mut(key)?;
+        let next = waiting.pop_front();
+        if next.is_none() {
+            queue.keys.remove(key);
+        }
+        next
+    }
+
+    async fn process(self: Arc<Self>, message: Message) {
+        self.deliver_all(&message).await;
+    }
+
+    /// Delivers `message` until it is acknowledged, plus the duplicate if asked for.
+    async fn deliver_all(&self, message: &Message) {
+        if self.deliver(message).await && self.duplicate_deliveries {
+            self.deliver(message).await;
+        }
+    }
+
+    /// Delivers `message` until acknowledged (`true`), dead-lettered or dropped by unsubscribe.
+    async fn deliver(&self, message: &Message) -> bool {
+        let retry = self.subscription.retry;
+        let max_attempts = retry.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            // Fails once the semaphore is closed by unsubscribe: the message is dropped.
+            let Ok(permit) = self.permits.acquire().await else {
+                return false;
+            };
+            let result = self.call_handler(message, attempt).await;
+            drop(permit);
+            let error = match result {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            if attempt >= max_attempts {
+                self.dead_letter(message, attempt, error);
+                return false;
+            }
+            let mut closed = self.closed.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(retry.backoff(attempt)) => {}
+                _ = closed.wait_for(|closed| *closed) => return false,
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One handler call; a panic counts as an error.
+    async fn call_handler(&self, message: &Message, attempt: u32) -> Result<(), String> {
+        let span = tracing::info_span!(
+            "eventflow.deliver",
+            subscription = %self.name(),
+            message_id = %message.id,
+            message_type = %message.message_type,
+            correlation_id = message.correlation_id(),
+            attempt,
+        );
+        let delivery = Delivery::new(message.clone(), self.name(), attempt);
+        let handler = &self.handler;
+        let outcome = AssertUnwindSafe(async move { handler.handle(delivery).await })
+            .catch_unwind()
+            .instrument(span.clone())
+            .await;
+        let error = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error.to_string(),
+            Err(panic) => format!("handler panicked: {}", panic_message(panic.as_ref())),
+        };
+        tracing::warn!(parent: &span, error = %error, "delivery failed");
+        Err(error)
+    }
+
+    fn dead_letter(&self, message: &Message, attempts: u32, error: String) {
+        tracing::error!(
+            subscription = %self.name(),
+            message_id = %message.id,
+            message_type = %message.message_type,
+            attempts,
+            error = %error,
+            "message dead-lettered"
+        );
+        let letter = DeadLetter::new(message.clone(), self.name(), attempts)
+            .with_last_error(error)
+            .with_dead_lettered_at(Utc::now());
+        lock(&self.dead_letters)
+            .entry(self.name().to_owned())
+            .or_default()
+            .push(letter);
+    }
+
+    /// Stops taking messages, drops the queued ones and wakes the waiting deliveries.
+    fn close(&self) {
+        let mut queue = lock(&self.queue);
+        queue.closed = true;
+        queue.keys.clear();
+        drop(queue);
+        self.permits.close();
+        self.closed.send_replace(true);
+    }
+
+    /// Waits until every delivery task has ended.
+    async fn wait_idle(&self) {
+        loop {
+            // Created before the check: `notify_waiters` wakes it even if it is not polled yet.
+            let idle = self.idle.notified();
+            if self.tasks.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Counts a delivery task for [`SubscriptionState::wait_idle`], also when the task is cancelled.
+struct TaskGuard(Arc<SubscriptionState>);
+
+impl TaskGuard {
+    fn new(state: Arc<SubscriptionState>) -> Self {
+        state.tasks.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(state)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic payload")
+}

@@ -1,0 +1,184 @@
+//! The whole loop on in-memory backends: a command decides, its events and their outbox entries are
+//! appended atomically, the relay publishes them to the bus, a projection subscribed on the bus
+//! builds a read model, and a query reads it.
+//!
+//! Run: `cargo run -p eventflow-core --example order_loop`
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventflow_core::bus::{Filter, Subscription, handler_fn};
+use eventflow_core::{
+    Aggregate, CommandContext, DomainEvent, EventBus, HandlerError, InMemoryBus,
+    InMemoryEventStore, OutboxRelay, Projection, ProjectionHandler, RecordedEvent, Repository,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Default)]
+struct Order {
+    placed: bool,
+    shipped: bool,
+}
+
+enum OrderCommand {
+    Place { customer: String, total_cents: u64 },
+    Ship,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum OrderEvent {
+    Placed { customer: String, total_cents: u64 },
+    Shipped,
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::Placed { .. } => "OrderPlaced",
+            OrderEvent::Shipped => "OrderShipped",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    #[error("order already placed")]
+    AlreadyPlaced,
+    #[error("order not placed yet, or already shipped")]
+    CannotShip,
+}
+
+impl Aggregate for Order {
+    const STREAM_TYPE: &'static str = "order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+
+    fn handle(&self, command: &OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        match command {
+            OrderCommand::Place { .. } if self.placed => Err(OrderError::AlreadyPlaced),
+            OrderCommand::Place {
+                customer,
+                total_cents,
+            } => Ok(vec![OrderEvent::Placed {
+                customer: customer.clone(),
+                total_cents: *total_cents,
+            }]),
+            OrderCommand::Ship if !self.placed || self.shipped => Err(OrderError::CannotShip),
+            OrderCommand::Ship => Ok(vec![OrderEvent::Shipped]),
+        }
+    }
+
+    fn apply(&mut self, event: &OrderEvent) {
+        match event {
+            OrderEvent::Placed { .. } => self.placed = true,
+            OrderEvent::Shipped => self.shipped = true,
+        }
+    }
+}
+
+/// The query side: order summaries keyed by stream, idempotent by stream version.
+#[derive(Default)]
+struct OrderSummaries {
+    rows: Mutex<BTreeMap<String, (u64, String, u64, &'static str)>>,
+}
+
+#[async_trait]
+impl Projection for OrderSummaries {
+    fn name(&self) -> &str {
+        "order-summaries"
+    }
+
+    async fn apply(&self, event: &RecordedEvent) -> eventflow_core::Result<()> {
+        let decoded: OrderEvent = event.decode()?;
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let row = rows
+            .entry(event.stream_id.to_string())
+            .or_insert((0, String::new(), 0, "new"));
+        if event.version <= row.0 {
+            return Ok(()); // redelivered: already applied
+        }
+        row.0 = event.version;
+        match decoded {
+            OrderEvent::Placed {
+                customer,
+                total_cents,
+            } => {
+                row.1 = customer;
+                row.2 = total_cents;
+                row.3 = "placed";
+            }
+            OrderEvent::Shipped => row.3 = "shipped",
+        }
+        Ok(())
+    }
+
+    async fn reset(&self) -> eventflow_core::Result<()> {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let store = Arc::new(InMemoryEventStore::new());
+    let bus = Arc::new(InMemoryBus::new());
+    let orders = Repository::<Order>::new(store.clone()).with_outbox(true);
+
+    // Query side: a projection fed by a bus subscription.
+    let summaries = Arc::new(OrderSummaries::default());
+    bus.subscribe(
+        Subscription::new("order-summaries"),
+        ProjectionHandler::new(summaries.clone()),
+    )
+    .await?;
+    // Another context reacting to one event type, with the correlation id of the original request.
+    bus.subscribe(
+        Subscription::new("notify-shipping").with_filter(Filter::all().message_type("OrderShipped")),
+        handler_fn(|delivery| async move {
+            println!(
+                "notification: order {} shipped (correlation id {})",
+                delivery.message.ordering_key.as_deref().unwrap_or("?"),
+                delivery.message.correlation_id().unwrap_or("-"),
+            );
+            Ok::<(), HandlerError>(())
+        }),
+    )
+    .await?;
+
+    // Command side: each append writes the events and their outbox entries atomically.
+    let ctx = || CommandContext::new().with_correlation_id("req-7f3a");
+    let place = |customer: &str, total_cents| OrderCommand::Place {
+        customer: customer.into(),
+        total_cents,
+    };
+    orders.execute("1001", &place("ada", 4_250), ctx()).await?;
+    orders.execute("1002", &place("brian", 990), ctx()).await?;
+    orders.execute("1001", &OrderCommand::Ship, ctx()).await?;
+    if let Err(refused) = orders.execute("1002", &place("brian", 1), ctx()).await {
+        println!("refused as expected: {refused}");
+    }
+
+    // The relay publishes the outbox to the bus (in a service it runs in the background).
+    let relay = OutboxRelay::new(store.clone(), bus.clone(), "ordering");
+    println!("relayed {} events", relay.relay_pending().await?);
+
+    // Delivery is asynchronous: wait until the read model has seen both shipments' worth of events.
+    let applied = || {
+        let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.values().map(|row| row.0).sum::<u64>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while applied() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the projection received every event");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
+    for (stream, (version, customer, total, status)) in rows.iter() {
+        println!("{stream}: {customer} {total} cents, {status} (v{version})");
+    }
+    Ok(())
+}

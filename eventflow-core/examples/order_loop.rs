@@ -80,10 +80,20 @@ impl Aggregate for Order {
     }
 }
 
-/// The query side: order summaries keyed by stream, idempotent by stream version.
+/// One row of the read model.
+#[derive(Debug, Default)]
+struct OrderSummary {
+    /// The last stream version applied: what makes the projection idempotent.
+    version: u64,
+    customer: String,
+    total_cents: u64,
+    status: &'static str,
+}
+
+/// The query side: order summaries keyed by stream.
 #[derive(Default)]
 struct OrderSummaries {
-    rows: Mutex<BTreeMap<String, (u64, String, u64, &'static str)>>,
+    rows: Mutex<BTreeMap<String, OrderSummary>>,
 }
 
 #[async_trait]
@@ -95,23 +105,21 @@ impl Projection for OrderSummaries {
     async fn apply(&self, event: &RecordedEvent) -> eventflow_core::Result<()> {
         let decoded: OrderEvent = event.decode()?;
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        let row = rows
-            .entry(event.stream_id.to_string())
-            .or_insert((0, String::new(), 0, "new"));
-        if event.version <= row.0 {
+        let row = rows.entry(event.stream_id.to_string()).or_default();
+        if event.version <= row.version {
             return Ok(()); // redelivered: already applied
         }
-        row.0 = event.version;
+        row.version = event.version;
         match decoded {
             OrderEvent::Placed {
                 customer,
                 total_cents,
             } => {
-                row.1 = customer;
-                row.2 = total_cents;
-                row.3 = "placed";
+                row.customer = customer;
+                row.total_cents = total_cents;
+                row.status = "placed";
             }
-            OrderEvent::Shipped => row.3 = "shipped",
+            OrderEvent::Shipped => row.status = "shipped",
         }
         Ok(())
     }
@@ -137,7 +145,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     // Another context reacting to one event type, with the correlation id of the original request.
     bus.subscribe(
-        Subscription::new("notify-shipping").with_filter(Filter::all().message_type("OrderShipped")),
+        Subscription::new("notify-shipping")
+            .with_filter(Filter::all().message_type("OrderShipped")),
         handler_fn(|delivery| async move {
             println!(
                 "notification: order {} shipped (correlation id {})",
@@ -169,16 +178,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Delivery is asynchronous: wait until the read model has seen both shipments' worth of events.
     let applied = || {
         let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.values().map(|row| row.0).sum::<u64>()
+        rows.values().map(|row| row.version).sum::<u64>()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while applied() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "the projection received every event");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projection received every event"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
-    for (stream, (version, customer, total, status)) in rows.iter() {
-        println!("{stream}: {customer} {total} cents, {status} (v{version})");
+    for (stream, row) in rows.iter() {
+        println!(
+            "{stream}: {} {} cents, {} (v{})",
+            row.customer, row.total_cents, row.status, row.version
+        );
     }
     Ok(())
 }

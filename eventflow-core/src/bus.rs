@@ -289,7 +289,8 @@ impl fmt::Debug for HandlerError {
 }
 
 /// Handles deliveries. `Ok` acknowledges; `Err` asks for redelivery (and, after the retry policy's
-/// attempts, dead-lettering). Handlers must be idempotent: delivery is at least once.
+/// attempts, dead-lettering); a panic counts as an `Err`. Handlers must be idempotent: delivery is
+/// at least once.
 #[async_trait]
 pub trait MessageHandler: Send + Sync + 'static {
     /// Handles one delivery.
@@ -397,15 +398,28 @@ impl BusCapabilities {
 ///
 /// Contract (checked by the conformance suite): a published message reaches every subscription whose
 /// filter matches and that existed when it was published; a handler `Ok` acknowledges it; an `Err`
-/// redelivers it after the retry policy's backoff until `max_attempts` deliveries, then it is
-/// dead-lettered; attributes arrive unchanged.
+/// (or a panic) redelivers it after the retry policy's backoff until `max_attempts` deliveries, then
+/// it is dead-lettered; attributes arrive unchanged.
+///
+/// Adapters may round a [`RetryPolicy`] up to what their service supports (SQS counts backoff in
+/// whole seconds; Pub/Sub dead-letters after 5 to 100 attempts) and say so in their docs.
 #[async_trait]
 pub trait EventBus: Send + Sync {
     /// Publishes messages; returns once every message is accepted by the bus.
+    ///
+    /// Messages are validated before anything is sent: an empty id or type is
+    /// [`Error::InvalidRequest`](crate::Error::InvalidRequest), a message over the service's size
+    /// limit is [`Error::LimitExceeded`](crate::Error::LimitExceeded). A batch is not atomic on every
+    /// service: on an error some messages may have been published, so publishers retry the batch and
+    /// consumers deduplicate by message id.
     async fn publish(&self, messages: Vec<Message>) -> Result<()>;
 
     /// Starts a named subscription that delivers to `handler`. Messages published after this returns
     /// are delivered.
+    ///
+    /// Whether messages published while no consumer runs are kept for the next `subscribe` depends on
+    /// the adapter: a durable queue or subscription keeps them, the in-memory bus does not. A second
+    /// consumer of one name is an error on the in-memory bus and a competing consumer on SQS.
     async fn subscribe(
         &self,
         subscription: Subscription,
@@ -464,5 +478,7 @@ pub trait DeadLetters: Send + Sync {
     async fn dead_letters(&self, subscription: &str, max: usize) -> Result<Vec<DeadLetter>>;
 
     /// Moves every dead letter of `subscription` back for delivery with fresh attempts; returns how many.
+    /// The order is oldest first where the service keeps one (best effort on SQS). On the in-memory
+    /// bus the subscription must be active.
     async fn redrive(&self, subscription: &str) -> Result<usize>;
 }

@@ -33,3 +33,17 @@ pub use store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
     RecordedEvent, StreamId,
 };
+
+/// Types users move across tasks must stay `Send + Sync`; this fails to compile if one stops being so.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<InMemoryEventStore>();
+    assert_send_sync::<InMemoryBus>();
+    assert_send_sync::<InMemorySnapshotStore>();
+    assert_send_sync::<InMemoryCheckpointStore>();
+    assert_send_sync::<OutboxRelay>();
+    assert_send_sync::<ProjectionRunner>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<RecordedEvent>();
+    assert_send_sync::<Message>();
+};

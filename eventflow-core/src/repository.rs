@@ -341,7 +341,10 @@ impl<A: Aggregate> Repository<A> {
             let append = self
                 .store
                 .append(request)
-                .instrument(tracing::debug_span!("eventflow.append", events = events.len()))
+                .instrument(tracing::debug_span!(
+                    "eventflow.append",
+                    events = events.len()
+                ))
                 .await;
             match append {
                 Ok(result) => {
@@ -424,6 +427,17 @@ impl<A: Aggregate> Repository<A> {
     }
 
     async fn load_stream(&self, stream: &StreamId, cached: Option<(u64, A)>) -> Result<(A, u64)> {
+        let span = tracing::debug_span!("eventflow.load", %stream, cached = cached.is_some());
+        self.load_stream_in_span(stream, cached)
+            .instrument(span)
+            .await
+    }
+
+    async fn load_stream_in_span(
+        &self,
+        stream: &StreamId,
+        cached: Option<(u64, A)>,
+    ) -> Result<(A, u64)> {
         let (mut state, mut version) = match cached {
             Some((version, state)) => (state, version),
             None => self.load_snapshot(stream).await?,

@@ -3,8 +3,14 @@
 //! Backends deal only in [`NewEvent`]s and [`RecordedEvent`]s (JSON payload bytes plus metadata); the
 //! typed layer ([`Repository`](crate::Repository), [`Upcasters`](crate::Upcasters)) sits on top, so a
 //! new backend is a few hundred lines and passes the same
-#![cfg_attr(feature = "testkit", doc = "[conformance suite](crate::testkit::store_conformance).")]
-#![cfg_attr(not(feature = "testkit"), doc = "conformance suite (feature `testkit`).")]
+#![cfg_attr(
+    feature = "testkit",
+    doc = "[conformance suite](crate::testkit::store_conformance)."
+)]
+#![cfg_attr(
+    not(feature = "testkit"),
+    doc = "conformance suite (feature `testkit`)."
+)]
 
 use std::fmt;
 use std::sync::Arc;
@@ -138,8 +144,8 @@ impl NewEvent {
 
     /// Serialises a domain event.
     pub fn encode<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self> {
-        let payload = serde_json::to_vec(event)
-            .map_err(|e| Error::serialization(event.event_type(), e))?;
+        let payload =
+            serde_json::to_vec(event).map_err(|e| Error::serialization(event.event_type(), e))?;
         Ok(NewEvent::new(
             event.event_type(),
             event.schema_version(),

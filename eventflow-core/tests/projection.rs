@@ -1,4 +1,5 @@
 //! Projections fed from the global feed: catch-up, resume from the checkpoint, idempotence, rebuild.
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "testkit")]
 
 mod common;
@@ -70,13 +71,21 @@ async fn catches_up_resumes_and_rebuilds() {
         .with_batch_size(4);
 
     for id in ["a", "b"] {
-        repo.execute(id, &AccountCommand::Open { owner: id.into() }, CommandContext::new())
+        repo.execute(
+            id,
+            &AccountCommand::Open { owner: id.into() },
+            CommandContext::new(),
+        )
+        .await
+        .unwrap();
+        for amount in 1..=5 {
+            repo.execute(
+                id,
+                &AccountCommand::Deposit { amount },
+                CommandContext::new(),
+            )
             .await
             .unwrap();
-        for amount in 1..=5 {
-            repo.execute(id, &AccountCommand::Deposit { amount }, CommandContext::new())
-                .await
-                .unwrap();
         }
     }
     assert_eq!(runner.catch_up().await.unwrap(), 12);
@@ -85,19 +94,35 @@ async fn catches_up_resumes_and_rebuilds() {
     assert_eq!(runner.catch_up().await.unwrap(), 0, "nothing new");
 
     // A failure stops at the last completed batch; the next run resumes there.
-    repo.execute("a", &AccountCommand::Deposit { amount: 100 }, CommandContext::new())
-        .await
-        .unwrap();
-    repo.execute("b", &AccountCommand::Deposit { amount: 7 }, CommandContext::new())
-        .await
-        .unwrap();
+    repo.execute(
+        "a",
+        &AccountCommand::Deposit { amount: 100 },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
+    repo.execute(
+        "b",
+        &AccountCommand::Deposit { amount: 7 },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
     *balances.fail_on_amount.lock().unwrap() = Some(7);
     assert!(runner.catch_up().await.is_err());
     assert_eq!(checkpoints.load("balances").await.unwrap(), Some(12));
-    assert_eq!(balances.balance("account-a"), Some(115), "applied before the failure");
+    assert_eq!(
+        balances.balance("account-a"),
+        Some(115),
+        "applied before the failure"
+    );
     *balances.fail_on_amount.lock().unwrap() = None;
     assert_eq!(runner.catch_up().await.unwrap(), 2, "the batch is replayed");
-    assert_eq!(balances.balance("account-a"), Some(115), "the replayed event was skipped");
+    assert_eq!(
+        balances.balance("account-a"),
+        Some(115),
+        "the replayed event was skipped"
+    );
     assert_eq!(balances.balance("account-b"), Some(22));
 
     *balances.applied.lock().unwrap() = 0;
@@ -112,18 +137,36 @@ async fn run_polls_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
     let balances = Arc::new(Balances::default());
-    let runner = ProjectionRunner::new(store.clone(), Arc::new(InMemoryCheckpointStore::new()), balances.clone());
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+        balances.clone(),
+    );
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
     let task = {
         let (stop, stopped) = (stop.clone(), stopped.clone());
         tokio::spawn(async move {
-            runner.run(std::time::Duration::from_millis(5), stop.notified()).await;
+            runner
+                .run(std::time::Duration::from_millis(5), stop.notified())
+                .await;
             stopped.store(true, Ordering::SeqCst);
         })
     };
-    repo.execute("p", &AccountCommand::Open { owner: "p".into() }, CommandContext::new()).await.unwrap();
-    repo.execute("p", &AccountCommand::Deposit { amount: 3 }, CommandContext::new()).await.unwrap();
+    repo.execute(
+        "p",
+        &AccountCommand::Open { owner: "p".into() },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
+    repo.execute(
+        "p",
+        &AccountCommand::Deposit { amount: 3 },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
     let seen = eventflow_core::testkit::wait_until(std::time::Duration::from_secs(5), || async {
         balances.balance("account-p") == Some(3)
     })

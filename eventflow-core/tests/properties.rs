@@ -1,4 +1,5 @@
 //! Property tests: the repository agrees with a plain fold of the events, snapshots agree with full
+#![allow(clippy::unwrap_used)]
 //! replays, and concurrent appenders never leave a gap or a duplicate version.
 
 mod common;

@@ -1,4 +1,5 @@
 //! The repository's full path: load (cache, snapshot, events), handle, append, retry, idempotency.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -26,7 +27,9 @@ fn deposit(amount: i64) -> AccountCommand {
 
 async fn run(repo: &Repository<Account>, id: &str, commands: &[AccountCommand]) {
     for command in commands {
-        repo.execute(id, command, CommandContext::new()).await.unwrap();
+        repo.execute(id, command, CommandContext::new())
+            .await
+            .unwrap();
     }
 }
 
@@ -36,7 +39,11 @@ async fn executes_commands_and_records_envelopes() {
     let repo = Repository::<Account>::new(store.clone());
     let context = CommandContext::new()
         .with_correlation_id("corr-9")
-        .with_metadata(Metadata::new().with_correlation_id("corr-9").with_actor("alice"));
+        .with_metadata(
+            Metadata::new()
+                .with_correlation_id("corr-9")
+                .with_actor("alice"),
+        );
     let opened = repo.execute("a1", &open("alice"), context).await.unwrap();
     assert_eq!(opened.version, 1);
     assert_eq!(opened.stream_id.as_str(), "account-a1");
@@ -44,23 +51,40 @@ async fn executes_commands_and_records_envelopes() {
     assert_eq!(opened.events[0].metadata.actor.as_deref(), Some("alice"));
     assert!(!opened.deduplicated);
 
-    let stored = store.read_stream_to_end(&opened.stream_id, 1).await.unwrap();
+    let stored = store
+        .read_stream_to_end(&opened.stream_id, 1)
+        .await
+        .unwrap();
     assert_eq!(stored[0].event_id, opened.events[0].event_id);
     assert_eq!(stored[0].event_type, "AccountOpened");
     assert_eq!(stored[0].schema_version, 2);
     assert_eq!(stored[0].metadata.correlation_id.as_deref(), Some("corr-9"));
 
     let rejected = repo
-        .execute("a1", &AccountCommand::Withdraw { amount: 5 }, CommandContext::new())
+        .execute(
+            "a1",
+            &AccountCommand::Withdraw { amount: 5 },
+            CommandContext::new(),
+        )
         .await;
     assert!(matches!(
         rejected,
-        Err(CommandError::Rejected(AccountError::InsufficientFunds { balance: 0, asked: 5 }))
+        Err(CommandError::Rejected(AccountError::InsufficientFunds {
+            balance: 0,
+            asked: 5
+        }))
     ));
-    let noop = repo.execute("a1", &AccountCommand::Noop, CommandContext::new()).await.unwrap();
+    let noop = repo
+        .execute("a1", &AccountCommand::Noop, CommandContext::new())
+        .await
+        .unwrap();
     assert!(noop.events.is_empty());
     assert_eq!(noop.version, 1);
-    assert_eq!(store.len(), 1, "a rejected or empty command appends nothing");
+    assert_eq!(
+        store.len(),
+        1,
+        "a rejected or empty command appends nothing"
+    );
 }
 
 /// cqrs-es 0.5.0 applies events twice when loading through a snapshot (3 events show as 6). This
@@ -76,7 +100,12 @@ async fn snapshots_never_apply_an_event_twice() {
             if cached {
                 writer = writer.with_cache(16);
             }
-            run(&writer, "s", &[open("bo"), deposit(10), deposit(5), deposit(1)]).await;
+            run(
+                &writer,
+                "s",
+                &[open("bo"), deposit(10), deposit(5), deposit(1)],
+            )
+            .await;
             let snapshot = snapshots.load(&StreamId::new("account-s")).await.unwrap();
             assert!(snapshot.is_some(), "every {every}: a snapshot was taken");
 
@@ -84,11 +113,18 @@ async fn snapshots_never_apply_an_event_twice() {
                 .with_snapshots(snapshots.clone(), SnapshotPolicy::every(every));
             let loaded = reader.load("s").await.unwrap();
             assert_eq!(loaded.version, 4, "every {every}, cached {cached}");
-            assert_eq!(loaded.state.applied, 4, "every {every}, cached {cached}: each event once");
+            assert_eq!(
+                loaded.state.applied, 4,
+                "every {every}, cached {cached}: each event once"
+            );
             assert_eq!(loaded.state.balance, 16, "every {every}, cached {cached}");
             // And the state the writer keeps deciding on is right too.
             writer
-                .execute("s", &AccountCommand::Withdraw { amount: 16 }, CommandContext::new())
+                .execute(
+                    "s",
+                    &AccountCommand::Withdraw { amount: 16 },
+                    CommandContext::new(),
+                )
                 .await
                 .unwrap();
             let after = reader.load("s").await.unwrap();
@@ -105,17 +141,38 @@ async fn a_snapshot_that_no_longer_deserialises_falls_back_to_replay() {
         .with_snapshots(snapshots.clone(), SnapshotPolicy::every(100));
     run(&repo, "x", &[open("cy"), deposit(7), deposit(8)]).await;
     let stream = StreamId::new("account-x");
-    let garbage = Snapshot::new(stream.clone(), 3, 1, Bytes::from_static(b"{\"balance\":\"lots\"}"));
+    let garbage = Snapshot::new(
+        stream.clone(),
+        3,
+        1,
+        Bytes::from_static(b"{\"balance\":\"lots\"}"),
+    );
     snapshots.save(garbage).await.unwrap();
     let loaded = repo.load("x").await.unwrap();
-    assert_eq!((loaded.state.balance, loaded.state.applied, loaded.version), (15, 3, 3));
+    assert_eq!(
+        (loaded.state.balance, loaded.state.applied, loaded.version),
+        (15, 3, 3)
+    );
 
     // A snapshot of another format version is ignored, even if it deserialises.
-    let wrong = Account { opened: true, owner: "evil".into(), balance: 999, applied: 3 };
-    let other_format = Snapshot::new(stream, 4, 7, Bytes::from(serde_json::to_vec(&wrong).unwrap()));
+    let wrong = Account {
+        opened: true,
+        owner: "evil".into(),
+        balance: 999,
+        applied: 3,
+    };
+    let other_format = Snapshot::new(
+        stream,
+        4,
+        7,
+        Bytes::from(serde_json::to_vec(&wrong).unwrap()),
+    );
     snapshots.save(other_format).await.unwrap();
     let loaded = repo.load("x").await.unwrap();
-    assert_eq!((loaded.state.owner.as_str(), loaded.state.balance), ("cy", 15));
+    assert_eq!(
+        (loaded.state.owner.as_str(), loaded.state.balance),
+        ("cy", 15)
+    );
 }
 
 #[tokio::test]
@@ -129,30 +186,49 @@ async fn upcasters_migrate_old_events_while_loading() {
         Metadata::new(),
     );
     store
-        .append(AppendRequest::new(StreamId::new("account-old"), ExpectedVersion::NoStream, vec![v1]))
+        .append(AppendRequest::new(
+            StreamId::new("account-old"),
+            ExpectedVersion::NoStream,
+            vec![v1],
+        ))
         .await
         .unwrap();
     let plain = Repository::<Account>::new(store.clone());
-    assert!(matches!(plain.load("old").await, Err(Error::Serialization { .. })));
+    assert!(matches!(
+        plain.load("old").await,
+        Err(Error::Serialization { .. })
+    ));
 
     let upcasters = Upcasters::new().register("AccountOpened", 1, |mut v: serde_json::Value| {
         let opened = v.get_mut("Opened").ok_or("no Opened object")?;
-        let name = opened.as_object_mut().and_then(|o| o.remove("name")).ok_or("no name")?;
+        let name = opened
+            .as_object_mut()
+            .and_then(|o| o.remove("name"))
+            .ok_or("no name")?;
         opened["owner"] = name;
         Ok(v)
     });
     let repo = Repository::<Account>::new(store.clone()).with_upcasters(upcasters);
     let loaded = repo.load("old").await.unwrap();
     assert_eq!(loaded.state.owner, "dee");
-    repo.execute("old", &deposit(3), CommandContext::new()).await.unwrap();
+    repo.execute("old", &deposit(3), CommandContext::new())
+        .await
+        .unwrap();
 
     let failing = Upcasters::new().register("AccountOpened", 1, |_v: serde_json::Value| {
         Err::<serde_json::Value, _>("refused".to_owned())
     });
     let repo = Repository::<Account>::new(store).with_upcasters(failing);
     match repo.load("old").await {
-        Err(Error::Upcast { event_type, from_version: 1, reason }) => {
-            assert_eq!((event_type.as_str(), reason.as_str()), ("AccountOpened", "refused"));
+        Err(Error::Upcast {
+            event_type,
+            from_version: 1,
+            reason,
+        }) => {
+            assert_eq!(
+                (event_type.as_str(), reason.as_str()),
+                ("AccountOpened", "refused")
+            );
         }
         other => panic!("expected an upcast error, got {other:?}"),
     }
@@ -173,12 +249,20 @@ async fn an_idempotency_key_makes_a_retried_command_return_the_original() {
 
     // A command that records nothing still records its key.
     let noop = repo
-        .execute("i", &AccountCommand::Noop, CommandContext::new().with_idempotency_key("noop"))
+        .execute(
+            "i",
+            &AccountCommand::Noop,
+            CommandContext::new().with_idempotency_key("noop"),
+        )
         .await
         .unwrap();
     assert!(!noop.deduplicated);
     let again = repo
-        .execute("i", &deposit(99), CommandContext::new().with_idempotency_key("noop"))
+        .execute(
+            "i",
+            &deposit(99),
+            CommandContext::new().with_idempotency_key("noop"),
+        )
         .await
         .unwrap();
     assert!(again.deduplicated && again.events.is_empty());
@@ -207,9 +291,20 @@ async fn concurrent_commands_with_one_idempotency_key_append_once() {
         for task in tasks {
             results.push(task.await.unwrap());
         }
-        assert_eq!(store.len(), 2, "round {round}: exactly one deposit appended");
-        assert_eq!(results.iter().filter(|r| !r.deduplicated).count(), 1, "round {round}");
-        assert!(results.iter().all(|r| r.events == results[0].events), "round {round}: same result");
+        assert_eq!(
+            store.len(),
+            2,
+            "round {round}: exactly one deposit appended"
+        );
+        assert_eq!(
+            results.iter().filter(|r| !r.deduplicated).count(),
+            1,
+            "round {round}"
+        );
+        assert!(
+            results.iter().all(|r| r.events == results[0].events),
+            "round {round}: same result"
+        );
         assert_eq!(repo.load("c").await.unwrap().state.balance, 25);
     }
 }
@@ -227,7 +322,11 @@ impl EventStore for RacingStore {
             self.races.fetch_sub(1, Ordering::SeqCst);
             let rival = NewEvent::encode(&AccountEvent::Deposited { amount: 1 }, Metadata::new())?;
             self.inner
-                .append(AppendRequest::new(request.stream.clone(), ExpectedVersion::Any, vec![rival]))
+                .append(AppendRequest::new(
+                    request.stream.clone(),
+                    ExpectedVersion::Any,
+                    vec![rival],
+                ))
                 .await?;
         }
         self.inner.append(request).await
@@ -243,34 +342,56 @@ impl EventStore for RacingStore {
     async fn read_all(&self, from: u64, max: usize) -> eventflow_core::Result<Vec<RecordedEvent>> {
         self.inner.read_all(from, max).await
     }
-    async fn find_idempotency_key(&self, key: &str) -> eventflow_core::Result<Option<AppendResult>> {
+    async fn find_idempotency_key(
+        &self,
+        key: &str,
+    ) -> eventflow_core::Result<Option<AppendResult>> {
         self.inner.find_idempotency_key(key).await
     }
 }
 
 #[tokio::test]
 async fn conflicts_are_retried_then_reported() {
-    let store = Arc::new(RacingStore { inner: InMemoryEventStore::new(), races: AtomicU32::new(0) });
-    let repo = Repository::<Account>::new(store.clone()).with_cache(8).with_max_conflict_retries(3);
+    let store = Arc::new(RacingStore {
+        inner: InMemoryEventStore::new(),
+        races: AtomicU32::new(0),
+    });
+    let repo = Repository::<Account>::new(store.clone())
+        .with_cache(8)
+        .with_max_conflict_retries(3);
     run(&repo, "r", &[open("gus")]).await;
 
     store.races.store(3, Ordering::SeqCst);
-    let done = repo.execute("r", &deposit(100), CommandContext::new()).await.unwrap();
+    let done = repo
+        .execute("r", &deposit(100), CommandContext::new())
+        .await
+        .unwrap();
     assert_eq!(done.version, 5, "three rival events, then ours");
     let loaded = repo.load("r").await.unwrap();
     assert_eq!(loaded.state.balance, 103);
 
     store.races.store(4, Ordering::SeqCst);
     match repo.execute("r", &deposit(1), CommandContext::new()).await {
-        Err(CommandError::Store(Error::Conflict { expected, actual, .. })) => {
+        Err(CommandError::Store(Error::Conflict {
+            expected, actual, ..
+        })) => {
             assert_eq!(expected, ExpectedVersion::Exact(8));
             assert_eq!(actual, 9);
         }
         other => panic!("expected a conflict after the retries, got {other:?}"),
     }
     // The cache was invalidated by the conflict: the next command sees every rival event.
-    let next = repo.execute("r", &AccountCommand::Withdraw { amount: 107 }, CommandContext::new()).await;
-    assert!(next.is_ok(), "balance is 107 after 4 more rival deposits: {next:?}");
+    let next = repo
+        .execute(
+            "r",
+            &AccountCommand::Withdraw { amount: 107 },
+            CommandContext::new(),
+        )
+        .await;
+    assert!(
+        next.is_ok(),
+        "balance is 107 after 4 more rival deposits: {next:?}"
+    );
 }
 
 #[tokio::test]
@@ -282,7 +403,11 @@ async fn the_cache_sees_other_writers() {
     run(&other, "w", &[deposit(7)]).await;
     // Cached at version 2, the store is at 3: the withdrawal of 12 must see the other deposit.
     cached
-        .execute("w", &AccountCommand::Withdraw { amount: 12 }, CommandContext::new())
+        .execute(
+            "w",
+            &AccountCommand::Withdraw { amount: 12 },
+            CommandContext::new(),
+        )
         .await
         .unwrap();
     // Capacity 1: another aggregate evicts "w", which still loads correctly.

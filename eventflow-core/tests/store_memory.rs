@@ -1,4 +1,5 @@
 //! The in-memory store against the store conformance suite, and its concurrency guarantees at scale.
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "testkit")]
 
 use std::collections::HashSet;
@@ -15,7 +16,10 @@ use eventflow_core::{
 async fn in_memory_store_passes_the_conformance_suite() {
     let report = store_conformance("in-memory", || async { InMemoryEventStore::new() }).await;
     eprintln!("{report}");
-    assert!(report.unsupported.is_empty(), "the in-memory store supports everything");
+    assert!(
+        report.unsupported.is_empty(),
+        "the in-memory store supports everything"
+    );
 }
 
 /// 64 tasks race on one stream with `Exact` versions: every version 1..N exactly once, every loser
@@ -42,14 +46,19 @@ async fn sixty_four_writers_on_one_stream() {
                         Metadata::new(),
                     );
                     let id = event.event_id;
-                    let request =
-                        AppendRequest::new(stream.clone(), ExpectedVersion::Exact(current), vec![event]);
+                    let request = AppendRequest::new(
+                        stream.clone(),
+                        ExpectedVersion::Exact(current),
+                        vec![event],
+                    );
                     match store.append(request).await {
                         Ok(result) => {
                             assert_eq!(result.first_version, current + 1);
                             written.push(id);
                         }
-                        Err(Error::Conflict { expected, actual, .. }) => {
+                        Err(Error::Conflict {
+                            expected, actual, ..
+                        }) => {
                             assert_eq!(expected, ExpectedVersion::Exact(current));
                             assert!(actual > current);
                             conflicts += 1;
@@ -71,10 +80,19 @@ async fn sixty_four_writers_on_one_stream() {
     }
     let events = store.read_stream_to_end(&stream, 1).await.unwrap();
     let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
-    assert_eq!(versions, (1..=(WRITERS * APPENDS_EACH) as u64).collect::<Vec<_>>());
+    assert_eq!(
+        versions,
+        (1..=(WRITERS * APPENDS_EACH) as u64).collect::<Vec<_>>()
+    );
     let stored: HashSet<_> = events.iter().map(|e| e.event_id).collect();
-    assert_eq!(stored, written, "exactly the acknowledged events are stored");
-    eprintln!("{} appends, {conflicts} typed conflicts", WRITERS * APPENDS_EACH);
+    assert_eq!(
+        stored, written,
+        "exactly the acknowledged events are stored"
+    );
+    eprintln!(
+        "{} appends, {conflicts} typed conflicts",
+        WRITERS * APPENDS_EACH
+    );
 }
 
 #[tokio::test]
@@ -84,7 +102,11 @@ async fn read_all_pages_through_the_global_feed() {
         let stream = StreamId::new(format!("s-{}", i % 3));
         let event = NewEvent::new("E", 1, Bytes::from_static(b"{}"), Metadata::new());
         store
-            .append(AppendRequest::new(stream, ExpectedVersion::Any, vec![event]))
+            .append(AppendRequest::new(
+                stream,
+                ExpectedVersion::Any,
+                vec![event],
+            ))
             .await
             .unwrap();
     }

@@ -99,7 +99,7 @@ impl InMemoryBusOptions {
 ///     .await?;
 /// assert_eq!(rx.recv().await.as_deref(), Some("OrderPlaced"));
 /// subscription.unsubscribe().await;
-/// # eventflow_core::Result::Ok(())
+/// # Ok::<(), eventflow_core::Error>(())
 /// # }).unwrap();
 /// ```
 #[derive(Clone, Default)]
@@ -167,10 +167,8 @@ impl InMemoryBus {
         messages.iter().try_for_each(Self::validate)?;
         // A snapshot: a subscription added after this point does not get these messages, one that
         // is closing refuses them in `enqueue`.
-        let subscriptions: Vec<Arc<SubscriptionState>> = lock(&self.shared.subscriptions)
-            .values()
-            .cloned()
-            .collect();
+        let subscriptions: Vec<Arc<SubscriptionState>> =
+            lock(&self.shared.subscriptions).values().cloned().collect();
         for message in messages {
             let mut routed = 0usize;
             for subscription in &subscriptions {

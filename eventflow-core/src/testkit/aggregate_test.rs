@@ -21,13 +21,13 @@ use crate::aggregate::Aggregate;
 /// # }
 /// use eventflow_core::testkit::AggregateTest;
 ///
-/// AggregateTest::<Counter>::given(vec![CounterEvent::Incremented { by: 2 }])
+/// AggregateTest::<Counter>::given([CounterEvent::Incremented { by: 2 }])
 ///     .when(&3)
-///     .then_expect(vec![CounterEvent::Incremented { by: 3 }]);
+///     .then_expect(&[CounterEvent::Incremented { by: 3 }]);
 ///
 /// AggregateTest::<Counter>::given_no_events()
 ///     .when(&0)
-///     .then_error(ZeroIncrement);
+///     .then_error(&ZeroIncrement);
 /// ```
 #[derive(Debug)]
 pub struct AggregateTest<A: Aggregate> {
@@ -43,10 +43,10 @@ pub struct Then<A: Aggregate> {
 
 impl<A: Aggregate> AggregateTest<A> {
     /// An aggregate that has already recorded `events`.
-    pub fn given(events: Vec<A::Event>) -> Self {
+    pub fn given(events: impl IntoIterator<Item = A::Event>) -> Self {
         let mut state = A::default();
-        for event in &events {
-            state.apply(event);
+        for event in events {
+            state.apply(&event);
         }
         AggregateTest { state }
     }
@@ -71,22 +71,26 @@ where
 {
     /// Asserts the command recorded exactly `expected`.
     #[track_caller]
-    pub fn then_expect(self, expected: Vec<A::Event>) {
+    pub fn then_expect(self, expected: &[A::Event]) {
         match self.outcome {
             Ok(events) => assert_eq!(events, expected, "the command recorded other events"),
-            Err(error) => panic!("expected events {expected:?}, the command was rejected: {error:?}"),
+            Err(error) => {
+                panic!("expected events {expected:?}, the command was rejected: {error:?}")
+            }
         }
     }
 
     /// Asserts the command was rejected with `expected`.
     #[track_caller]
-    pub fn then_error(self, expected: A::Error)
+    pub fn then_error(self, expected: &A::Error)
     where
         A::Error: PartialEq,
     {
         match self.outcome {
-            Ok(events) => panic!("expected rejection {expected:?}, the command recorded {events:?}"),
-            Err(error) => assert_eq!(error, expected, "the command was rejected differently"),
+            Ok(events) => {
+                panic!("expected rejection {expected:?}, the command recorded {events:?}")
+            }
+            Err(error) => assert_eq!(&error, expected, "the command was rejected differently"),
         }
     }
 

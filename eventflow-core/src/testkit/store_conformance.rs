@@ -67,8 +67,8 @@ fn stream(name: &str) -> StreamId {
 }
 
 fn event(n: u64) -> NewEvent {
-    let payload = serde_json::to_vec(&serde_json::json!({ "n": n, "text": "é ✓" }))
-        .unwrap_or_default();
+    let payload =
+        serde_json::to_vec(&serde_json::json!({ "n": n, "text": "é ✓" })).unwrap_or_default();
     NewEvent::new("Tested", 1, Bytes::from(payload), Metadata::new())
 }
 
@@ -111,7 +111,9 @@ fn expect_conflict(result: Result<AppendResult, Error>, expected: ExpectedVersio
             assert_eq!(e, expected, "conflict reports the expected version");
             assert_eq!(a, actual, "conflict reports the actual version");
         }
-        other => panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}"),
+        other => {
+            panic!("expected a conflict (expected {expected}, actual {actual}), got {other:?}")
+        }
     }
 }
 
@@ -143,10 +145,17 @@ async fn append_and_read<S: EventStore>(store: &S) {
         .unwrap_or_else(|e| panic!("append_and_read: read failed: {e}"));
     assert_eq!(read.len(), 3, "append_and_read: all events read back");
     for (i, (r, n)) in read.iter().zip(&sent).enumerate() {
-        assert_eq!(r.version, i as u64 + 1, "append_and_read: versions are 1-based");
+        assert_eq!(
+            r.version,
+            i as u64 + 1,
+            "append_and_read: versions are 1-based"
+        );
         assert_eq!(r.event_id, n.event_id, "append_and_read: event id kept");
         assert_eq!(r.event_type, n.event_type, "append_and_read: type kept");
-        assert_eq!(r.schema_version, n.schema_version, "append_and_read: schema version kept");
+        assert_eq!(
+            r.schema_version, n.schema_version,
+            "append_and_read: schema version kept"
+        );
         assert_eq!(r.metadata, n.metadata, "append_and_read: metadata kept");
         assert_eq!(r.stream_id, s, "append_and_read: stream id kept");
         let payload: serde_json::Value = serde_json::from_slice(&r.payload)
@@ -169,13 +178,19 @@ async fn expected_versions<S: EventStore>(store: &S) {
     let check = |r: Result<AppendResult, Error>, what: &str| {
         r.unwrap_or_else(|e| panic!("expected_versions: {what} failed: {e}"))
     };
-    check(append(store, &s, ExpectedVersion::Exact(0), events(1, 1)).await, "Exact(0) on a new stream");
+    check(
+        append(store, &s, ExpectedVersion::Exact(0), events(1, 1)).await,
+        "Exact(0) on a new stream",
+    );
     expect_conflict(
         append(store, &s, ExpectedVersion::NoStream, events(2, 1)).await,
         ExpectedVersion::NoStream,
         1,
     );
-    check(append(store, &s, ExpectedVersion::Exact(1), events(2, 2)).await, "Exact(1)");
+    check(
+        append(store, &s, ExpectedVersion::Exact(1), events(2, 2)).await,
+        "Exact(1)",
+    );
     expect_conflict(
         append(store, &s, ExpectedVersion::Exact(2), events(4, 1)).await,
         ExpectedVersion::Exact(2),
@@ -186,12 +201,29 @@ async fn expected_versions<S: EventStore>(store: &S) {
         ExpectedVersion::Exact(9),
         3,
     );
-    let any = check(append(store, &s, ExpectedVersion::Any, events(4, 2)).await, "Any");
-    assert_eq!((any.first_version, any.last_version), (4, 5), "expected_versions: Any appends at the end");
+    let any = check(
+        append(store, &s, ExpectedVersion::Any, events(4, 2)).await,
+        "Any",
+    );
+    assert_eq!(
+        (any.first_version, any.last_version),
+        (4, 5),
+        "expected_versions: Any appends at the end"
+    );
     let fresh = stream("expected-any");
-    let any = check(append(store, &fresh, ExpectedVersion::Any, events(1, 1)).await, "Any on a new stream");
-    assert_eq!(any.last_version, 1, "expected_versions: Any on a new stream");
-    assert_eq!(version_of(store, &s).await, 5, "expected_versions: final version");
+    let any = check(
+        append(store, &fresh, ExpectedVersion::Any, events(1, 1)).await,
+        "Any on a new stream",
+    );
+    assert_eq!(
+        any.last_version, 1,
+        "expected_versions: Any on a new stream"
+    );
+    assert_eq!(
+        version_of(store, &s).await,
+        5,
+        "expected_versions: final version"
+    );
 }
 
 async fn conflict_writes_nothing<S: EventStore + Outbox>(store: &S) {
@@ -203,25 +235,40 @@ async fn conflict_writes_nothing<S: EventStore + Outbox>(store: &S) {
         .with_idempotency_key(format!("atomic-{s}"))
         .with_outbox(true);
     expect_conflict(store.append(request).await, ExpectedVersion::Exact(1), 2);
-    assert_eq!(version_of(store, &s).await, 2, "conflict_writes_nothing: no event written");
+    assert_eq!(
+        version_of(store, &s).await,
+        2,
+        "conflict_writes_nothing: no event written"
+    );
     let key = store
         .find_idempotency_key(&format!("atomic-{s}"))
         .await
         .unwrap_or_else(|e| panic!("conflict_writes_nothing: {e}"));
-    assert!(key.is_none(), "conflict_writes_nothing: no idempotency key recorded");
+    assert!(
+        key.is_none(),
+        "conflict_writes_nothing: no idempotency key recorded"
+    );
     let pending = store
         .pending(100)
         .await
         .unwrap_or_else(|e| panic!("conflict_writes_nothing: {e}"));
-    assert!(pending.is_empty(), "conflict_writes_nothing: no outbox entry written");
+    assert!(
+        pending.is_empty(),
+        "conflict_writes_nothing: no outbox entry written"
+    );
 }
 
 async fn paged_reads<S: EventStore>(store: &S) {
     let s = stream("paged");
     for batch in 0..5 {
-        append(store, &s, ExpectedVersion::Exact(batch * 11), events(batch * 11 + 1, 11))
-            .await
-            .unwrap_or_else(|e| panic!("paged_reads: append: {e}"));
+        append(
+            store,
+            &s,
+            ExpectedVersion::Exact(batch * 11),
+            events(batch * 11 + 1, 11),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("paged_reads: append: {e}"));
     }
     let mut versions = Vec::new();
     let mut next = 1;
@@ -231,25 +278,39 @@ async fn paged_reads<S: EventStore>(store: &S) {
             .read_stream(&s, next, 10)
             .await
             .unwrap_or_else(|e| panic!("paged_reads: read: {e}"));
-        assert!(page.len() <= 10, "paged_reads: a page holds at most max_count events");
+        assert!(
+            page.len() <= 10,
+            "paged_reads: a page holds at most max_count events"
+        );
         pages += 1;
         let Some(last) = page.last() else { break };
         next = last.version + 1;
         versions.extend(page.iter().map(|e| e.version));
     }
-    assert_eq!(versions, (1..=55).collect::<Vec<_>>(), "paged_reads: every version once, in order");
+    assert_eq!(
+        versions,
+        (1..=55).collect::<Vec<_>>(),
+        "paged_reads: every version once, in order"
+    );
     assert!(pages >= 6, "paged_reads: read past several pages");
     let middle = store
         .read_stream(&s, 20, 3)
         .await
         .unwrap_or_else(|e| panic!("paged_reads: {e}"));
     let middle: Vec<u64> = middle.iter().map(|e| e.version).collect();
-    assert_eq!(middle, vec![20, 21, 22], "paged_reads: read from the middle");
+    assert_eq!(
+        middle,
+        vec![20, 21, 22],
+        "paged_reads: read from the middle"
+    );
     let past_end = store
         .read_stream(&s, 56, 10)
         .await
         .unwrap_or_else(|e| panic!("paged_reads: {e}"));
-    assert!(past_end.is_empty(), "paged_reads: reading past the end is empty");
+    assert!(
+        past_end.is_empty(),
+        "paged_reads: reading past the end is empty"
+    );
 }
 
 async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {
@@ -269,7 +330,10 @@ async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {
                 match append(&*store, &s, ExpectedVersion::Exact(version), vec![e]).await {
                     Ok(_) => done += 1,
                     Err(Error::Conflict { actual, .. }) => {
-                        assert!(actual > version, "concurrent_writers: a conflict reports a newer version");
+                        assert!(
+                            actual > version,
+                            "concurrent_writers: a conflict reports a newer version"
+                        );
                         conflicts += 1;
                     }
                     Err(other) => panic!("concurrent_writers: unexpected error {other}"),
@@ -279,7 +343,8 @@ async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {
         }));
     }
     for task in tasks {
-        task.await.unwrap_or_else(|e| panic!("concurrent_writers: writer panicked: {e}"));
+        task.await
+            .unwrap_or_else(|e| panic!("concurrent_writers: writer panicked: {e}"));
     }
     let all = store
         .read_stream_to_end(&s, 1)
@@ -292,52 +357,94 @@ async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {
         "concurrent_writers: every version exactly once, no gap"
     );
     let ids: HashSet<_> = all.iter().map(|e| e.event_id).collect();
-    assert_eq!(ids.len() as u64, WRITERS * APPENDS_EACH, "concurrent_writers: no event lost or duplicated");
+    assert_eq!(
+        ids.len() as u64,
+        WRITERS * APPENDS_EACH,
+        "concurrent_writers: no event lost or duplicated"
+    );
 }
 
 async fn idempotency_keys<S: EventStore>(store: &S) {
     let s = stream("idem");
     let key = format!("key-{s}");
     let first = store
-        .append(AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1, 2)).with_idempotency_key(&key))
+        .append(
+            AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1, 2))
+                .with_idempotency_key(&key),
+        )
         .await
         .unwrap_or_else(|e| panic!("idempotency_keys: first append: {e}"));
     let found = store
         .find_idempotency_key(&key)
         .await
         .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
-    assert_eq!(found.as_ref(), Some(&first), "idempotency_keys: the key finds the first result");
+    assert_eq!(
+        found.as_ref(),
+        Some(&first),
+        "idempotency_keys: the key finds the first result"
+    );
     let other = stream("idem-other");
-    for (target, expected) in [(&s, ExpectedVersion::Exact(2)), (&other, ExpectedVersion::Any)] {
+    for (target, expected) in [
+        (&s, ExpectedVersion::Exact(2)),
+        (&other, ExpectedVersion::Any),
+    ] {
         let again = store
-            .append(AppendRequest::new(target.clone(), expected, events(3, 1)).with_idempotency_key(&key))
+            .append(
+                AppendRequest::new(target.clone(), expected, events(3, 1))
+                    .with_idempotency_key(&key),
+            )
             .await;
         match again {
             Err(Error::DuplicateIdempotencyKey { key: k, original }) => {
                 assert_eq!(k, key, "idempotency_keys: the error names the key");
-                assert_eq!(*original, first, "idempotency_keys: the error carries the first result");
+                assert_eq!(
+                    *original, first,
+                    "idempotency_keys: the error carries the first result"
+                );
             }
             other => panic!("idempotency_keys: expected DuplicateIdempotencyKey, got {other:?}"),
         }
     }
-    assert_eq!(version_of(store, &s).await, 2, "idempotency_keys: nothing appended twice");
-    assert_eq!(version_of(store, &other).await, 0, "idempotency_keys: nothing appended elsewhere");
+    assert_eq!(
+        version_of(store, &s).await,
+        2,
+        "idempotency_keys: nothing appended twice"
+    );
+    assert_eq!(
+        version_of(store, &other).await,
+        0,
+        "idempotency_keys: nothing appended elsewhere"
+    );
     let unknown = store
         .find_idempotency_key("no-such-key")
         .await
         .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
-    assert!(unknown.is_none(), "idempotency_keys: an unknown key finds nothing");
+    assert!(
+        unknown.is_none(),
+        "idempotency_keys: an unknown key finds nothing"
+    );
     let empty_key = format!("empty-{s}");
     let recorded = store
-        .append(AppendRequest::new(s.clone(), ExpectedVersion::Exact(2), Vec::new()).with_idempotency_key(&empty_key))
+        .append(
+            AppendRequest::new(s.clone(), ExpectedVersion::Exact(2), Vec::new())
+                .with_idempotency_key(&empty_key),
+        )
         .await
         .unwrap_or_else(|e| panic!("idempotency_keys: an empty append with a key: {e}"));
-    assert_eq!(recorded.count(), 0, "idempotency_keys: an empty append writes no event");
+    assert_eq!(
+        recorded.count(),
+        0,
+        "idempotency_keys: an empty append writes no event"
+    );
     let found = store
         .find_idempotency_key(&empty_key)
         .await
         .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
-    assert_eq!(found, Some(recorded), "idempotency_keys: an empty append still records its key");
+    assert_eq!(
+        found,
+        Some(recorded),
+        "idempotency_keys: an empty append still records its key"
+    );
 }
 
 async fn concurrent_idempotency<S: EventStore + 'static>(store: Arc<S>) {
@@ -354,53 +461,116 @@ async fn concurrent_idempotency<S: EventStore + 'static>(store: Arc<S>) {
     let mut winners = Vec::new();
     let mut originals = Vec::new();
     for task in tasks {
-        match task.await.unwrap_or_else(|e| panic!("concurrent_idempotency: {e}")) {
+        match task
+            .await
+            .unwrap_or_else(|e| panic!("concurrent_idempotency: {e}"))
+        {
             Ok(result) => winners.push(result),
             Err(Error::DuplicateIdempotencyKey { original, .. }) => originals.push(*original),
             Err(other) => panic!("concurrent_idempotency: unexpected error {other}"),
         }
     }
-    assert_eq!(winners.len(), 1, "concurrent_idempotency: exactly one append wins");
+    assert_eq!(
+        winners.len(),
+        1,
+        "concurrent_idempotency: exactly one append wins"
+    );
     assert!(
         originals.iter().all(|o| *o == winners[0]),
         "concurrent_idempotency: every loser sees the winner's result"
     );
-    assert_eq!(version_of(&*store, &s).await, 2, "concurrent_idempotency: one append's events only");
+    assert_eq!(
+        version_of(&*store, &s).await,
+        2,
+        "concurrent_idempotency: one append's events only"
+    );
 }
 
 async fn outbox<S: EventStore + Outbox>(store: &S) {
-    let (a, b, quiet) = (stream("outbox-a"), stream("outbox-b"), stream("outbox-quiet"));
+    let (a, b, quiet) = (
+        stream("outbox-a"),
+        stream("outbox-b"),
+        stream("outbox-quiet"),
+    );
     let with_outbox = |s: &StreamId, expected, events| {
         AppendRequest::new(s.clone(), expected, events).with_outbox(true)
     };
-    ok("outbox", store.append(with_outbox(&a, ExpectedVersion::NoStream, events(1, 2))).await);
-    ok("outbox", store.append(with_outbox(&b, ExpectedVersion::NoStream, events(1, 2))).await);
-    ok("outbox", append(store, &quiet, ExpectedVersion::NoStream, events(1, 3)).await);
-    ok("outbox", store.append(with_outbox(&a, ExpectedVersion::Exact(2), events(3, 1))).await);
+    ok(
+        "outbox",
+        store
+            .append(with_outbox(&a, ExpectedVersion::NoStream, events(1, 2)))
+            .await,
+    );
+    ok(
+        "outbox",
+        store
+            .append(with_outbox(&b, ExpectedVersion::NoStream, events(1, 2)))
+            .await,
+    );
+    ok(
+        "outbox",
+        append(store, &quiet, ExpectedVersion::NoStream, events(1, 3)).await,
+    );
+    ok(
+        "outbox",
+        store
+            .append(with_outbox(&a, ExpectedVersion::Exact(2), events(3, 1)))
+            .await,
+    );
     let pending = ok("outbox", store.pending(100).await);
-    assert_eq!(pending.len(), 5, "outbox: one entry per event appended with the outbox");
-    assert!(pending.iter().all(|e| e.stream_id != quiet), "outbox: no entry without the outbox flag");
+    assert_eq!(
+        pending.len(),
+        5,
+        "outbox: one entry per event appended with the outbox"
+    );
+    assert!(
+        pending.iter().all(|e| e.stream_id != quiet),
+        "outbox: no entry without the outbox flag"
+    );
     for s in [&a, &b] {
-        let versions: Vec<u64> = pending.iter().filter(|e| &e.stream_id == s).map(|e| e.version).collect();
+        let versions: Vec<u64> = pending
+            .iter()
+            .filter(|e| &e.stream_id == s)
+            .map(|e| e.version)
+            .collect();
         let mut sorted = versions.clone();
         sorted.sort_unstable();
-        assert_eq!(versions, sorted, "outbox: entries of a stream come in version order");
+        assert_eq!(
+            versions, sorted,
+            "outbox: entries of a stream come in version order"
+        );
     }
     let first_two = &pending[..2];
     ok("outbox", store.mark_published(first_two).await);
     ok("outbox", store.mark_published(first_two).await);
     let rest = ok("outbox", store.pending(100).await);
-    assert_eq!(rest.len(), 3, "outbox: marked entries are gone, marking twice is harmless");
+    assert_eq!(
+        rest.len(),
+        3,
+        "outbox: marked entries are gone, marking twice is harmless"
+    );
     let published: HashSet<_> = first_two.iter().map(|e| e.event_id).collect();
-    assert!(rest.iter().all(|e| !published.contains(&e.event_id)), "outbox: the right entries were marked");
+    assert!(
+        rest.iter().all(|e| !published.contains(&e.event_id)),
+        "outbox: the right entries were marked"
+    );
     let limited = ok("outbox", store.pending(2).await);
     assert_eq!(limited.len(), 2, "outbox: pending honours max");
     ok("outbox", store.mark_published(&rest).await);
-    assert!(ok("outbox", store.pending(100).await).is_empty(), "outbox: empty after marking all");
+    assert!(
+        ok("outbox", store.pending(100).await).is_empty(),
+        "outbox: empty after marking all"
+    );
 }
 
 async fn invalid_stream_id<S: EventStore>(store: &S) {
-    let result = append(store, &StreamId::new(""), ExpectedVersion::Any, events(1, 1)).await;
+    let result = append(
+        store,
+        &StreamId::new(""),
+        ExpectedVersion::Any,
+        events(1, 1),
+    )
+    .await;
     assert!(
         matches!(result, Err(Error::InvalidRequest(_))),
         "invalid_stream_id: an empty stream id is refused with InvalidRequest, got {result:?}"
@@ -433,19 +603,33 @@ async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
             .await
             .unwrap_or_else(|e| panic!("global_feed: read_all: {e}"));
         let Some(last) = page.last() else { break };
-        next = last.position.unwrap_or_else(|| panic!("global_feed: events carry a position")) + 1;
+        next = last
+            .position
+            .unwrap_or_else(|| panic!("global_feed: events carry a position"))
+            + 1;
         feed.extend(page);
     }
     let ids: Vec<_> = feed.iter().map(|e| e.event_id).collect();
     assert_eq!(ids, order, "global_feed: the feed is in append order");
     let positions: Vec<u64> = feed.iter().filter_map(|e| e.position).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "global_feed: positions strictly increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "global_feed: positions strictly increase"
+    );
     let from = positions[4];
     let suffix = store
         .read_all(from, 100)
         .await
         .unwrap_or_else(|e| panic!("global_feed: {e}"));
-    assert_eq!(suffix.first().map(|e| e.event_id), Some(order[4]), "global_feed: reading from a position");
-    assert_eq!(suffix.len(), order.len() - 4, "global_feed: reading from a position reads the rest");
+    assert_eq!(
+        suffix.first().map(|e| e.event_id),
+        Some(order[4]),
+        "global_feed: reading from a position"
+    );
+    assert_eq!(
+        suffix.len(),
+        order.len() - 4,
+        "global_feed: reading from a position reads the rest"
+    );
     Ok(())
 }

@@ -1,0 +1,596 @@
+//! The in-memory bus: the conformance suite, plus behaviour only the in-memory bus offers or that
+//! is easier to pin down in memory.
+#![cfg(feature = "testkit")]
+// A failed unwrap is a failed test, with the error in the message.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eventflow_core::bus::{
+    DeadLetters, Delivery, EventBus, HandlerError, Message, RetryPolicy, Subscription, handler_fn,
+};
+use eventflow_core::memory::InMemoryBusOptions;
+use eventflow_core::testkit::{bus_conformance, wait_until};
+use eventflow_core::{Error, InMemoryBus};
+use serde_json::json;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn message(n: usize) -> Message {
+    Message::new("TestEvent", "tests", json!({ "n": n }))
+}
+
+fn quick_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy::new(
+        max_attempts,
+        Duration::from_millis(20),
+        Duration::from_millis(100),
+    )
+}
+
+/// A handler that records deliveries and acknowledges them.
+fn recording() -> (
+    Arc<Mutex<Vec<Delivery>>>,
+    Arc<dyn eventflow_core::MessageHandler>,
+) {
+    let deliveries = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let deliveries = Arc::clone(&deliveries);
+        handler_fn(move |delivery: Delivery| {
+            let deliveries = Arc::clone(&deliveries);
+            async move {
+                deliveries.lock().unwrap().push(delivery);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    (deliveries, handler)
+}
+
+fn count(deliveries: &Mutex<Vec<Delivery>>) -> usize {
+    deliveries.lock().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_bus_passes_the_conformance_suite() {
+    let report = bus_conformance("in-memory", || async { InMemoryBus::new() }).await;
+    eprintln!("{report}");
+    assert!(report.unsupported.is_empty(), "{report}");
+    assert_eq!(report.passed.len(), 10, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_bus_with_duplicates_passes_the_conformance_suite() {
+    let report = bus_conformance("in-memory, duplicate deliveries", || async {
+        InMemoryBus::with_options(InMemoryBusOptions::new().duplicate_deliveries(true))
+    })
+    .await;
+    assert!(report.unsupported.is_empty(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_deliveries_deliver_every_message_twice() {
+    let bus = InMemoryBus::with_options(InMemoryBusOptions::new().duplicate_deliveries(true));
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("dup"), handler)
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..5).map(message).collect();
+    bus.publish(messages.clone()).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 10 }).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let deliveries = deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 10);
+    for message in &messages {
+        let of_message: Vec<&Delivery> = deliveries
+            .iter()
+            .filter(|d| d.message.id == message.id)
+            .collect();
+        assert_eq!(of_message.len(), 2, "{}", message.id);
+        assert!(of_message.iter().all(|d| d.attempt == 1));
+    }
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_option_each_message_is_delivered_once() {
+    let bus = InMemoryBus::new();
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("once"), handler)
+        .await
+        .unwrap();
+    bus.publish((0..5).map(message).collect()).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 5 }).await);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(count(&deliveries), 5);
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_counts_as_an_error_and_ends_in_the_dead_letters() {
+    let bus = InMemoryBus::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let healthy = Arc::new(AtomicBool::new(false));
+    let handler = {
+        let calls = Arc::clone(&calls);
+        let healthy = Arc::clone(&healthy);
+        handler_fn(move |delivery: Delivery| {
+            let calls = Arc::clone(&calls);
+            let healthy = Arc::clone(&healthy);
+            async move {
+                if delivery.message.message_type == "Poison" {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    panic!("boom on attempt {}", delivery.attempt);
+                }
+                healthy.store(true, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let handle = bus
+        .subscribe(
+            Subscription::new("panics").with_retry(quick_retry(2)),
+            handler,
+        )
+        .await
+        .unwrap();
+    let poison = Message::new("Poison", "tests", json!({}));
+    bus.publish(vec![poison.clone()]).await.unwrap();
+
+    assert!(
+        wait_until(TIMEOUT, || {
+            let bus = bus.clone();
+            async move { !bus.dead_letters("panics", 10).await.unwrap().is_empty() }
+        })
+        .await
+    );
+    let letters = bus.dead_letters("panics", 10).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let letter = &letters[0];
+    assert_eq!(letter.message, poison);
+    assert_eq!(letter.subscription, "panics");
+    assert_eq!(letter.attempts, 2);
+    let last_error = letter.last_error.as_deref().unwrap();
+    assert!(last_error.contains("panicked") && last_error.contains("boom on attempt 2"));
+    assert!(letter.dead_lettered_at.is_some());
+
+    // The subscription still delivers after the panics.
+    bus.publish(vec![message(1)]).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { healthy.load(Ordering::SeqCst) }).await);
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_name_used_twice_is_an_error_until_unsubscribed() {
+    let bus = InMemoryBus::new();
+    let (_, handler) = recording();
+    let first = bus
+        .subscribe(Subscription::new("twice"), Arc::clone(&handler))
+        .await
+        .unwrap();
+    let second = bus
+        .subscribe(Subscription::new("twice"), Arc::clone(&handler))
+        .await;
+    assert!(
+        matches!(second, Err(Error::InvalidRequest(_))),
+        "{second:?}"
+    );
+    let other = bus
+        .subscribe(Subscription::new("other"), Arc::clone(&handler))
+        .await
+        .unwrap();
+    first.unsubscribe().await;
+    let again = bus
+        .subscribe(Subscription::new("twice"), handler)
+        .await
+        .unwrap();
+    again.unsubscribe().await;
+    other.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_in_flight_handlers_run_at_once() {
+    let bus = InMemoryBus::new();
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (running, most, done) = (Arc::clone(&running), Arc::clone(&most), Arc::clone(&done));
+        handler_fn(move |delivery: Delivery| {
+            let (running, most, done) =
+                (Arc::clone(&running), Arc::clone(&most), Arc::clone(&done));
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                // Failures and retries must respect the limit too.
+                if delivery.attempt == 1 && delivery.message.payload["n"].as_u64() == Some(3) {
+                    return Err(HandlerError::msg("retry me"));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    };
+    let handle = bus
+        .subscribe(
+            Subscription::new("limited")
+                .with_max_in_flight(2)
+                .with_retry(quick_retry(3)),
+            handler,
+        )
+        .await
+        .unwrap();
+    bus.publish((0..20).map(message).collect()).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { done.load(Ordering::SeqCst) == 20 }).await);
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        2,
+        "unkeyed messages run concurrently, up to 2"
+    );
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_are_refused_and_nothing_of_the_batch_is_published() {
+    let bus = InMemoryBus::new();
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("strict"), handler)
+        .await
+        .unwrap();
+
+    let empty_id = bus.publish(vec![message(0), message(1).with_id("")]).await;
+    assert!(
+        matches!(empty_id, Err(Error::InvalidRequest(_))),
+        "{empty_id:?}"
+    );
+    let empty_type = bus
+        .publish(vec![Message::new("", "tests", json!({}))])
+        .await;
+    assert!(
+        matches!(empty_type, Err(Error::InvalidRequest(_))),
+        "{empty_type:?}"
+    );
+    let empty_name = bus.subscribe(Subscription::new(""), recording().1).await;
+    assert!(matches!(empty_name, Err(Error::InvalidRequest(_))));
+
+    bus.publish(vec![message(2)]).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 1 }).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got: Vec<u64> = deliveries
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.message.payload["n"].as_u64())
+        .collect();
+    assert_eq!(got, [2]);
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_before_subscribing_are_not_delivered() {
+    let bus = InMemoryBus::new();
+    bus.publish(vec![message(0)]).await.unwrap();
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("late"), handler)
+        .await
+        .unwrap();
+    bus.publish(vec![message(1)]).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 1 }).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let deliveries = deliveries.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].message.payload["n"], 1);
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redeliveries_wait_for_the_backoff() {
+    let bus = InMemoryBus::new();
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let times = Arc::clone(&times);
+        handler_fn(move |delivery: Delivery| {
+            let times = Arc::clone(&times);
+            async move {
+                times.lock().unwrap().push(tokio::time::Instant::now());
+                if delivery.attempt < 3 {
+                    return Err(HandlerError::msg("not yet"));
+                }
+                Ok(())
+            }
+        })
+    };
+    let retry = RetryPolicy::new(5, Duration::from_millis(100), Duration::from_secs(1));
+    let handle = bus
+        .subscribe(Subscription::new("backoff").with_retry(retry), handler)
+        .await
+        .unwrap();
+    bus.publish(vec![message(0)]).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { times.lock().unwrap().len() >= 3 }).await);
+    let times = times.lock().unwrap().clone();
+    assert!(times[1] - times[0] >= Duration::from_millis(100));
+    assert!(times[2] - times[1] >= Duration::from_millis(200));
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_waits_while_its_previous_message_is_retried() {
+    let bus = InMemoryBus::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let log = Arc::clone(&log);
+        handler_fn(move |delivery: Delivery| {
+            let log = Arc::clone(&log);
+            async move {
+                let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
+                log.lock().unwrap().push((n, delivery.attempt));
+                if n == 0 && delivery.attempt < 3 {
+                    return Err(HandlerError::msg("not yet"));
+                }
+                Ok(())
+            }
+        })
+    };
+    let handle = bus
+        .subscribe(
+            Subscription::new("keyed").with_retry(quick_retry(5)),
+            handler,
+        )
+        .await
+        .unwrap();
+    bus.publish(vec![
+        message(0).with_ordering_key("k"),
+        message(1).with_ordering_key("k"),
+        message(2).with_ordering_key("k"),
+    ])
+    .await
+    .unwrap();
+    assert!(wait_until(TIMEOUT, || async { log.lock().unwrap().len() >= 5 }).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        *log.lock().unwrap(),
+        [(0, 1), (0, 2), (0, 3), (1, 1), (2, 1)]
+    );
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_message_lets_its_key_go_on() {
+    let bus = InMemoryBus::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let log = Arc::clone(&log);
+        handler_fn(move |delivery: Delivery| {
+            let log = Arc::clone(&log);
+            async move {
+                let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
+                log.lock().unwrap().push(n);
+                if n == 0 {
+                    return Err(HandlerError::msg("never"));
+                }
+                Ok(())
+            }
+        })
+    };
+    let handle = bus
+        .subscribe(
+            Subscription::new("keyed-dlq").with_retry(quick_retry(2)),
+            handler,
+        )
+        .await
+        .unwrap();
+    bus.publish(vec![
+        message(0).with_ordering_key("k"),
+        message(1).with_ordering_key("k"),
+    ])
+    .await
+    .unwrap();
+    assert!(wait_until(TIMEOUT, || async { log.lock().unwrap().len() >= 3 }).await);
+    assert_eq!(*log.lock().unwrap(), [0, 0, 1]);
+    assert_eq!(bus.dead_letters("keyed-dlq", 10).await.unwrap().len(), 1);
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_oldest_first_and_limited() {
+    let bus = InMemoryBus::new();
+    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let handle = bus
+        .subscribe(
+            Subscription::new("dlq-order")
+                .with_retry(quick_retry(1))
+                .with_max_in_flight(1),
+            handler,
+        )
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..3).map(|n| message(n).with_ordering_key("k")).collect();
+    bus.publish(messages.clone()).await.unwrap();
+    assert!(
+        wait_until(TIMEOUT, || {
+            let bus = bus.clone();
+            async move { bus.dead_letters("dlq-order", 10).await.unwrap().len() == 3 }
+        })
+        .await
+    );
+    let letters = bus.dead_letters("dlq-order", 10).await.unwrap();
+    let ids: Vec<&str> = letters.iter().map(|l| l.message.id.as_str()).collect();
+    let expected: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(bus.dead_letters("dlq-order", 2).await.unwrap().len(), 2);
+    assert!(bus.dead_letters("unknown", 10).await.unwrap().is_empty());
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_needs_an_active_subscription_and_keeps_the_dead_letters_otherwise() {
+    let bus = InMemoryBus::new();
+    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let handle = bus
+        .subscribe(
+            Subscription::new("gone").with_retry(quick_retry(1)),
+            handler,
+        )
+        .await
+        .unwrap();
+    bus.publish(vec![message(0)]).await.unwrap();
+    assert!(
+        wait_until(TIMEOUT, || {
+            let bus = bus.clone();
+            async move { !bus.dead_letters("gone", 10).await.unwrap().is_empty() }
+        })
+        .await
+    );
+    handle.unsubscribe().await;
+
+    let redrive = bus.redrive("gone").await;
+    assert!(
+        matches!(redrive, Err(Error::InvalidRequest(_))),
+        "{redrive:?}"
+    );
+    assert_eq!(bus.dead_letters("gone", 10).await.unwrap().len(), 1);
+
+    // A new subscription of the same name takes them.
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("gone"), handler)
+        .await
+        .unwrap();
+    assert_eq!(bus.redrive("gone").await.unwrap(), 1);
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) == 1 }).await);
+    assert_eq!(deliveries.lock().unwrap()[0].attempt, 1);
+    assert!(bus.dead_letters("gone", 10).await.unwrap().is_empty());
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_waits_for_deliveries_in_flight_and_drops_the_rest() {
+    let bus = InMemoryBus::new();
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+        handler_fn(move |_: Delivery| {
+            let (started, finished) = (Arc::clone(&started), Arc::clone(&finished));
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let handle = bus
+        .subscribe(Subscription::new("slow").with_max_in_flight(1), handler)
+        .await
+        .unwrap();
+    bus.publish((0..5).map(message).collect()).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { started.load(Ordering::SeqCst) == 1 }).await);
+    handle.unsubscribe().await;
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the handler in flight finished"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "the queued messages were dropped"
+    );
+
+    // Publishing with no subscription is fine and goes nowhere.
+    bus.publish(vec![message(9)]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsubscribe_interrupts_a_backoff() {
+    let bus = InMemoryBus::new();
+    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let retry = RetryPolicy::new(5, Duration::from_secs(60), Duration::from_secs(60));
+    let handle = bus
+        .subscribe(Subscription::new("waiting").with_retry(retry), handler)
+        .await
+        .unwrap();
+    bus.publish(vec![message(0)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::timeout(Duration::from_secs(5), handle.unsubscribe())
+        .await
+        .expect("unsubscribe does not wait for a backoff");
+    assert!(bus.dead_letters("waiting", 10).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_fan_out_route_by_type_and_source() {
+    use eventflow_core::bus::Filter;
+    let bus = InMemoryBus::new();
+    let (both, both_handler) = recording();
+    let (typed, typed_handler) = recording();
+    let h1 = bus
+        .subscribe(
+            Subscription::new("both").with_filter(Filter::all().message_type("A").source("s1")),
+            both_handler,
+        )
+        .await
+        .unwrap();
+    let h2 = bus
+        .subscribe(
+            Subscription::new("typed").with_filter(Filter::all().message_type("A")),
+            typed_handler,
+        )
+        .await
+        .unwrap();
+    bus.publish(vec![
+        Message::new("A", "s1", json!(1)),
+        Message::new("A", "s2", json!(2)),
+        Message::new("B", "s1", json!(3)),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        wait_until(TIMEOUT, || async {
+            count(&both) >= 1 && count(&typed) >= 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let payloads = |d: &Mutex<Vec<Delivery>>| {
+        let mut p: Vec<i64> = d
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d.message.payload.as_i64())
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(payloads(&both), [1]);
+    assert_eq!(payloads(&typed), [1, 2]);
+    h1.unsubscribe().await;
+    h2.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clones_share_the_bus_and_debug_names_subscriptions() {
+    let bus = InMemoryBus::new();
+    let clone = bus.clone();
+    let (deliveries, handler) = recording();
+    let handle = bus
+        .subscribe(Subscription::new("shared"), handler)
+        .await
+        .unwrap();
+    clone.publish(vec![message(0)]).await.unwrap();
+    assert!(wait_until(TIMEOUT, || async { count(&deliveries) == 1 }).await);
+    assert!(format!("{clone:?}").contains("shared"));
+    assert!(bus.capabilities().ordering_per_key && bus.capabilities().dead_letters);
+    handle.unsubscribe().await;
+}

@@ -185,7 +185,9 @@ async fn relayed_events_reach_subscribers_in_stream_order_with_their_correlation
     let store = Arc::new(InMemoryEventStore::new());
     let bus = Arc::new(InMemoryBus::new());
     let repo = Repository::<Account>::new(store.clone()).with_outbox(true);
-    let seen: Arc<Mutex<HashMap<String, Vec<(u64, Option<String>)>>>> = Arc::default();
+    // Per stream: (version, correlation id) in delivery order.
+    type Seen = Mutex<HashMap<String, Vec<(u64, Option<String>)>>>;
+    let seen: Arc<Seen> = Arc::default();
     let recorder = {
         let seen = seen.clone();
         handler_fn(move |delivery: Delivery| {

@@ -51,13 +51,22 @@ where
 /// upcaster is registered for its version.
 #[derive(Clone, Default)]
 pub struct Upcasters {
-    chain: HashMap<(String, u32), Arc<dyn Upcaster>>,
+    /// Event type → (version upgraded from → upcaster). Keyed by type first so a lookup borrows
+    /// the stored type name instead of allocating a key per decoded event.
+    chain: HashMap<String, HashMap<u32, Arc<dyn Upcaster>>>,
 }
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upcasters")
-            .field("registered", &self.chain.keys().collect::<Vec<_>>())
+            .field(
+                "registered",
+                &self
+                    .chain
+                    .iter()
+                    .flat_map(|(t, versions)| versions.keys().map(move |v| (t, v)))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -76,7 +85,9 @@ impl Upcasters {
         upcaster: impl Upcaster + 'static,
     ) -> Self {
         self.chain
-            .insert((event_type.into(), from_version), Arc::new(upcaster));
+            .entry(event_type.into())
+            .or_default()
+            .insert(from_version, Arc::new(upcaster));
         self
     }
 
@@ -87,22 +98,24 @@ impl Upcasters {
 
     /// Deserialises a recorded event into `E`, upcasting its payload first when it is of an old version.
     pub fn decode<E: DeserializeOwned>(&self, event: &RecordedEvent) -> Result<E> {
-        let first = (event.event_type.clone(), event.schema_version);
-        if self.is_empty() || !self.chain.contains_key(&first) {
-            return serde_json::from_slice(&event.payload)
-                .map_err(|e| Error::serialization(event.event_type.as_str(), e));
-        }
-        let mut payload: Value = serde_json::from_slice(&event.payload)
-            .map_err(|e| Error::serialization(event.event_type.as_str(), e))?;
-        let mut key = first;
-        while let Some(upcaster) = self.chain.get(&key) {
+        let versions = self
+            .chain
+            .get(event.event_type.as_str())
+            .filter(|versions| versions.contains_key(&event.schema_version));
+        let Some(versions) = versions else {
+            return event.decode();
+        };
+        let mut payload: Value = event.decode()?;
+        let mut version = event.schema_version;
+        while let Some(upcaster) = versions.get(&version) {
             payload = upcaster.upcast(payload).map_err(|reason| Error::Upcast {
-                event_type: key.0.clone(),
-                from_version: key.1,
+                event_type: event.event_type.clone(),
+                from_version: version,
                 reason,
             })?;
-            key.1 += 1;
+            version += 1;
         }
-        serde_json::from_value(payload).map_err(|e| Error::serialization(key.0, e))
+        serde_json::from_value(payload)
+            .map_err(|e| Error::serialization(event.event_type.as_str(), e))
     }
 }

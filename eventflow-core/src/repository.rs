@@ -304,6 +304,12 @@ impl<A: Aggregate> Repository<A> {
         command: &A::Command,
         context: CommandContext,
     ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+        // A cached state is decided on without reading the stream first: the append's `Exact`
+        // check proves it was current. Only a decision that appends nothing (a rejection, an empty
+        // result) is not proven by an append, so it first catches up with the stream and decides
+        // again. After a conflict the state catches up from its version rather than from scratch.
+        let mut start = self.cache.as_ref().and_then(|c| c.take(&stream));
+        let mut verified = start.is_none();
         let mut attempt = 0;
         loop {
             if let Some(key) = &context.idempotency_key
@@ -311,29 +317,52 @@ impl<A: Aggregate> Repository<A> {
             {
                 return Ok(self.replay_original(original).await?);
             }
-            let cached = self.cache.as_ref().and_then(|c| c.take(&stream));
-            let (mut state, version) = self.load_stream(&stream, cached).await?;
+            let (mut state, version) = match start.take() {
+                Some((version, state)) if !verified => (state, version),
+                carried => {
+                    verified = true;
+                    self.load_stream(&stream, carried).await?
+                }
+            };
             let events = match state.handle(command) {
-                Ok(events) => events,
+                Ok(events) if !events.is_empty() || context.idempotency_key.is_some() => events,
+                outcome if !verified => {
+                    drop(outcome);
+                    verified = true;
+                    start = Some((version, state));
+                    continue;
+                }
+                Ok(_) => {
+                    self.cache_put(&stream, version, state);
+                    return Ok(Executed {
+                        stream_id: stream,
+                        version,
+                        events: Vec::new(),
+                        deduplicated: false,
+                    });
+                }
                 Err(rejection) => {
                     self.cache_put(&stream, version, state);
                     return Err(CommandError::Rejected(rejection));
                 }
             };
-            if events.is_empty() && context.idempotency_key.is_none() {
-                self.cache_put(&stream, version, state);
-                return Ok(Executed {
-                    stream_id: stream,
-                    version,
-                    events: Vec::new(),
-                    deduplicated: false,
-                });
+            let mut new_events = Vec::with_capacity(events.len());
+            for event in &events {
+                new_events.push(NewEvent::encode(event, context.metadata.clone())?);
             }
-            let new_events = events
-                .iter()
-                .map(|e| NewEvent::encode(e, context.metadata.clone()))
-                .collect::<Result<Vec<_>>>()?;
-            let event_ids: Vec<Uuid> = new_events.iter().map(|e| e.event_id).collect();
+            let mut envelopes: Vec<Envelope<A::Event>> = events
+                .into_iter()
+                .zip(&new_events)
+                .map(|(event, new)| Envelope {
+                    event_id: new.event_id,
+                    stream_id: stream.clone(),
+                    version: 0,
+                    position: None,
+                    recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+                    metadata: context.metadata.clone(),
+                    event,
+                })
+                .collect();
             let mut request =
                 AppendRequest::new(stream.clone(), ExpectedVersion::Exact(version), new_events)
                     .with_outbox(self.outbox);
@@ -343,31 +372,20 @@ impl<A: Aggregate> Repository<A> {
                 .append(request)
                 .instrument(tracing::debug_span!(
                     "eventflow.append",
-                    events = events.len()
+                    events = envelopes.len()
                 ))
                 .await;
             match append {
                 Ok(result) => {
-                    for event in &events {
-                        state.apply(event);
+                    for (i, envelope) in envelopes.iter_mut().enumerate() {
+                        envelope.version = result.first_version + i as u64;
+                        envelope.position = result.first_position.map(|p| p + i as u64);
+                        envelope.recorded_at = result.recorded_at;
+                        state.apply(&envelope.event);
                     }
                     self.maybe_snapshot(&stream, version, result.last_version, &state)
                         .await;
                     self.cache_put(&stream, result.last_version, state);
-                    let envelopes = events
-                        .into_iter()
-                        .zip(event_ids)
-                        .enumerate()
-                        .map(|(i, (event, event_id))| Envelope {
-                            event_id,
-                            stream_id: stream.clone(),
-                            version: result.first_version + i as u64,
-                            position: result.first_position.map(|p| p + i as u64),
-                            recorded_at: result.recorded_at,
-                            metadata: context.metadata.clone(),
-                            event,
-                        })
-                        .collect();
                     return Ok(Executed {
                         stream_id: stream,
                         version: result.last_version,
@@ -383,7 +401,9 @@ impl<A: Aggregate> Repository<A> {
                         return Err(conflict.into());
                     }
                     attempt += 1;
-                    tracing::debug!(attempt, "conflict; reloading and retrying");
+                    tracing::debug!(attempt, "conflict; catching up and retrying");
+                    start = Some((version, state));
+                    verified = true;
                     if attempt == 1 {
                         tokio::task::yield_now().await;
                     } else {

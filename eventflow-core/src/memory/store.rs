@@ -68,8 +68,14 @@ impl EventStore for InMemoryEventStore {
                 original: Box::new(original.clone()),
             });
         }
-        let indices = inner.streams.get(&request.stream);
-        let actual = indices.map_or(0, |v| v.len() as u64);
+        let Inner {
+            log,
+            streams,
+            outbox,
+            ..
+        } = inner;
+        let existing = streams.get_mut(&request.stream);
+        let actual = existing.as_ref().map_or(0, |v| v.len() as u64);
         if !request.expected.matches(actual) {
             return Err(Error::Conflict {
                 stream: request.stream,
@@ -78,7 +84,7 @@ impl EventStore for InMemoryEventStore {
             });
         }
         let now = Utc::now();
-        let first_position = inner.log.len() as u64 + 1;
+        let first_position = log.len() as u64 + 1;
         let count = request.events.len() as u64;
         let result = AppendResult::new(
             request.stream.clone(),
@@ -88,10 +94,13 @@ impl EventStore for InMemoryEventStore {
             now,
         );
         if count > 0 {
-            let indices = inner.streams.entry(request.stream.clone()).or_default();
+            let indices = match existing {
+                Some(indices) => indices,
+                None => streams.entry(request.stream.clone()).or_default(),
+            };
             for (offset, event) in request.events.into_iter().enumerate() {
-                let index = inner.log.len();
-                inner.log.push(RecordedEvent::from_new(
+                let index = log.len();
+                log.push(RecordedEvent::from_new(
                     event,
                     request.stream.clone(),
                     actual + 1 + offset as u64,
@@ -100,7 +109,7 @@ impl EventStore for InMemoryEventStore {
                 ));
                 indices.push(index);
                 if request.outbox {
-                    inner.outbox.insert(index);
+                    outbox.insert(index);
                 }
             }
         }

@@ -263,6 +263,11 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
+    /// The upcasters applied while loading, for code that decodes this aggregate's stored events.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
+    }
+
     /// The store this repository writes to.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
@@ -315,7 +320,7 @@ impl<A: Aggregate> Repository<A> {
             if let Some(key) = &context.idempotency_key
                 && let Some(original) = self.store.find_idempotency_key(key).await?
             {
-                return Ok(self.replay_original(original).await?);
+                return self.replay_original(&stream, key, original).await;
             }
             let (mut state, version) = match start.take() {
                 Some((version, state)) if !verified => (state, version),
@@ -393,8 +398,8 @@ impl<A: Aggregate> Repository<A> {
                         deduplicated: false,
                     });
                 }
-                Err(Error::DuplicateIdempotencyKey { original, .. }) => {
-                    return Ok(self.replay_original(*original).await?);
+                Err(Error::DuplicateIdempotencyKey { key, original }) => {
+                    return self.replay_original(&stream, &key, *original).await;
                 }
                 Err(conflict @ Error::Conflict { .. }) => {
                     if attempt >= self.max_conflict_retries {
@@ -422,7 +427,19 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The result of an earlier command with the same idempotency key, read back from the store.
-    async fn replay_original(&self, original: AppendResult) -> Result<Executed<A::Event>> {
+    /// A key first used on another stream is a caller's mistake, reported rather than decoded.
+    async fn replay_original(
+        &self,
+        stream: &StreamId,
+        key: &str,
+        original: AppendResult,
+    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+        if &original.stream != stream {
+            return Err(CommandError::Store(Error::InvalidRequest(format!(
+                "idempotency key {key:?} was already used on stream {}, not {stream}",
+                original.stream
+            ))));
+        }
         let recorded = self
             .store
             .read_range(

@@ -269,6 +269,22 @@ async fn an_idempotency_key_makes_a_retried_command_return_the_original() {
     assert_eq!(repo.load("i").await.unwrap().state.balance, 10);
 }
 
+#[tokio::test]
+async fn an_idempotency_key_from_another_stream_is_refused_not_decoded() {
+    let repo = Repository::<Account>::new(Arc::new(InMemoryEventStore::new()));
+    run(&repo, "k1", &[open("jo")]).await;
+    run(&repo, "k2", &[open("kim")]).await;
+    let key = || CommandContext::new().with_idempotency_key("shared");
+    repo.execute("k1", &deposit(1), key()).await.unwrap();
+    match repo.execute("k2", &deposit(1), key()).await {
+        Err(CommandError::Store(Error::InvalidRequest(reason))) => {
+            assert!(reason.contains("account-k1"), "{reason}");
+        }
+        other => panic!("expected InvalidRequest, got {other:?}"),
+    }
+    assert_eq!(repo.load("k2").await.unwrap().state.balance, 0);
+}
+
 /// The same key sent concurrently: one append, every caller gets the same result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_with_one_idempotency_key_append_once() {

@@ -126,7 +126,8 @@ impl Error {
         matches!(self, Error::Conflict { .. } | Error::Transient { .. })
     }
 
-    pub(crate) fn serialization(what: impl Into<String>, source: serde_json::Error) -> Self {
+    /// A [`Error::Serialization`] naming what failed to (de)serialise.
+    pub fn serialization(what: impl Into<String>, source: serde_json::Error) -> Self {
         Error::Serialization {
             what: what.into(),
             source,

@@ -1,0 +1,713 @@
+//! [`DynamoDbEventStore`]: the [`EventStore`] and [`Outbox`] on DynamoDB.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, DeleteRequest, KeysAndAttributes, Put,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, WriteRequest,
+};
+use chrono::Utc;
+use eventflow_core::{
+    AppendRequest, AppendResult, Error, EventStore, ExpectedVersion, Outbox, RecordedEvent, Result,
+    StreamId,
+};
+use tracing::Instrument;
+
+use crate::config::DynamoDbConfig;
+use crate::error::{TRANSIENT_REASONS, classified_sdk_error, other_error, sdk_error};
+use crate::items::{self, Item, event_attr, meta_attr, n, s};
+use crate::limits;
+use crate::snapshot::DynamoDbSnapshotStore;
+use crate::{BACKEND, tables};
+
+/// Most keys in one `BatchGetItem`.
+const BATCH_GET_KEYS: usize = 100;
+/// Most requests in one `BatchWriteItem`.
+const BATCH_WRITE_ITEMS: usize = 25;
+
+/// An event store, outbox and (through [`DynamoDbEventStore::snapshot_store`]) snapshot store on
+/// Amazon DynamoDB.
+///
+/// Cheap to clone: clones share the SDK client.
+///
+/// - **Events** live in the events table, one item per event: partition key `stream_id` (S), sort
+///   key `version` (N).
+/// - **Idempotency keys** and **outbox entries** live in the meta table (`pk` S, `sk` S) and are
+///   written in the same `TransactWriteItems` as the events, each under a condition, so an append is
+///   all or nothing and a reused key can never slip through.
+/// - **Reads** are strongly consistent `Query`s that follow `LastEvaluatedKey` to the end.
+/// - There is **no global feed** ([`EventStore::read_all`] returns [`Error::Unsupported`]): feed
+///   projections from the outbox through a bus, or from DynamoDB Streams (see the crate docs).
+#[derive(Debug)]
+pub struct DynamoDbEventStore {
+    client: Client,
+    config: DynamoDbConfig,
+    /// The outbox shard `pending` starts from, rotated so that no shard starves.
+    next_shard: AtomicU32,
+}
+
+impl Clone for DynamoDbEventStore {
+    fn clone(&self) -> Self {
+        DynamoDbEventStore {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            next_shard: AtomicU32::new(self.next_shard.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// How a transaction ended, when it did not fail outright.
+enum Outcome {
+    Committed,
+    /// The idempotency key was recorded before; the key item's old image, when DynamoDB returned it.
+    DuplicateKey(Option<Item>),
+    /// A version condition failed.
+    VersionConflict,
+}
+
+/// A transaction ready to send, and what it will have written.
+struct Plan {
+    items: Vec<TransactWriteItem>,
+    /// Index of the idempotency key's put in `items`.
+    key_index: Option<usize>,
+    result: AppendResult,
+}
+
+impl DynamoDbEventStore {
+    /// A store using `client` and the tables named in `config`. The tables must exist (see
+    /// [`DynamoDbEventStore::create_tables`] and the crate docs for their definitions).
+    pub fn new(client: Client, config: DynamoDbConfig) -> Self {
+        DynamoDbEventStore {
+            client,
+            config,
+            next_shard: AtomicU32::new(0),
+        }
+    }
+
+    /// A store configured from the environment: the SDK's usual chain (region, credentials,
+    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_DYNAMODB`) and [`DynamoDbConfig::from_env`].
+    pub async fn from_env() -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        DynamoDbEventStore::new(Client::new(&sdk), DynamoDbConfig::from_env())
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DynamoDbConfig {
+        &self.config
+    }
+
+    /// A snapshot store in this store's meta table.
+    pub fn snapshot_store(&self) -> DynamoDbSnapshotStore {
+        DynamoDbSnapshotStore::new(self.client.clone(), self.config.meta_table())
+    }
+
+    /// Creates the events and meta tables (on-demand capacity) unless they exist, and waits until
+    /// they are active. Meant for development and tests; provision production tables with your
+    /// infrastructure code (a CloudFormation definition is in the crate docs).
+    pub async fn create_tables(&self) -> Result<()> {
+        tables::create_tables(&self.client, &self.config).await
+    }
+
+    /// Deletes the events and meta tables, and everything in them. For tests and development.
+    pub async fn delete_tables(&self) -> Result<()> {
+        tables::delete_tables(&self.client, &self.config).await
+    }
+
+    /// The stream's current version (0 when it has no events): one strongly consistent `Query`
+    /// for the last item.
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64> {
+        if stream.as_str().is_empty() {
+            return Ok(0);
+        }
+        let output = self
+            .client
+            .query()
+            .table_name(self.config.events_table())
+            .consistent_read(true)
+            .key_condition_expression("#s = :s")
+            .expression_attribute_names("#s", event_attr::STREAM_ID)
+            .expression_attribute_names("#v", event_attr::VERSION)
+            .expression_attribute_values(":s", s(stream.as_str()))
+            .projection_expression("#v")
+            .scan_index_forward(false)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| sdk_error("Query", e))?;
+        match output.items().first() {
+            Some(item) => items::get_n(item, event_attr::VERSION),
+            None => Ok(0),
+        }
+    }
+
+    /// Builds the transaction of `request` on a stream at `base`. `check_base` adds the condition
+    /// that event `base` exists (needed when `base` comes from the caller, not from a read).
+    fn plan(&self, request: &AppendRequest, base: u64, check_base: bool) -> Result<Plan> {
+        let stream = &request.stream;
+        let events_table = self.config.events_table();
+        let meta_table = self.config.meta_table();
+        let shards = self.config.outbox_shards();
+        let now = Utc::now();
+        let count = request.events.len() as u64;
+        let result = AppendResult::new(stream.clone(), base + 1, base + count, None, now);
+        let mut transaction =
+            Vec::with_capacity(request.events.len() * if request.outbox { 2 } else { 1 } + 3);
+        let mut key_index = None;
+        if let Some(key) = &request.idempotency_key {
+            key_index = Some(transaction.len());
+            transaction.push(put(
+                meta_table,
+                items::idempotency_item(key, &result),
+                meta_attr::PK,
+                true,
+            )?);
+        }
+        if check_base && base > 0 {
+            transaction.push(condition_check(
+                events_table,
+                items::event_key(stream, base),
+                true,
+            )?);
+        }
+        if request.events.is_empty() {
+            if check_base {
+                // Nothing to put at base + 1: check it is still free.
+                transaction.push(condition_check(
+                    events_table,
+                    items::event_key(stream, base + 1),
+                    false,
+                )?);
+            }
+        } else {
+            for (offset, event) in request.events.iter().enumerate() {
+                let version = base + 1 + offset as u64;
+                let item = items::event_item(stream, version, event, now)?;
+                transaction.push(put(events_table, item, event_attr::STREAM_ID, false)?);
+            }
+            if request.outbox {
+                for (offset, event) in request.events.iter().enumerate() {
+                    let version = base + 1 + offset as u64;
+                    let item = items::outbox_item(stream, version, event.event_id, shards);
+                    transaction.push(put(meta_table, item, meta_attr::PK, false)?);
+                }
+            }
+        }
+        Ok(Plan {
+            items: transaction,
+            key_index,
+            result,
+        })
+    }
+
+    /// Builds and sends the transaction of `request` on a stream at `base`, retrying cancellations
+    /// that a retry may cure. The plan is rebuilt for each attempt rather than cloned, so the common
+    /// case moves the items into the request without copying them.
+    async fn transact(
+        &self,
+        request: &AppendRequest,
+        base: u64,
+        check_base: bool,
+    ) -> Result<(Outcome, AppendResult)> {
+        let retry = self.config.retry();
+        let mut attempt = 1;
+        loop {
+            let Plan {
+                items,
+                key_index,
+                result,
+            } = self.plan(request, base, check_base)?;
+            let count = items.len();
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match sent {
+                Ok(_) => return Ok((Outcome::Committed, result)),
+                Err(error) => error,
+            };
+            let SdkError::ServiceError(service) = &error else {
+                return Err(sdk_error("TransactWriteItems", error));
+            };
+            let TransactWriteItemsError::TransactionCanceledException(cancelled) = service.err()
+            else {
+                return Err(sdk_error("TransactWriteItems", error));
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+            let failed = |i: usize| code(i) == "ConditionalCheckFailed";
+            if let Some(k) = key_index
+                && failed(k)
+            {
+                let image = reasons.get(k).and_then(|r| r.item()).cloned();
+                return Ok((Outcome::DuplicateKey(image), result));
+            }
+            if (0..count).any(|i| Some(i) != key_index && failed(i)) {
+                return Ok((Outcome::VersionConflict, result));
+            }
+            let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
+            let transient = codes.iter().any(|c| TRANSIENT_REASONS.contains(c));
+            if transient && attempt < retry.max_attempts() {
+                tracing::debug!(?codes, attempt, "transaction cancelled; retrying");
+                tokio::time::sleep(retry.delay(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            tracing::debug!(?codes, attempt, "transaction cancelled; giving up");
+            return Err(classified_sdk_error("TransactWriteItems", error, transient));
+        }
+    }
+
+    /// The error for a reused idempotency key, with the original result.
+    async fn duplicate(&self, key: &str, old_image: Option<Item>) -> Error {
+        let original = match old_image {
+            Some(item) => items::decode_idempotency(&item).map(Some),
+            None => self.find_idempotency_key(key).await,
+        };
+        match original {
+            Ok(Some(original)) => Error::DuplicateIdempotencyKey {
+                key: key.to_owned(),
+                original: Box::new(original),
+            },
+            Ok(None) => other_error(
+                "TransactWriteItems",
+                format!("idempotency key {key:?} was refused as used but cannot be read back"),
+                false,
+            ),
+            Err(error) => error,
+        }
+    }
+
+    async fn append_any(&self, request: AppendRequest) -> Result<AppendResult> {
+        let attempts = self.config.any_attempts();
+        let mut attempt = 1;
+        loop {
+            let base = self.stream_version(&request.stream).await?;
+            if request.events.is_empty() && request.idempotency_key.is_none() {
+                return Ok(AppendResult::new(
+                    request.stream,
+                    base + 1,
+                    base,
+                    None,
+                    Utc::now(),
+                ));
+            }
+            let (outcome, result) = self.transact(&request, base, false).await?;
+            match outcome {
+                Outcome::Committed => return Ok(result),
+                Outcome::DuplicateKey(image) => {
+                    let key = request.idempotency_key.as_deref().unwrap_or_default();
+                    return Err(self.duplicate(key, image).await);
+                }
+                Outcome::VersionConflict if attempt < attempts => {
+                    tracing::debug!(stream = %request.stream, attempt, "Any append raced; retrying");
+                    tokio::time::sleep(self.config.retry().delay(attempt)).await;
+                    attempt += 1;
+                }
+                Outcome::VersionConflict => {
+                    let actual = self.stream_version(&request.stream).await?;
+                    return Err(Error::Conflict {
+                        stream: request.stream,
+                        expected: ExpectedVersion::Any,
+                        actual,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn append_exact(&self, request: AppendRequest, base: u64) -> Result<AppendResult> {
+        if base.checked_add(request.events.len() as u64 + 1).is_none() {
+            return Err(Error::InvalidRequest(format!(
+                "expected version {base} leaves no room for {} more events",
+                request.events.len()
+            )));
+        }
+        if request.events.is_empty() && request.idempotency_key.is_none() {
+            let actual = self.stream_version(&request.stream).await?;
+            if actual != base {
+                return Err(Error::Conflict {
+                    stream: request.stream,
+                    expected: request.expected,
+                    actual,
+                });
+            }
+            return Ok(AppendResult::new(
+                request.stream,
+                base + 1,
+                base,
+                None,
+                Utc::now(),
+            ));
+        }
+        let attempts = self.config.retry().max_attempts();
+        let mut attempt = 1;
+        loop {
+            let (outcome, result) = self.transact(&request, base, true).await?;
+            match outcome {
+                Outcome::Committed => return Ok(result),
+                Outcome::DuplicateKey(image) => {
+                    let key = request.idempotency_key.as_deref().unwrap_or_default();
+                    return Err(self.duplicate(key, image).await);
+                }
+                Outcome::VersionConflict => {
+                    let actual = self.stream_version(&request.stream).await?;
+                    // The stream was behind and has caught up since: the expectation holds now.
+                    if actual == base && attempt < attempts {
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(Error::Conflict {
+                        stream: request.stream,
+                        expected: request.expected,
+                        actual,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Up to `max` outbox pointers of `shard`, in (stream, version) order.
+    async fn outbox_shard(
+        &self,
+        shard: u32,
+        max: usize,
+        into: &mut Vec<(StreamId, u64)>,
+    ) -> Result<()> {
+        let mut start: Option<Item> = None;
+        loop {
+            let remaining = max.saturating_sub(into.len());
+            if remaining == 0 {
+                return Ok(());
+            }
+            let output = self
+                .client
+                .query()
+                .table_name(self.config.meta_table())
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", meta_attr::PK)
+                .expression_attribute_values(":pk", s(items::outbox_pk(shard)))
+                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in output.items() {
+                into.push(items::decode_outbox(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// The events `keys` point at, strongly consistent, in the order of `keys`.
+    async fn batch_get_events(&self, keys: &[(StreamId, u64)]) -> Result<Vec<RecordedEvent>> {
+        let table = self.config.events_table();
+        let mut found: HashMap<(StreamId, u64), RecordedEvent> = HashMap::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for (stream, version) in chunk {
+                request = request.keys(items::event_key(stream, *version));
+            }
+            let mut pending = Some(HashMap::from([(
+                table.to_owned(),
+                request
+                    .build()
+                    .map_err(|e| other_error("BatchGetItem", e.to_string(), false))?,
+            )]));
+            let mut stalled = 0;
+            while let Some(request) = pending.take() {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(request))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchGetItem", e))?;
+                let mut progress = false;
+                for item in output
+                    .responses()
+                    .and_then(|r| r.get(table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let event = items::decode_event(item)?;
+                    found.insert((event.stream_id.clone(), event.version), event);
+                    progress = true;
+                }
+                pending = output.unprocessed_keys.filter(|u| !u.is_empty());
+                if pending.is_some() {
+                    stalled = self
+                        .backoff_unless(progress, stalled, "BatchGetItem")
+                        .await?;
+                }
+            }
+        }
+        let mut events = Vec::with_capacity(keys.len());
+        for key in keys {
+            match found.remove(key) {
+                Some(event) => events.push(event),
+                None => tracing::error!(
+                    stream = %key.0,
+                    version = key.1,
+                    "outbox entry points at an event that does not exist; skipped"
+                ),
+            }
+        }
+        Ok(events)
+    }
+
+    /// Before resending the unprocessed part of a batch: no wait when the last call made progress,
+    /// otherwise backoff, and a transient error once the retry policy's attempts are used up.
+    /// Returns the new count of calls in a row without progress.
+    async fn backoff_unless(
+        &self,
+        progress: bool,
+        stalled: u32,
+        operation: &'static str,
+    ) -> Result<u32> {
+        if progress {
+            return Ok(0);
+        }
+        let stalled = stalled + 1;
+        let retry = self.config.retry();
+        if stalled >= retry.max_attempts() {
+            return Err(other_error(
+                operation,
+                format!("no progress on unprocessed items after {stalled} attempts"),
+                true,
+            ));
+        }
+        tokio::time::sleep(retry.delay(stalled)).await;
+        Ok(stalled)
+    }
+
+    /// Sends `requests` as `BatchWriteItem`s to `table`, resending unprocessed items with backoff.
+    async fn batch_write(&self, table: &str, requests: Vec<WriteRequest>) -> Result<()> {
+        let mut requests = requests;
+        while !requests.is_empty() {
+            let rest = requests.split_off(requests.len().min(BATCH_WRITE_ITEMS));
+            let mut pending = Some(HashMap::from([(table.to_owned(), requests)]));
+            let mut stalled = 0;
+            while let Some(batch) = pending.take() {
+                let sent: usize = batch.values().map(Vec::len).sum();
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(batch))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("BatchWriteItem", e))?;
+                pending = output.unprocessed_items.filter(|u| !u.is_empty());
+                if let Some(unprocessed) = &pending {
+                    let left: usize = unprocessed.values().map(Vec::len).sum();
+                    stalled = self
+                        .backoff_unless(left < sent, stalled, "BatchWriteItem")
+                        .await?;
+                }
+            }
+            requests = rest;
+        }
+        Ok(())
+    }
+}
+
+fn names(attribute: &str) -> HashMap<String, String> {
+    HashMap::from([("#pk".to_owned(), attribute.to_owned())])
+}
+
+/// A put guarded by `attribute_not_exists` on the partition key: it never overwrites.
+fn put(
+    table: &str,
+    item: Item,
+    partition_key: &str,
+    return_old: bool,
+) -> Result<TransactWriteItem> {
+    let mut put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#pk)")
+        .set_expression_attribute_names(Some(names(partition_key)));
+    if return_old {
+        put = put
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    }
+    let put = put
+        .build()
+        .map_err(|e| other_error("TransactWriteItems", e.to_string(), false))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// A check that the event item `key` exists (or does not).
+fn condition_check(table: &str, key: Item, exists: bool) -> Result<TransactWriteItem> {
+    let condition = if exists {
+        "attribute_exists(#pk)"
+    } else {
+        "attribute_not_exists(#pk)"
+    };
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .condition_expression(condition)
+        .set_expression_attribute_names(Some(names(event_attr::STREAM_ID)))
+        .build()
+        .map_err(|e| other_error("TransactWriteItems", e.to_string(), false))?;
+    Ok(TransactWriteItem::builder().condition_check(check).build())
+}
+
+#[async_trait]
+impl EventStore for DynamoDbEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
+        let footprint = limits::check(&request)?;
+        let span = tracing::debug_span!(
+            "eventflow.dynamodb.append",
+            stream = %request.stream,
+            expected = %request.expected,
+            events = request.events.len(),
+            items = footprint.items,
+            bytes = footprint.bytes,
+        );
+        match request.expected {
+            ExpectedVersion::Any => self.append_any(request).instrument(span).await,
+            ExpectedVersion::NoStream => self.append_exact(request, 0).instrument(span).await,
+            ExpectedVersion::Exact(base) => self.append_exact(request, base).instrument(span).await,
+            _ => Err(Error::InvalidRequest(format!(
+                "expected version {} is not supported by {BACKEND}",
+                request.expected
+            ))),
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        if max_count == 0 || stream.as_str().is_empty() {
+            return Ok(Vec::new());
+        }
+        let from = from_version.max(1);
+        let to = from.saturating_add(max_count as u64 - 1);
+        let query = self
+            .client
+            .query()
+            .table_name(self.config.events_table())
+            .consistent_read(true)
+            .key_condition_expression("#s = :s AND #v BETWEEN :from AND :to")
+            .expression_attribute_names("#s", event_attr::STREAM_ID)
+            .expression_attribute_names("#v", event_attr::VERSION)
+            .expression_attribute_values(":s", s(stream.as_str()))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to));
+        let mut events = Vec::with_capacity(max_count.min(1_000));
+        let mut start: Option<Item> = None;
+        let mut pages = 0u32;
+        loop {
+            let remaining = max_count - events.len();
+            let output = query
+                .clone()
+                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            pages += 1;
+            for item in output.items() {
+                events.push(items::decode_event(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && events.len() < max_count => start = Some(key),
+                _ => break,
+            }
+        }
+        tracing::trace!(stream = %stream, from, count = events.len(), pages, "read stream");
+        Ok(events)
+    }
+
+    async fn read_all(&self, _from_position: u64, _max_count: usize) -> Result<Vec<RecordedEvent>> {
+        Err(Error::Unsupported {
+            backend: BACKEND,
+            operation: "read_all (global feed)",
+        })
+    }
+
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.config.meta_table())
+            .set_key(Some(items::idempotency_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        output.item().map(items::decode_idempotency).transpose()
+    }
+}
+
+#[async_trait]
+impl Outbox for DynamoDbEventStore {
+    /// Up to `max` entries: the outbox shards are queried in turn (strongly consistent, starting
+    /// from a rotating shard), then the events are fetched with `BatchGetItem`. A stream's entries
+    /// are all in one shard, sorted by version, so they come in version order.
+    async fn pending(&self, max: usize) -> Result<Vec<RecordedEvent>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let shards = self.config.outbox_shards();
+        let first = self.next_shard.fetch_add(1, Ordering::Relaxed) % shards;
+        let mut keys = Vec::new();
+        for i in 0..shards {
+            if keys.len() >= max {
+                break;
+            }
+            self.outbox_shard((first + i) % shards, max, &mut keys)
+                .await?;
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.batch_get_events(&keys).await
+    }
+
+    /// Deletes the entries with `BatchWriteItem`. Deleting an entry that is gone is not an error.
+    async fn mark_published(&self, events: &[RecordedEvent]) -> Result<()> {
+        let shards = self.config.outbox_shards();
+        let mut seen = HashSet::new();
+        let mut requests = Vec::with_capacity(events.len());
+        for event in events {
+            if !seen.insert((&event.stream_id, event.version)) {
+                continue;
+            }
+            let key = items::outbox_key(&event.stream_id, event.version, shards);
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key))
+                .build()
+                .map_err(|e| other_error("BatchWriteItem", e.to_string(), false))?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        self.batch_write(self.config.meta_table(), requests).await
+    }
+}
+
+// Stores are moved into tasks and shared behind `Arc`.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<DynamoDbEventStore>();
+    assert_send_sync::<AttributeValue>();
+};

@@ -1,0 +1,58 @@
+//! The core's store conformance suite, unchanged, against DynamoDB (moto_server on a free loopback
+//! port, or `EVENTFLOW_DYNAMODB_ENDPOINT`). Each check gets a store with tables of its own.
+
+use eventflow_core::testkit::{ConformanceReport, store_conformance};
+use eventflow_store_dynamodb::{DynamoDbConfig, testkit};
+
+async fn run(name: &str, config: impl Fn() -> DynamoDbConfig) -> Option<ConformanceReport> {
+    testkit::shared_endpoint()?;
+    let report = store_conformance(name, || async {
+        testkit::fresh_store_with(config())
+            .await
+            .unwrap_or_else(|| panic!("the endpoint was available a moment ago"))
+    })
+    .await;
+    eprintln!("{report}");
+    Some(report)
+}
+
+fn assert_report(report: &ConformanceReport) {
+    assert_eq!(
+        report.passed,
+        [
+            "append_and_read",
+            "missing_stream_reads_empty",
+            "expected_versions",
+            "conflict_writes_nothing",
+            "paged_reads",
+            "concurrent_writers",
+            "idempotency_keys",
+            "concurrent_idempotency",
+            "outbox",
+            "invalid_stream_id",
+        ],
+        "every check but the global feed runs and passes"
+    );
+    // DynamoDB has no global order: the suite must say so, not skip it silently.
+    assert_eq!(report.unsupported.len(), 1, "{report}");
+    let (check, reason) = &report.unsupported[0];
+    assert_eq!(*check, "global_feed");
+    assert_eq!(reason, "dynamodb does not support read_all (global feed)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_passes_the_conformance_suite() {
+    let Some(report) = run("dynamodb", testkit::unique_config).await else {
+        return;
+    };
+    assert_report(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_store_with_a_sharded_outbox_passes_the_conformance_suite() {
+    let sharded = || testkit::unique_config().with_outbox_shards(4);
+    let Some(report) = run("dynamodb, 4 outbox shards", sharded).await else {
+        return;
+    };
+    assert_report(&report);
+}

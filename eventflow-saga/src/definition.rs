@@ -1,0 +1,446 @@
+//! Saga definitions: plain data, built with a readable builder and checked once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The default timeout of a step or a compensation.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A saga: an ordered list of steps, each a command sent to a participant, with the replies that
+/// mean success and failure, a timeout and an optional compensation.
+///
+/// It is data (serde-serialisable, comparable), so the same value drives the
+/// [`Orchestrator`](crate::Orchestrator) and renders a Step Functions state machine
+/// ([`to_step_functions`](Self::to_step_functions)). Build one with [`SagaDefinition::builder`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use eventflow_saga::SagaDefinition;
+///
+/// let place_order = SagaDefinition::builder("PlaceOrder")
+///     .triggered_by("OrderPlaced")
+///     .step("ReserveInventory", |s| {
+///         s.on_success("InventoryReserved")
+///             .on_failure("InventoryReservationFailed")
+///             .timeout(Duration::from_secs(10))
+///             .compensate_with("ReleaseInventory", |c| c.on_success("InventoryReleased"))
+///     })
+///     .step("AuthorizePayment", |s| {
+///         s.on_success("PaymentAuthorized")
+///             .on_failure("PaymentDeclined")
+///             .compensate_with("CancelPayment", |c| c.on_success("PaymentCancelled"))
+///     })
+///     .step("CompleteOrder", |s| s.on_success("OrderCompleted").on_failure("OrderCompletionFailed"))
+///     .on_compensated("CancelOrder", |c| c.on_success("OrderCancelled"))
+///     .build()?;
+///
+/// assert_eq!(place_order.steps().len(), 3);
+/// assert_eq!(place_order.step(1).map(|s| s.command()), Some("AuthorizePayment"));
+/// # Ok::<(), eventflow_saga::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SagaDefinition {
+    /// The saga type's name, e.g. `"PlaceOrder"`. It names the saga's streams and appears in every
+    /// command and reply.
+    pub name: String,
+    /// The message type that starts a saga, if sagas are started from the bus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+    /// The steps, run in this order.
+    pub steps: Vec<StepDefinition>,
+    /// A command sent once every compensation is done (e.g. `CancelOrder`), with the reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_compensated: Option<CommandDefinition>,
+    /// How failed or timed-out compensations are retried before the saga needs attention.
+    pub compensation_retry: CompensationRetry,
+}
+
+/// One step of a saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct StepDefinition {
+    /// The step's name, unique in the saga (e.g. `"ReserveInventory"`).
+    pub name: String,
+    /// The command it sends: its message type and the replies it expects.
+    #[serde(flatten)]
+    pub action: CommandDefinition,
+    /// How to undo the step once it succeeded, if it can be undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<CommandDefinition>,
+}
+
+impl StepDefinition {
+    /// The command's message type (shortcut for `action.command`).
+    pub fn command(&self) -> &str {
+        &self.action.command
+    }
+}
+
+/// A command the saga sends and the replies it waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CommandDefinition {
+    /// The command's message type, e.g. `"ReserveInventory"`.
+    pub command: String,
+    /// Reply message types that mean the command succeeded.
+    pub success: Vec<String>,
+    /// Reply message types that mean the command failed (and changed nothing).
+    #[serde(default)]
+    pub failure: Vec<String>,
+    /// How long to wait for a reply.
+    #[serde(with = "millis", rename = "timeoutMs")]
+    pub timeout: Duration,
+}
+
+/// Retries of failed or timed-out compensations: `max_attempts` sends in all, with doubling backoff.
+/// When they are used up the saga is parked as
+/// [`NeedsAttention`](crate::SagaStatus::NeedsAttention), visible to queries, until
+/// [`Orchestrator::retry_compensation`](crate::Orchestrator::retry_compensation) or a late success
+/// reply moves it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CompensationRetry {
+    /// Sends per round, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The wait after the first failure.
+    #[serde(with = "millis", rename = "initialBackoffMs")]
+    pub initial_backoff: Duration,
+    /// The longest wait between attempts.
+    #[serde(with = "millis", rename = "maxBackoffMs")]
+    pub max_backoff: Duration,
+}
+
+impl Default for CompensationRetry {
+    /// 5 attempts, 1 s doubling to at most 60 s.
+    fn default() -> Self {
+        CompensationRetry {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl CompensationRetry {
+    /// A policy of `max_attempts` sends with backoff doubling from `initial_backoff` up to `max_backoff`.
+    pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
+        CompensationRetry {
+            max_attempts: max_attempts.max(1),
+            initial_backoff,
+            max_backoff: max_backoff.max(initial_backoff),
+        }
+    }
+
+    /// The wait after the `attempt`-th failure (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+impl SagaDefinition {
+    /// Starts a definition named `name`.
+    pub fn builder(name: impl Into<String>) -> SagaDefinitionBuilder {
+        SagaDefinitionBuilder {
+            name: name.into(),
+            trigger: None,
+            steps: Vec::new(),
+            on_compensated: None,
+            compensation_retry: CompensationRetry::default(),
+        }
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[StepDefinition] {
+        &self.steps
+    }
+
+    /// The step at `index`.
+    pub fn step(&self, index: usize) -> Option<&StepDefinition> {
+        self.steps.get(index)
+    }
+
+    /// The index of the step named `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// Every reply message type the orchestrator listens to (for its bus subscription), sorted.
+    pub fn reply_types(&self) -> Vec<String> {
+        let mut types = BTreeSet::new();
+        let commands = self
+            .steps
+            .iter()
+            .flat_map(|s| std::iter::once(&s.action).chain(s.compensation.as_ref()))
+            .chain(self.on_compensated.as_ref());
+        for command in commands {
+            types.extend(command.success.iter().cloned());
+            types.extend(command.failure.iter().cloned());
+        }
+        types.into_iter().collect()
+    }
+
+    /// Every command message type the saga sends, sorted.
+    pub fn command_types(&self) -> Vec<String> {
+        let mut types = BTreeSet::new();
+        for step in &self.steps {
+            types.insert(step.action.command.clone());
+            if let Some(c) = &step.compensation {
+                types.insert(c.command.clone());
+            }
+        }
+        if let Some(c) = &self.on_compensated {
+            types.insert(c.command.clone());
+        }
+        types.into_iter().collect()
+    }
+
+    /// Checks the rules [`SagaDefinitionBuilder::build`] enforces (useful after deserialising).
+    pub fn validate(&self) -> Result<()> {
+        let fail = |reason: String| Err(Error::Definition(reason));
+        check_name("saga name", &self.name)?;
+        if self.steps.is_empty() {
+            return fail(format!("saga {} has no steps", self.name));
+        }
+        let mut names = BTreeSet::new();
+        for step in &self.steps {
+            check_name("step name", &step.name)?;
+            if !names.insert(step.name.as_str()) {
+                return fail(format!("step name {:?} is used twice", step.name));
+            }
+            check_command(&format!("step {}", step.name), &step.action)?;
+            if let Some(c) = &step.compensation {
+                check_command(&format!("compensation of step {}", step.name), c)?;
+            }
+        }
+        if let Some(c) = &self.on_compensated {
+            check_command("on_compensated", c)?;
+        }
+        if let Some(trigger) = &self.trigger
+            && trigger.is_empty()
+        {
+            return fail("the trigger message type is empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Names end up in stream ids, idempotency keys and Step Functions state names: keep them plain.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Definition(format!(
+            "{what} {name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"
+        )))
+    }
+}
+
+fn check_command(what: &str, c: &CommandDefinition) -> Result<()> {
+    if c.command.is_empty() {
+        return Err(Error::Definition(format!(
+            "{what}: the command type is empty"
+        )));
+    }
+    if c.success.is_empty() {
+        return Err(Error::Definition(format!(
+            "{what}: no reply type means success (call on_success)"
+        )));
+    }
+    if let Some(both) = c.success.iter().find(|t| c.failure.contains(t)) {
+        return Err(Error::Definition(format!(
+            "{what}: reply type {both:?} means both success and failure"
+        )));
+    }
+    if c.success.iter().chain(&c.failure).any(String::is_empty) {
+        return Err(Error::Definition(format!("{what}: a reply type is empty")));
+    }
+    if c.timeout.is_zero() {
+        return Err(Error::Definition(format!("{what}: the timeout is zero")));
+    }
+    Ok(())
+}
+
+/// Builds a [`SagaDefinition`]; see there for an example.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SagaDefinitionBuilder {
+    name: String,
+    trigger: Option<String>,
+    steps: Vec<StepDefinition>,
+    on_compensated: Option<CommandDefinition>,
+    compensation_retry: CompensationRetry,
+}
+
+impl SagaDefinitionBuilder {
+    /// Starts a saga for every message of this type on the bus (see
+    /// [`OrchestratorBuilder::trigger`](crate::OrchestratorBuilder::trigger)).
+    pub fn triggered_by(mut self, message_type: impl Into<String>) -> Self {
+        self.trigger = Some(message_type.into());
+        self
+    }
+
+    /// Adds a step named `name`. Its command type defaults to the name; `configure` sets the replies,
+    /// the timeout and the compensation.
+    pub fn step(
+        mut self,
+        name: impl Into<String>,
+        configure: impl FnOnce(StepBuilder) -> StepBuilder,
+    ) -> Self {
+        let name = name.into();
+        let step = configure(StepBuilder {
+            name: name.clone(),
+            action: CommandBuilder::new(name),
+            compensation: None,
+        });
+        self.steps.push(StepDefinition {
+            name: step.name,
+            action: step.action.0,
+            compensation: step.compensation,
+        });
+        self
+    }
+
+    /// Sends `command` once every compensation is done (e.g. `CancelOrder`), retried like a
+    /// compensation. It carries the reason the saga failed.
+    pub fn on_compensated(
+        mut self,
+        command: impl Into<String>,
+        configure: impl FnOnce(CommandBuilder) -> CommandBuilder,
+    ) -> Self {
+        self.on_compensated = Some(configure(CommandBuilder::new(command.into())).0);
+        self
+    }
+
+    /// Sets how compensations are retried (default: [`CompensationRetry::default`]).
+    pub fn compensation_retry(mut self, retry: CompensationRetry) -> Self {
+        self.compensation_retry = retry;
+        self
+    }
+
+    /// Checks and returns the definition: a valid name, at least one step, unique step names, at
+    /// least one success reply per command, no reply type meaning both success and failure, and
+    /// non-zero timeouts.
+    pub fn build(self) -> Result<SagaDefinition> {
+        let definition = SagaDefinition {
+            name: self.name,
+            trigger: self.trigger,
+            steps: self.steps,
+            on_compensated: self.on_compensated,
+            compensation_retry: self.compensation_retry,
+        };
+        definition.validate()?;
+        Ok(definition)
+    }
+}
+
+/// Configures one step; see [`SagaDefinitionBuilder::step`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StepBuilder {
+    name: String,
+    action: CommandBuilder,
+    compensation: Option<CommandDefinition>,
+}
+
+impl StepBuilder {
+    /// Sets the command's message type (default: the step's name).
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.action.0.command = command.into();
+        self
+    }
+
+    /// Adds a reply type that means success.
+    pub fn on_success(mut self, reply_type: impl Into<String>) -> Self {
+        self.action = self.action.on_success(reply_type);
+        self
+    }
+
+    /// Adds a reply type that means failure.
+    pub fn on_failure(mut self, reply_type: impl Into<String>) -> Self {
+        self.action = self.action.on_failure(reply_type);
+        self
+    }
+
+    /// Sets how long to wait for a reply before compensating (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.action = self.action.timeout(timeout);
+        self
+    }
+
+    /// Undoes the step with `command` when a later step fails or this one times out. The
+    /// compensation's timeout defaults to the step's.
+    pub fn compensate_with(
+        mut self,
+        command: impl Into<String>,
+        configure: impl FnOnce(CommandBuilder) -> CommandBuilder,
+    ) -> Self {
+        let base = CommandBuilder::new(command.into()).timeout(self.action.0.timeout);
+        self.compensation = Some(configure(base).0);
+        self
+    }
+}
+
+/// Configures a compensation or the `on_compensated` command.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CommandBuilder(CommandDefinition);
+
+impl CommandBuilder {
+    fn new(command: String) -> Self {
+        CommandBuilder(CommandDefinition {
+            command,
+            success: Vec::new(),
+            failure: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Adds a reply type that means success.
+    pub fn on_success(mut self, reply_type: impl Into<String>) -> Self {
+        self.0.success.push(reply_type.into());
+        self
+    }
+
+    /// Adds a reply type that means failure.
+    pub fn on_failure(mut self, reply_type: impl Into<String>) -> Self {
+        self.0.failure.push(reply_type.into());
+        self
+    }
+
+    /// Sets how long to wait for a reply (default 30 s, or the step's timeout for a compensation).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.0.timeout = timeout;
+        self
+    }
+}

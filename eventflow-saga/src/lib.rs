@@ -1,0 +1,34 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+mod definition;
+mod error;
+mod event;
+mod machine;
+pub mod message;
+mod orchestrator;
+pub mod participant;
+pub mod query;
+mod state;
+pub mod step_functions;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use definition::{
+    CommandBuilder, CommandDefinition, CompensationRetry, DEFAULT_TIMEOUT, SagaDefinition,
+    SagaDefinitionBuilder, StepBuilder, StepDefinition,
+};
+pub use error::{Error, Result};
+pub use event::{CompensationTarget, IndexEvent, SagaEvent, SagaOutcome};
+pub use machine::Disposition;
+pub use message::{CommandKind, SagaCommand, idempotency_key};
+pub use orchestrator::{
+    Orchestrator, OrchestratorBuilder, OrchestratorStats, ResumeReport, SagaData, StartOutcome,
+    TriggerFn,
+};
+pub use participant::{Participant, ParticipantReply, Refusal};
+pub use query::{HistoryEntry, SagaQuery, SagaSummary};
+pub use state::{
+    CompensationPhase, CompensationState, SagaState, SagaStatus, StepState, StepStatus,
+};
+pub use step_functions::StepFunctionsOptions;

@@ -1,0 +1,1099 @@
+//! The orchestrator's core: a pure, deterministic state machine.
+//!
+//! `decide(definition, state, input, now)` returns the events to record; `effects(events)` turns
+//! recorded events into commands to send and timers to set; `pending_effects(state)` gives what a
+//! restarted orchestrator must redo (resend the command in flight, re-arm its timer). No I/O, no
+//! clock, no randomness: the shell ([`Orchestrator`](crate::Orchestrator)) does the rest.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::clock::add;
+use crate::definition::{CommandDefinition, SagaDefinition};
+use crate::event::{CompensationTarget, SagaEvent, SagaOutcome};
+use crate::message::{CommandKind, Reply};
+use crate::state::{CompensationPhase, SagaState, SagaStatus, StepStatus};
+
+/// Something that can move a saga.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    Start {
+        data: &'a Value,
+        correlation_id: Option<&'a str>,
+    },
+    Reply(&'a Reply),
+    Timer(&'a TimerKey),
+    RetryCompensation {
+        requested_by: Option<&'a str>,
+    },
+}
+
+/// A durable timer: the deadline lives in the saga's events, the key says what it is for. A timer
+/// that fires after its purpose passed (a reply came first) is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum TimerKey {
+    /// Step `step` times out.
+    Step { step: u32 },
+    /// Attempt `attempt` of compensation `position` times out.
+    Compensation { position: u32, attempt: u32 },
+    /// Compensation `position` is retried after attempt `attempt` failed.
+    CompensationRetry { position: u32, attempt: u32 },
+    /// Not a deadline: the shell reloads the saga (after a failure left its state unknown).
+    Reload,
+}
+
+/// What the input did to the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Disposition {
+    /// The saga moved on.
+    Applied,
+    /// The input had already been applied (a redelivered reply, a repeated start).
+    Duplicate,
+    /// The input came after its moment (a reply after the step timed out, a stale timer).
+    Late,
+    /// The input does not concern this saga or is not expected by its definition.
+    Ignored,
+    /// The operation does not apply in the saga's state.
+    Refused,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    pub(crate) events: Vec<SagaEvent>,
+    pub(crate) disposition: Disposition,
+}
+
+impl Decision {
+    fn none(disposition: Disposition) -> Self {
+        Decision {
+            events: Vec::new(),
+            disposition,
+        }
+    }
+
+    fn apply(events: Vec<SagaEvent>) -> Self {
+        Decision {
+            events,
+            disposition: Disposition::Applied,
+        }
+    }
+}
+
+/// A command the shell must send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    Action { step: u32 },
+    Compensation { position: u32, attempt: u32 },
+}
+
+/// Something the shell must do after recording events.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    Send(Outgoing),
+    Timer(DateTime<Utc>, TimerKey),
+    Finished(SagaOutcome),
+    NeedsAttention,
+}
+
+/// Decides what `input` does to a saga in `state`.
+pub(crate) fn decide(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    input: Input<'_>,
+    now: DateTime<Utc>,
+) -> Decision {
+    match input {
+        Input::Start {
+            data,
+            correlation_id,
+        } => {
+            if state.status.is_some() {
+                return Decision::none(Disposition::Duplicate);
+            }
+            let mut events = vec![SagaEvent::Started {
+                saga_type: definition.name.clone(),
+                data: data.clone(),
+                correlation_id: correlation_id.map(str::to_owned),
+            }];
+            events.push(send_step(definition, 0, now));
+            Decision::apply(events)
+        }
+        Input::Reply(reply) => {
+            if state.status.is_none() {
+                return Decision::none(Disposition::Ignored);
+            }
+            match reply.kind {
+                CommandKind::Action => step_reply(definition, state, reply, now),
+                CommandKind::Compensation | CommandKind::Final => {
+                    compensation_reply(definition, state, reply, now)
+                }
+            }
+        }
+        Input::Timer(key) => timer(definition, state, key, now),
+        Input::RetryCompensation { requested_by } => {
+            let Some(c) = &state.compensation else {
+                return Decision::none(Disposition::Refused);
+            };
+            if state.status != Some(SagaStatus::NeedsAttention) {
+                return Decision::none(Disposition::Refused);
+            }
+            let Some(target) = c.current() else {
+                return Decision::none(Disposition::Refused);
+            };
+            let events = vec![
+                SagaEvent::CompensationRetryRequested {
+                    requested_by: requested_by.map(str::to_owned),
+                },
+                send_compensation(definition, c.position, target, c.attempt + 1, now),
+            ];
+            Decision::apply(events)
+        }
+    }
+}
+
+fn send_step(definition: &SagaDefinition, step: usize, now: DateTime<Utc>) -> SagaEvent {
+    let def = &definition.steps[step];
+    SagaEvent::StepSent {
+        step: step as u32,
+        name: def.name.clone(),
+        deadline: add(now, def.action.timeout),
+    }
+}
+
+/// The command definition a compensation target sends.
+pub(crate) fn compensation_command<'d>(
+    definition: &'d SagaDefinition,
+    target: &CompensationTarget,
+) -> Option<&'d CommandDefinition> {
+    match target {
+        CompensationTarget::Step { step, .. } => definition
+            .steps
+            .get(*step as usize)
+            .and_then(|s| s.compensation.as_ref()),
+        CompensationTarget::Final { .. } => definition.on_compensated.as_ref(),
+    }
+}
+
+fn send_compensation(
+    definition: &SagaDefinition,
+    position: u32,
+    target: &CompensationTarget,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> SagaEvent {
+    let timeout = compensation_command(definition, target)
+        .map_or(crate::definition::DEFAULT_TIMEOUT, |c| c.timeout);
+    SagaEvent::CompensationSent {
+        position,
+        target: target.clone(),
+        attempt,
+        deadline: add(now, timeout),
+    }
+}
+
+fn step_reply(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    reply: &Reply,
+    now: DateTime<Utc>,
+) -> Decision {
+    let Some(index) = definition.step_index(&reply.step) else {
+        return Decision::none(Disposition::Ignored);
+    };
+    let def = &definition.steps[index];
+    let success = def.action.success.contains(&reply.message_type);
+    let failure = def.action.failure.contains(&reply.message_type);
+    if !success && !failure {
+        return Decision::none(Disposition::Ignored);
+    }
+    let Some(step) = state.steps.get(index) else {
+        // Never sent: not a reply to anything this saga did.
+        return Decision::none(Disposition::Ignored);
+    };
+    match step.status {
+        StepStatus::Pending if state.status == Some(SagaStatus::Running) => {}
+        StepStatus::Succeeded if success => return Decision::none(Disposition::Duplicate),
+        StepStatus::Failed if failure => return Decision::none(Disposition::Duplicate),
+        _ => return Decision::none(Disposition::Late),
+    }
+    let name = def.name.clone();
+    if success {
+        let mut events = vec![SagaEvent::StepSucceeded {
+            step: index as u32,
+            name,
+            reply_type: reply.message_type.clone(),
+            reply_id: reply.message_id.clone(),
+            result: reply.payload.clone(),
+        }];
+        if index + 1 < definition.steps.len() {
+            events.push(send_step(definition, index + 1, now));
+        } else {
+            events.push(SagaEvent::Finished {
+                outcome: SagaOutcome::Completed,
+            });
+        }
+        Decision::apply(events)
+    } else {
+        let reason = reply.reason();
+        let mut events = vec![SagaEvent::StepFailed {
+            step: index as u32,
+            name: name.clone(),
+            reply_type: reply.message_type.clone(),
+            reply_id: reply.message_id.clone(),
+            reason: reason.clone(),
+        }];
+        start_compensation(
+            definition,
+            state,
+            None,
+            format!("step {name} failed: {reason}"),
+            now,
+            &mut events,
+        );
+        Decision::apply(events)
+    }
+}
+
+/// Plans the compensations: the timed-out step (its outcome is unknown), then every succeeded step
+/// with a compensation, latest first, then the final command.
+pub(crate) fn compensation_plan(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    timed_out: Option<u32>,
+) -> Vec<CompensationTarget> {
+    let mut plan = Vec::new();
+    let compensable = |i: usize| {
+        definition
+            .steps
+            .get(i)
+            .is_some_and(|s| s.compensation.is_some())
+    };
+    if let Some(t) = timed_out
+        && compensable(t as usize)
+    {
+        plan.push(CompensationTarget::Step {
+            step: t,
+            name: definition.steps[t as usize].name.clone(),
+        });
+    }
+    for (i, step) in state.steps.iter().enumerate().rev() {
+        if step.status == StepStatus::Succeeded && compensable(i) {
+            plan.push(CompensationTarget::Step {
+                step: i as u32,
+                name: step.name.clone(),
+            });
+        }
+    }
+    if let Some(c) = &definition.on_compensated {
+        plan.push(CompensationTarget::Final {
+            command: c.command.clone(),
+        });
+    }
+    plan
+}
+
+fn start_compensation(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    timed_out: Option<u32>,
+    reason: String,
+    now: DateTime<Utc>,
+    events: &mut Vec<SagaEvent>,
+) {
+    let plan = compensation_plan(definition, state, timed_out);
+    let first = plan.first().cloned();
+    events.push(SagaEvent::CompensationStarted { reason, plan });
+    match first {
+        Some(target) => events.push(send_compensation(definition, 0, &target, 1, now)),
+        None => events.push(SagaEvent::Finished {
+            outcome: SagaOutcome::Compensated,
+        }),
+    }
+}
+
+fn compensation_reply(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    reply: &Reply,
+    now: DateTime<Utc>,
+) -> Decision {
+    let target = match reply.kind {
+        CommandKind::Final => CompensationTarget::Final {
+            command: reply.step.clone(),
+        },
+        _ => match definition.step_index(&reply.step) {
+            Some(i) => CompensationTarget::Step {
+                step: i as u32,
+                name: reply.step.clone(),
+            },
+            None => return Decision::none(Disposition::Ignored),
+        },
+    };
+    let Some(command) = compensation_command(definition, &target) else {
+        return Decision::none(Disposition::Ignored);
+    };
+    if matches!(&target, CompensationTarget::Final { command: c } if *c != command.command) {
+        return Decision::none(Disposition::Ignored);
+    }
+    let success = command.success.contains(&reply.message_type);
+    let failure = command.failure.contains(&reply.message_type);
+    if !success && !failure {
+        return Decision::none(Disposition::Ignored);
+    }
+    let Some(c) = &state.compensation else {
+        return Decision::none(Disposition::Ignored);
+    };
+    let Some(position) = c.plan.iter().position(|t| *t == target) else {
+        return Decision::none(Disposition::Ignored);
+    };
+    let position = position as u32;
+    if position < c.position || c.phase == CompensationPhase::Done {
+        return Decision::none(Disposition::Duplicate);
+    }
+    if position > c.position || reply.attempt > c.attempt || c.attempt == 0 {
+        // Not sent yet: not an answer to anything this saga sent.
+        return Decision::none(Disposition::Ignored);
+    }
+    if success {
+        // Any attempt's success means the compensation is done: they share one idempotency key.
+        let mut events = vec![SagaEvent::CompensationSucceeded {
+            position,
+            target,
+            attempt: reply.attempt,
+            reply_id: reply.message_id.clone(),
+        }];
+        let next = position + 1;
+        match c.plan.get(next as usize) {
+            Some(next_target) => {
+                events.push(send_compensation(definition, next, next_target, 1, now));
+            }
+            None => events.push(SagaEvent::Finished {
+                outcome: SagaOutcome::Compensated,
+            }),
+        }
+        return Decision::apply(events);
+    }
+    let sent = matches!(c.phase, CompensationPhase::Sent { .. });
+    if reply.attempt != c.attempt || !sent {
+        return Decision::none(Disposition::Late);
+    }
+    Decision::apply(fail_compensation(definition, state, reply.reason(), now))
+}
+
+/// The current compensation attempt failed: retry after backoff, or park the saga.
+fn fail_compensation(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    reason: String,
+    now: DateTime<Utc>,
+) -> Vec<SagaEvent> {
+    let Some(c) = &state.compensation else {
+        return Vec::new();
+    };
+    let Some(target) = c.current().cloned() else {
+        return Vec::new();
+    };
+    let retry = definition.compensation_retry;
+    if c.round_attempts >= retry.max_attempts {
+        vec![
+            SagaEvent::CompensationFailed {
+                position: c.position,
+                target: target.clone(),
+                attempt: c.attempt,
+                reason: reason.clone(),
+                retry_at: None,
+            },
+            SagaEvent::NeedsAttention {
+                position: c.position,
+                reason: format!("{target} failed {} times, last: {reason}", c.round_attempts),
+                target,
+            },
+        ]
+    } else {
+        vec![SagaEvent::CompensationFailed {
+            position: c.position,
+            target,
+            attempt: c.attempt,
+            reason,
+            retry_at: Some(add(now, retry.backoff(c.round_attempts))),
+        }]
+    }
+}
+
+fn timer(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    key: &TimerKey,
+    now: DateTime<Utc>,
+) -> Decision {
+    match *key {
+        TimerKey::Step { step } => {
+            let Some(s) = state.steps.get(step as usize) else {
+                return Decision::none(Disposition::Ignored);
+            };
+            if state.pending_step() != Some(step) || s.deadline > now {
+                return Decision::none(Disposition::Late);
+            }
+            let mut events = vec![SagaEvent::StepTimedOut {
+                step,
+                name: s.name.clone(),
+                deadline: s.deadline,
+            }];
+            start_compensation(
+                definition,
+                state,
+                Some(step),
+                format!("step {} timed out", s.name),
+                now,
+                &mut events,
+            );
+            Decision::apply(events)
+        }
+        TimerKey::Compensation { position, attempt } => {
+            let Some(c) = &state.compensation else {
+                return Decision::none(Disposition::Ignored);
+            };
+            let due = matches!(c.phase, CompensationPhase::Sent { deadline } if deadline <= now);
+            if state.status != Some(SagaStatus::Compensating)
+                || c.position != position
+                || c.attempt != attempt
+                || !due
+            {
+                return Decision::none(Disposition::Late);
+            }
+            let target = c.current().map(ToString::to_string).unwrap_or_default();
+            Decision::apply(fail_compensation(
+                definition,
+                state,
+                format!("{target} timed out (attempt {attempt})"),
+                now,
+            ))
+        }
+        TimerKey::Reload => Decision::none(Disposition::Ignored),
+        TimerKey::CompensationRetry { position, attempt } => {
+            let Some(c) = &state.compensation else {
+                return Decision::none(Disposition::Ignored);
+            };
+            let due = matches!(c.phase, CompensationPhase::RetryAt(at) if at <= now);
+            if state.status != Some(SagaStatus::Compensating)
+                || c.position != position
+                || c.attempt != attempt
+                || !due
+            {
+                return Decision::none(Disposition::Late);
+            }
+            let Some(target) = c.current() else {
+                return Decision::none(Disposition::Ignored);
+            };
+            Decision::apply(vec![send_compensation(
+                definition,
+                position,
+                target,
+                attempt + 1,
+                now,
+            )])
+        }
+    }
+}
+
+/// What recording `events` obliges the shell to do.
+pub(crate) fn effects(events: &[SagaEvent]) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    for event in events {
+        match event {
+            SagaEvent::StepSent { step, deadline, .. } => {
+                effects.push(Effect::Send(Outgoing::Action { step: *step }));
+                effects.push(Effect::Timer(*deadline, TimerKey::Step { step: *step }));
+            }
+            SagaEvent::CompensationSent {
+                position,
+                attempt,
+                deadline,
+                ..
+            } => {
+                effects.push(Effect::Send(Outgoing::Compensation {
+                    position: *position,
+                    attempt: *attempt,
+                }));
+                effects.push(Effect::Timer(
+                    *deadline,
+                    TimerKey::Compensation {
+                        position: *position,
+                        attempt: *attempt,
+                    },
+                ));
+            }
+            SagaEvent::CompensationFailed {
+                position,
+                attempt,
+                retry_at: Some(at),
+                ..
+            } => effects.push(Effect::Timer(
+                *at,
+                TimerKey::CompensationRetry {
+                    position: *position,
+                    attempt: *attempt,
+                },
+            )),
+            SagaEvent::NeedsAttention { .. } => effects.push(Effect::NeedsAttention),
+            SagaEvent::Finished { outcome } => effects.push(Effect::Finished(*outcome)),
+            _ => {}
+        }
+    }
+    effects
+}
+
+/// What an orchestrator that just loaded `state` must redo: resend the command in flight (the
+/// participant deduplicates it) and re-arm the pending timer.
+pub(crate) fn pending_effects(state: &SagaState) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if let Some(step) = state.pending_step() {
+        effects.push(Effect::Send(Outgoing::Action { step }));
+        effects.push(Effect::Timer(
+            state.steps[step as usize].deadline,
+            TimerKey::Step { step },
+        ));
+        return effects;
+    }
+    if state.status != Some(SagaStatus::Compensating) {
+        return effects;
+    }
+    let Some(c) = &state.compensation else {
+        return effects;
+    };
+    match c.phase {
+        CompensationPhase::Sent { deadline } => {
+            effects.push(Effect::Send(Outgoing::Compensation {
+                position: c.position,
+                attempt: c.attempt,
+            }));
+            effects.push(Effect::Timer(
+                deadline,
+                TimerKey::Compensation {
+                    position: c.position,
+                    attempt: c.attempt,
+                },
+            ));
+        }
+        CompensationPhase::RetryAt(at) => effects.push(Effect::Timer(
+            at,
+            TimerKey::CompensationRetry {
+                position: c.position,
+                attempt: c.attempt,
+            },
+        )),
+        _ => {}
+    }
+    effects
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::*;
+    use crate::definition::CompensationRetry;
+
+    fn definition() -> SagaDefinition {
+        SagaDefinition::builder("PlaceOrder")
+            .step("ReserveInventory", |s| {
+                s.on_success("InventoryReserved")
+                    .on_failure("InventoryReservationFailed")
+                    .timeout(Duration::from_secs(10))
+                    .compensate_with("ReleaseInventory", |c| {
+                        c.on_success("InventoryReleased")
+                            .on_failure("InventoryReleaseFailed")
+                    })
+            })
+            .step("AuthorizePayment", |s| {
+                s.on_success("PaymentAuthorized")
+                    .on_failure("PaymentDeclined")
+                    .compensate_with("CancelPayment", |c| c.on_success("PaymentCancelled"))
+            })
+            .step("CreateShipment", |s| {
+                s.on_success("ShipmentCreated")
+                    .on_failure("ShipmentFailed")
+                    .compensate_with("CancelShipment", |c| c.on_success("ShipmentCancelled"))
+            })
+            .step("CompleteOrder", |s| {
+                s.on_success("OrderCompleted")
+                    .on_failure("OrderCompletionFailed")
+            })
+            .on_compensated("CancelOrder", |c| {
+                c.on_success("OrderCancelled")
+                    .on_failure("OrderCancelFailed")
+            })
+            .compensation_retry(CompensationRetry::new(
+                3,
+                Duration::from_secs(1),
+                Duration::from_secs(10),
+            ))
+            .build()
+            .expect("valid definition")
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        t0() + chrono::Duration::seconds(secs)
+    }
+
+    /// Runs inputs through decide + apply, like the shell does, and returns the state.
+    struct Run {
+        def: SagaDefinition,
+        state: SagaState,
+        log: Vec<SagaEvent>,
+    }
+
+    impl Run {
+        fn start() -> Self {
+            let mut run = Run {
+                def: definition(),
+                state: SagaState::new("order-1"),
+                log: Vec::new(),
+            };
+            let data = json!({"orderId": "order-1"});
+            let d = run.feed(
+                Input::Start {
+                    data: &data,
+                    correlation_id: Some("req-1"),
+                },
+                0,
+            );
+            assert_eq!(d, Disposition::Applied);
+            run
+        }
+
+        fn feed(&mut self, input: Input<'_>, now: i64) -> Disposition {
+            let decision = decide(&self.def, &self.state, input, at(now));
+            for e in &decision.events {
+                self.state.apply(e);
+            }
+            self.log.extend(decision.events);
+            decision.disposition
+        }
+
+        fn reply(
+            &mut self,
+            kind: CommandKind,
+            step: &str,
+            attempt: u32,
+            ty: &str,
+            now: i64,
+        ) -> Disposition {
+            let reply = Reply {
+                saga_id: "order-1".into(),
+                kind,
+                step: step.into(),
+                attempt,
+                message_type: ty.into(),
+                message_id: format!("{step}-{ty}-{attempt}"),
+                payload: json!({"reason": "nope", "ref": step}),
+            };
+            self.feed(Input::Reply(&reply), now)
+        }
+
+        fn ok(&mut self, step: &str, ty: &str) -> Disposition {
+            self.reply(CommandKind::Action, step, 1, ty, 1)
+        }
+
+        fn sent_compensations(&self) -> Vec<String> {
+            self.log
+                .iter()
+                .filter_map(|e| match e {
+                    SagaEvent::CompensationSent {
+                        target, attempt: 1, ..
+                    } => Some(target.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn compensate_all(&mut self) {
+            let mut guard = 0;
+            while let Some(c) = self.state.compensation.clone() {
+                let Some(target) = c.current().cloned() else {
+                    break;
+                };
+                let (kind, step, ty) = match &target {
+                    CompensationTarget::Step { name, step } => {
+                        let cmd = self.def.steps[*step as usize]
+                            .compensation
+                            .clone()
+                            .expect("comp");
+                        (
+                            CommandKind::Compensation,
+                            name.clone(),
+                            cmd.success[0].clone(),
+                        )
+                    }
+                    CompensationTarget::Final { command } => (
+                        CommandKind::Final,
+                        command.clone(),
+                        "OrderCancelled".to_owned(),
+                    ),
+                };
+                assert_eq!(
+                    self.reply(kind, &step, c.attempt, &ty, 2),
+                    Disposition::Applied
+                );
+                guard += 1;
+                assert!(guard < 10);
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_sends_each_step_in_order_and_completes() {
+        let mut run = Run::start();
+        for (step, reply) in [
+            ("ReserveInventory", "InventoryReserved"),
+            ("AuthorizePayment", "PaymentAuthorized"),
+            ("CreateShipment", "ShipmentCreated"),
+            ("CompleteOrder", "OrderCompleted"),
+        ] {
+            assert_eq!(
+                run.state
+                    .pending_step()
+                    .map(|s| run.def.steps[s as usize].name.as_str()),
+                Some(step)
+            );
+            assert_eq!(run.ok(step, reply), Disposition::Applied);
+        }
+        assert_eq!(run.state.status, Some(SagaStatus::Completed));
+        assert!(run.sent_compensations().is_empty());
+        assert_eq!(
+            run.log.last(),
+            Some(&SagaEvent::Finished {
+                outcome: SagaOutcome::Completed
+            })
+        );
+    }
+
+    #[test]
+    fn failure_at_step_three_compensates_completed_steps_in_reverse() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentAuthorized");
+        assert_eq!(
+            run.ok("CreateShipment", "ShipmentFailed"),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::Compensating));
+        run.compensate_all();
+        assert_eq!(
+            run.sent_compensations(),
+            [
+                "compensation of AuthorizePayment",
+                "compensation of ReserveInventory",
+                "final command CancelOrder"
+            ]
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::Compensated));
+        assert!(
+            run.state
+                .failure
+                .as_deref()
+                .is_some_and(|r| r.contains("CreateShipment failed: nope"))
+        );
+    }
+
+    #[test]
+    fn failure_at_first_step_only_runs_the_final_command() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReservationFailed");
+        run.compensate_all();
+        assert_eq!(run.sent_compensations(), ["final command CancelOrder"]);
+        assert_eq!(run.state.status, Some(SagaStatus::Compensated));
+    }
+
+    #[test]
+    fn failure_of_the_last_step_skips_steps_without_compensation() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentAuthorized");
+        run.ok("CreateShipment", "ShipmentCreated");
+        run.ok("CompleteOrder", "OrderCompletionFailed");
+        run.compensate_all();
+        assert_eq!(
+            run.sent_compensations(),
+            [
+                "compensation of CreateShipment",
+                "compensation of AuthorizePayment",
+                "compensation of ReserveInventory",
+                "final command CancelOrder"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_timed_out_step_is_compensated_first_because_its_outcome_is_unknown() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        // AuthorizePayment was sent at t=1 with the default 30 s timeout.
+        let key = TimerKey::Step { step: 1 };
+        assert_eq!(
+            run.feed(Input::Timer(&key), 20),
+            Disposition::Late,
+            "not due yet"
+        );
+        assert_eq!(run.feed(Input::Timer(&key), 31), Disposition::Applied);
+        assert_eq!(run.state.steps[1].status, StepStatus::TimedOut);
+        // The late success reply changes nothing.
+        assert_eq!(
+            run.ok("AuthorizePayment", "PaymentAuthorized"),
+            Disposition::Late
+        );
+        run.compensate_all();
+        assert_eq!(
+            run.sent_compensations(),
+            [
+                "compensation of AuthorizePayment",
+                "compensation of ReserveInventory",
+                "final command CancelOrder"
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_and_stray_replies_change_nothing() {
+        let mut run = Run::start();
+        assert_eq!(
+            run.ok("ReserveInventory", "InventoryReserved"),
+            Disposition::Applied
+        );
+        assert_eq!(
+            run.ok("ReserveInventory", "InventoryReserved"),
+            Disposition::Duplicate
+        );
+        // A failure for a step that already succeeded is late, not a reason to compensate.
+        assert_eq!(
+            run.ok("ReserveInventory", "InventoryReservationFailed"),
+            Disposition::Late
+        );
+        // A reply for a step not sent yet, or of an unknown type, is ignored.
+        assert_eq!(
+            run.ok("CreateShipment", "ShipmentCreated"),
+            Disposition::Ignored
+        );
+        assert_eq!(
+            run.ok("AuthorizePayment", "SomethingElse"),
+            Disposition::Ignored
+        );
+        assert_eq!(
+            run.ok("NoSuchStep", "PaymentAuthorized"),
+            Disposition::Ignored
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::Running));
+        assert_eq!(run.state.pending_step(), Some(1));
+        let data = json!({});
+        assert_eq!(
+            run.feed(
+                Input::Start {
+                    data: &data,
+                    correlation_id: None
+                },
+                5
+            ),
+            Disposition::Duplicate
+        );
+    }
+
+    #[test]
+    fn failed_compensations_retry_with_backoff_then_need_attention_then_resume() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentDeclined");
+        // Plan: ReleaseInventory, CancelOrder. Attempt 1 fails.
+        assert_eq!(
+            run.reply(
+                CommandKind::Compensation,
+                "ReserveInventory",
+                1,
+                "InventoryReleaseFailed",
+                2
+            ),
+            Disposition::Applied
+        );
+        let retry_at = match run.state.compensation.as_ref().map(|c| c.phase.clone()) {
+            Some(CompensationPhase::RetryAt(at)) => at,
+            other => panic!("expected a retry, got {other:?}"),
+        };
+        assert_eq!(retry_at, at(3), "1 s backoff after the first failure");
+        // A repeated failure reply of attempt 1 is late.
+        assert_eq!(
+            run.reply(
+                CommandKind::Compensation,
+                "ReserveInventory",
+                1,
+                "InventoryReleaseFailed",
+                2
+            ),
+            Disposition::Late
+        );
+        let retry = TimerKey::CompensationRetry {
+            position: 0,
+            attempt: 1,
+        };
+        assert_eq!(run.feed(Input::Timer(&retry), 3), Disposition::Applied);
+        // Attempt 2 times out (deadline = 3 + 10 s), attempt 3 fails: retries used up.
+        let timeout = TimerKey::Compensation {
+            position: 0,
+            attempt: 2,
+        };
+        assert_eq!(run.feed(Input::Timer(&timeout), 13), Disposition::Applied);
+        let retry = TimerKey::CompensationRetry {
+            position: 0,
+            attempt: 2,
+        };
+        assert_eq!(
+            run.feed(Input::Timer(&retry), 15),
+            Disposition::Applied,
+            "2 s backoff"
+        );
+        assert_eq!(
+            run.reply(
+                CommandKind::Compensation,
+                "ReserveInventory",
+                3,
+                "InventoryReleaseFailed",
+                16
+            ),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::NeedsAttention));
+        assert!(
+            run.state
+                .attention
+                .as_deref()
+                .is_some_and(|a| a.contains("failed 3 times"))
+        );
+        assert!(
+            pending_effects(&run.state).is_empty(),
+            "parked: nothing in flight"
+        );
+        // An operator retries: attempt 4 is sent and succeeds; the saga finishes.
+        assert_eq!(
+            run.feed(
+                Input::RetryCompensation {
+                    requested_by: Some("ops")
+                },
+                100
+            ),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.compensation.as_ref().map(|c| c.attempt), Some(4));
+        run.compensate_all();
+        assert_eq!(run.state.status, Some(SagaStatus::Compensated));
+        assert_eq!(
+            run.state.compensation.as_ref().map(|c| c.done.len()),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_late_success_of_an_earlier_compensation_attempt_counts() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentDeclined");
+        let timeout = TimerKey::Compensation {
+            position: 0,
+            attempt: 1,
+        };
+        assert_eq!(run.feed(Input::Timer(&timeout), 40), Disposition::Applied);
+        let retry = TimerKey::CompensationRetry {
+            position: 0,
+            attempt: 1,
+        };
+        assert_eq!(run.feed(Input::Timer(&retry), 41), Disposition::Applied);
+        // Attempt 1's success arrives while attempt 2 is in flight.
+        assert_eq!(
+            run.reply(
+                CommandKind::Compensation,
+                "ReserveInventory",
+                1,
+                "InventoryReleased",
+                42
+            ),
+            Disposition::Applied
+        );
+        assert_eq!(
+            run.reply(
+                CommandKind::Compensation,
+                "ReserveInventory",
+                2,
+                "InventoryReleased",
+                43
+            ),
+            Disposition::Duplicate
+        );
+        let stale = TimerKey::Compensation {
+            position: 0,
+            attempt: 2,
+        };
+        assert_eq!(run.feed(Input::Timer(&stale), 90), Disposition::Late);
+    }
+
+    #[test]
+    fn retry_is_refused_unless_the_saga_needs_attention() {
+        let mut run = Run::start();
+        assert_eq!(
+            run.feed(Input::RetryCompensation { requested_by: None }, 1),
+            Disposition::Refused
+        );
+    }
+
+    #[test]
+    fn pending_effects_resend_what_is_in_flight() {
+        let mut run = Run::start();
+        assert_eq!(
+            pending_effects(&run.state),
+            vec![
+                Effect::Send(Outgoing::Action { step: 0 }),
+                Effect::Timer(at(10), TimerKey::Step { step: 0 })
+            ]
+        );
+        run.ok("ReserveInventory", "InventoryReservationFailed");
+        assert_eq!(
+            pending_effects(&run.state),
+            vec![
+                Effect::Send(Outgoing::Compensation {
+                    position: 0,
+                    attempt: 1
+                }),
+                Effect::Timer(
+                    at(31),
+                    TimerKey::Compensation {
+                        position: 0,
+                        attempt: 1
+                    }
+                )
+            ]
+        );
+        run.compensate_all();
+        assert!(pending_effects(&run.state).is_empty());
+    }
+
+    #[test]
+    fn state_is_a_fold_of_the_recorded_events() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentDeclined");
+        run.compensate_all();
+        let replayed = SagaState::from_events("order-1", &run.log);
+        assert_eq!(replayed, run.state);
+        // And events survive a JSON round trip.
+        let json = serde_json::to_string(&run.log).expect("serialise");
+        let back: Vec<SagaEvent> = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back, run.log);
+    }
+}

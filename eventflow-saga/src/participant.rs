@@ -1,0 +1,562 @@
+//! The participant side: handle saga commands exactly once per (saga, step, kind), even though the
+//! bus delivers at least once.
+//!
+//! A [`Participant`] wraps an aggregate's [`Repository`]. For each command type it handles, a
+//! closure maps the [`SagaCommand`] to `(aggregate id, aggregate command)`; the participant runs it
+//! with the command's idempotency key, which the event store records atomically with the events.
+//! A redelivered command therefore appends nothing and gets the same reply as the first time, so
+//! stock is never reserved twice and a card never charged twice.
+//!
+//! Refusals are recorded too (in a small ledger stream, under the same key), so a redelivered
+//! command that was refused stays refused even if the aggregate would now accept it. And a
+//! compensation that arrives **before** its action (reordered or delayed messages, or a step that
+//! timed out before its command was delivered) records a tombstone under the action's key: the
+//! late action is then refused instead of applied, and nothing is left uncompensated.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use eventflow_core::{
+    Aggregate, AppendRequest, CommandContext, CommandError, Delivery, DomainEvent, EventBus,
+    EventStore, EventStoreExt, ExpectedVersion, Filter, HandlerError, Message, MessageHandler,
+    Metadata, NewEvent, Repository, StreamId, Subscription,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use crate::message::{CommandKind, SagaCommand};
+
+/// Metadata header carrying the idempotency key on the events a participant records, so an audit
+/// (or a test) can check that no key was applied twice.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "saga-idempotency-key";
+
+/// Why a participant's mapping refused a command. For an action it is final (recorded, failure
+/// reply); for a compensation or final command it is a failed attempt the orchestrator retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        Refusal(reason.to_owned())
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal(reason)
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Self {
+        Refusal(error.to_string())
+    }
+}
+
+/// Maps a saga command to the aggregate id and command to run.
+pub type CommandMap<A> = Arc<
+    dyn Fn(&SagaCommand) -> std::result::Result<(String, <A as Aggregate>::Command), Refusal>
+        + Send
+        + Sync,
+>;
+
+struct Route<A: Aggregate> {
+    success: String,
+    failure: String,
+    map: CommandMap<A>,
+}
+
+/// The reply a participant gives to a command.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ParticipantReply {
+    /// True for a success reply.
+    pub success: bool,
+    /// The reply's message type.
+    pub reply_type: String,
+    /// The payload: for success `{"aggregateId", "events": [...], "applied"}`; for failure
+    /// `{"reason"}`.
+    pub payload: Value,
+    /// True when this delivery changed nothing because the command had been handled before.
+    pub deduplicated: bool,
+}
+
+impl ParticipantReply {
+    /// The reply as a bus message answering `command`, published from `source`.
+    pub fn to_message(&self, command: &SagaCommand, source: &str) -> Message {
+        command.reply(self.reply_type.as_str(), source, self.payload.clone())
+    }
+}
+
+/// Records refusals and tombstones under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all_fields = "camelCase")]
+enum LedgerEvent {
+    ActionRefused { step: String, reason: String },
+    ActionCancelled { step: String },
+}
+
+impl DomainEvent for LedgerEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            LedgerEvent::ActionRefused { .. } => "SagaActionRefused",
+            LedgerEvent::ActionCancelled { .. } => "SagaActionCancelled",
+        }
+    }
+}
+
+/// What the store says about an idempotency key.
+enum Recorded {
+    /// Nothing yet.
+    Nothing,
+    /// The aggregate applied it: these are the event payloads.
+    Applied {
+        aggregate_id: String,
+        events: Vec<Value>,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+    /// Cancelled by a compensation that came first.
+    Cancelled,
+}
+
+/// A saga participant over aggregate `A`: a [`MessageHandler`] that runs saga commands once per
+/// idempotency key and publishes the replies.
+///
+/// ```
+/// # use eventflow_core::{Aggregate, DomainEvent};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Default)] struct Stock { available: i64 }
+/// # enum StockCommand { Reserve(i64), Release(i64) }
+/// # #[derive(Debug, Clone, Serialize, Deserialize)] enum StockEvent { Reserved(i64), Released(i64) }
+/// # impl DomainEvent for StockEvent { fn event_type(&self) -> &'static str { "Stock" } }
+/// # #[derive(Debug, thiserror::Error)] #[error("out of stock")] struct OutOfStock;
+/// # impl Aggregate for Stock {
+/// #     const STREAM_TYPE: &'static str = "stock";
+/// #     type Command = StockCommand; type Event = StockEvent; type Error = OutOfStock;
+/// #     fn handle(&self, c: &StockCommand) -> Result<Vec<StockEvent>, OutOfStock> {
+/// #         match c { StockCommand::Reserve(n) if *n > self.available => Err(OutOfStock),
+/// #                   StockCommand::Reserve(n) => Ok(vec![StockEvent::Reserved(*n)]),
+/// #                   StockCommand::Release(n) => Ok(vec![StockEvent::Released(*n)]) } }
+/// #     fn apply(&mut self, e: &StockEvent) { match e { StockEvent::Reserved(n) => self.available -= n,
+/// #                                                    StockEvent::Released(n) => self.available += n } }
+/// # }
+/// use std::sync::Arc;
+/// use eventflow_core::{InMemoryBus, InMemoryEventStore, Repository};
+/// use eventflow_saga::Participant;
+///
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let inventory = Participant::new("inventory", Repository::<Stock>::new(store), Arc::new(InMemoryBus::new()))
+///     .handles("ReserveInventory", "InventoryReserved", "InventoryReservationFailed", |cmd| {
+///         let quantity = cmd.data["quantity"].as_i64().ok_or("no quantity")?;
+///         Ok(("sku-1".to_owned(), StockCommand::Reserve(quantity)))
+///     })
+///     .handles("ReleaseInventory", "InventoryReleased", "InventoryReleaseFailed", |cmd| {
+///         let quantity = cmd.data["quantity"].as_i64().ok_or("no quantity")?;
+///         Ok(("sku-1".to_owned(), StockCommand::Release(quantity)))
+///     });
+/// assert_eq!(inventory.subscription().filter.message_types.len(), 2);
+/// ```
+pub struct Participant<A: Aggregate> {
+    name: String,
+    repository: Arc<Repository<A>>,
+    store: Arc<dyn EventStore>,
+    bus: Arc<dyn EventBus>,
+    routes: HashMap<String, Route<A>>,
+}
+
+impl<A: Aggregate> fmt::Debug for Participant<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut commands: Vec<&String> = self.routes.keys().collect();
+        commands.sort();
+        f.debug_struct("Participant")
+            .field("name", &self.name)
+            .field("commands", &commands)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Aggregate> Participant<A> {
+    /// A participant named `name` (the source of its replies) over `repository`, publishing replies
+    /// on `bus`. The repository's store also keeps the participant's refusals and tombstones.
+    pub fn new(name: impl Into<String>, repository: Repository<A>, bus: Arc<dyn EventBus>) -> Self {
+        let store = Arc::clone(repository.store());
+        Participant {
+            name: name.into(),
+            repository: Arc::new(repository),
+            store,
+            bus,
+            routes: HashMap::new(),
+        }
+    }
+
+    /// Handles commands of type `command_type`: `map` gives the aggregate id and command; the
+    /// reply is `success_reply` or `failure_reply`. Whether it runs as an action, a compensation or
+    /// a final command is read from the command itself.
+    #[must_use]
+    pub fn handles(
+        mut self,
+        command_type: impl Into<String>,
+        success_reply: impl Into<String>,
+        failure_reply: impl Into<String>,
+        map: impl Fn(&SagaCommand) -> std::result::Result<(String, A::Command), Refusal>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.routes.insert(
+            command_type.into(),
+            Route {
+                success: success_reply.into(),
+                failure: failure_reply.into(),
+                map: Arc::new(map),
+            },
+        );
+        self
+    }
+
+    /// The participant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A subscription named `saga-participant-{name}` receiving the command types it handles.
+    pub fn subscription(&self) -> Subscription {
+        let mut types: Vec<&String> = self.routes.keys().collect();
+        types.sort();
+        let filter = types
+            .into_iter()
+            .fold(Filter::all(), |f, t| f.message_type(t.as_str()));
+        Subscription::new(format!("saga-participant-{}", self.name)).with_filter(filter)
+    }
+
+    /// Handles a command message: runs it (once per idempotency key) and publishes the reply.
+    /// Returns the reply, or `None` when the message is not a command this participant handles.
+    pub async fn handle_message(&self, message: &Message) -> Result<Option<Message>> {
+        if !self.routes.contains_key(&message.message_type) {
+            return Ok(None);
+        }
+        let command = SagaCommand::from_message(message)?;
+        let Some(reply) = self.execute(&command).await? else {
+            return Ok(None);
+        };
+        let reply = reply.to_message(&command, &self.name);
+        self.bus.publish(vec![reply.clone()]).await?;
+        Ok(Some(reply))
+    }
+
+    /// Runs a command (once per idempotency key) and returns the reply without publishing it: for
+    /// transports other than the bus, such as Step Functions task tokens.
+    pub async fn execute(&self, command: &SagaCommand) -> Result<Option<ParticipantReply>> {
+        let Some(route) = self.routes.get(&command.command_type) else {
+            return Ok(None);
+        };
+        let span = tracing::info_span!(
+            "eventflow.saga.participant",
+            participant = %self.name,
+            saga_id = %command.saga_id,
+            step = %command.step,
+            kind = %command.kind,
+            attempt = command.attempt,
+            correlation_id = command.correlation_id.as_deref().unwrap_or(""),
+        );
+        let run = async {
+            match command.kind {
+                CommandKind::Action => self.act(command, route).await,
+                CommandKind::Compensation => self.compensate(command, route).await,
+                CommandKind::Final => self.run_once(command, route).await,
+            }
+        };
+        let reply = run.instrument(span.clone()).await?;
+        span.in_scope(|| {
+            tracing::info!(
+                reply = %reply.reply_type,
+                success = reply.success,
+                deduplicated = reply.deduplicated,
+                "saga command handled"
+            );
+        });
+        Ok(Some(reply))
+    }
+
+    fn ledger_stream(&self, command: &SagaCommand) -> StreamId {
+        StreamId::new(format!(
+            "saga-ledger-{}-{}-{}",
+            self.name, command.saga_type, command.saga_id
+        ))
+    }
+
+    fn context(&self, command: &SagaCommand) -> CommandContext {
+        let mut metadata = Metadata::new()
+            .with_causation_id(command.message_id.as_str())
+            .with_header(IDEMPOTENCY_KEY_HEADER, command.idempotency_key.as_str())
+            .with_header("saga-id", command.saga_id.as_str());
+        metadata.correlation_id.clone_from(&command.correlation_id);
+        CommandContext::new()
+            .with_metadata(metadata)
+            .with_idempotency_key(command.idempotency_key.as_str())
+    }
+
+    fn success(&self, route: &Route<A>, payload: Value, deduplicated: bool) -> ParticipantReply {
+        ParticipantReply {
+            success: true,
+            reply_type: route.success.clone(),
+            payload,
+            deduplicated,
+        }
+    }
+
+    fn failure(&self, route: &Route<A>, reason: &str, deduplicated: bool) -> ParticipantReply {
+        ParticipantReply {
+            success: false,
+            reply_type: route.failure.clone(),
+            payload: json!({ "reason": reason }),
+            deduplicated,
+        }
+    }
+
+    async fn recorded(&self, command: &SagaCommand, key: &str) -> Result<Recorded> {
+        let Some(original) = self.store.find_idempotency_key(key).await? else {
+            return Ok(Recorded::Nothing);
+        };
+        let events = self
+            .store
+            .read_range(
+                &original.stream,
+                original.first_version,
+                original.last_version,
+            )
+            .await?;
+        if original.stream == self.ledger_stream(command) {
+            let first = events
+                .first()
+                .map(|e| e.decode::<LedgerEvent>())
+                .transpose()?;
+            return Ok(match first {
+                Some(LedgerEvent::ActionRefused { reason, .. }) => Recorded::Refused(reason),
+                Some(LedgerEvent::ActionCancelled { .. }) | None => Recorded::Cancelled,
+            });
+        }
+        let prefix = format!("{}-", A::STREAM_TYPE);
+        let aggregate_id = original
+            .stream
+            .as_str()
+            .strip_prefix(&prefix)
+            .unwrap_or(original.stream.as_str())
+            .to_owned();
+        let events = events
+            .iter()
+            .map(|e| {
+                serde_json::from_slice(&e.payload)
+                    .map_err(|err| Error::serialization(e.event_type.as_str(), err))
+            })
+            .collect::<Result<Vec<Value>>>()?;
+        Ok(Recorded::Applied {
+            aggregate_id,
+            events,
+        })
+    }
+
+    /// Appends a ledger entry under `key`; `Ok(false)` when the key was recorded meanwhile.
+    async fn record(&self, command: &SagaCommand, key: &str, event: LedgerEvent) -> Result<bool> {
+        let new_event = NewEvent::encode(&event, self.context(command).metadata)?;
+        let request = AppendRequest::new(
+            self.ledger_stream(command),
+            ExpectedVersion::Any,
+            vec![new_event],
+        )
+        .with_idempotency_key(key);
+        match self.store.append(request).await {
+            Ok(_) => Ok(true),
+            Err(eventflow_core::Error::DuplicateIdempotencyKey { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn applied_payload(aggregate_id: &str, events: &[Value], applied: bool) -> Value {
+        json!({ "aggregateId": aggregate_id, "events": events, "applied": applied })
+    }
+
+    async fn run_aggregate(
+        &self,
+        command: &SagaCommand,
+        aggregate_id: &str,
+        aggregate_command: &A::Command,
+    ) -> Result<std::result::Result<(Value, bool), String>> {
+        match self
+            .repository
+            .execute(aggregate_id, aggregate_command, self.context(command))
+            .await
+        {
+            Ok(executed) => {
+                let events = executed
+                    .events
+                    .iter()
+                    .map(|e| {
+                        serde_json::to_value(&e.event)
+                            .map_err(|err| Error::serialization(e.event.event_type(), err))
+                    })
+                    .collect::<Result<Vec<Value>>>()?;
+                Ok(Ok((
+                    Self::applied_payload(aggregate_id, &events, true),
+                    executed.deduplicated,
+                )))
+            }
+            Err(CommandError::Rejected(e)) => Ok(Err(e.to_string())),
+            Err(CommandError::Store(e)) => Err(e.into()),
+            Err(other) => Err(Error::Core(eventflow_core::Error::backend(
+                "saga participant",
+                other.to_string(),
+            ))),
+        }
+    }
+
+    async fn act(&self, command: &SagaCommand, route: &Route<A>) -> Result<ParticipantReply> {
+        let key = command.idempotency_key.as_str();
+        for _ in 0..4 {
+            match self.recorded(command, key).await? {
+                Recorded::Applied {
+                    aggregate_id,
+                    events,
+                } => {
+                    let payload = Self::applied_payload(&aggregate_id, &events, true);
+                    return Ok(self.success(route, payload, true));
+                }
+                Recorded::Refused(reason) => return Ok(self.failure(route, &reason, true)),
+                Recorded::Cancelled => {
+                    return Ok(self.failure(
+                        route,
+                        "cancelled: its compensation arrived first",
+                        true,
+                    ));
+                }
+                Recorded::Nothing => {}
+            }
+            let refusal = match (route.map)(command) {
+                Ok((aggregate_id, aggregate_command)) => {
+                    match self
+                        .run_aggregate(command, &aggregate_id, &aggregate_command)
+                        .await
+                    {
+                        Ok(Ok((payload, deduplicated))) => {
+                            return Ok(self.success(route, payload, deduplicated));
+                        }
+                        Ok(Err(reason)) => reason,
+                        // E.g. a tombstone written between our check and the append: look again.
+                        Err(error) => match self.recorded(command, key).await? {
+                            Recorded::Nothing => return Err(error),
+                            _ => continue,
+                        },
+                    }
+                }
+                Err(refusal) => refusal.0,
+            };
+            if self
+                .record(
+                    command,
+                    key,
+                    LedgerEvent::ActionRefused {
+                        step: command.step.clone(),
+                        reason: refusal.clone(),
+                    },
+                )
+                .await?
+            {
+                return Ok(self.failure(route, &refusal, false));
+            }
+        }
+        Err(Error::Core(eventflow_core::Error::transient(
+            "saga participant",
+            format!("idempotency key {key} kept changing"),
+        )))
+    }
+
+    async fn compensate(
+        &self,
+        command: &SagaCommand,
+        route: &Route<A>,
+    ) -> Result<ParticipantReply> {
+        let action_key = command.action_key();
+        for _ in 0..4 {
+            if let Recorded::Applied {
+                aggregate_id,
+                events,
+            } = self.recorded(command, &command.idempotency_key).await?
+            {
+                let payload = Self::applied_payload(&aggregate_id, &events, true);
+                return Ok(self.success(route, payload, true));
+            }
+            match self.recorded(command, &action_key).await? {
+                Recorded::Nothing => {
+                    // The action has not run (yet): make sure it never will.
+                    if self
+                        .record(
+                            command,
+                            &action_key,
+                            LedgerEvent::ActionCancelled {
+                                step: command.step.clone(),
+                            },
+                        )
+                        .await?
+                    {
+                        let payload = json!({ "applied": false, "note": "the action never ran; it is cancelled" });
+                        return Ok(self.success(route, payload, false));
+                    }
+                }
+                Recorded::Refused(_) | Recorded::Cancelled => {
+                    let payload = json!({ "applied": false, "note": "the action had no effect" });
+                    return Ok(self.success(route, payload, true));
+                }
+                Recorded::Applied { .. } => return self.run_once(command, route).await,
+            }
+        }
+        Err(Error::Core(eventflow_core::Error::transient(
+            "saga participant",
+            format!("idempotency key {action_key} kept changing"),
+        )))
+    }
+
+    /// Runs a compensation or final command once per key; a refusal is a failed attempt (not
+    /// recorded: the orchestrator retries).
+    async fn run_once(&self, command: &SagaCommand, route: &Route<A>) -> Result<ParticipantReply> {
+        if let Recorded::Applied {
+            aggregate_id,
+            events,
+        } = self.recorded(command, &command.idempotency_key).await?
+        {
+            let payload = Self::applied_payload(&aggregate_id, &events, true);
+            return Ok(self.success(route, payload, true));
+        }
+        let (aggregate_id, aggregate_command) = match (route.map)(command) {
+            Ok(mapped) => mapped,
+            Err(refusal) => return Ok(self.failure(route, &refusal.0, false)),
+        };
+        match self
+            .run_aggregate(command, &aggregate_id, &aggregate_command)
+            .await?
+        {
+            Ok((payload, deduplicated)) => Ok(self.success(route, payload, deduplicated)),
+            Err(reason) => Ok(self.failure(route, &reason, false)),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: Aggregate> MessageHandler for Participant<A> {
+    async fn handle(&self, delivery: Delivery) -> std::result::Result<(), HandlerError> {
+        self.handle_message(&delivery.message)
+            .await
+            .map(|_| ())
+            .map_err(HandlerError::from)
+    }
+}

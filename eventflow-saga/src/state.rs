@@ -1,0 +1,326 @@
+//! A saga instance's state: a fold of its [`SagaEvent`]s.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::{CompensationTarget, SagaEvent, SagaOutcome};
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SagaStatus {
+    /// Steps are running.
+    Running,
+    /// A step failed or timed out; completed steps are being undone.
+    Compensating,
+    /// A compensation failed every retry. Nothing more happens until an operator calls
+    /// [`Orchestrator::retry_compensation`](crate::Orchestrator::retry_compensation) (or a late
+    /// success reply arrives). Never a silent end: queries list these.
+    NeedsAttention,
+    /// Every step succeeded (terminal).
+    Completed,
+    /// Every compensation succeeded (terminal).
+    Compensated,
+}
+
+impl SagaStatus {
+    /// True for `Completed` and `Compensated`.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, SagaStatus::Completed | SagaStatus::Compensated)
+    }
+}
+
+impl From<SagaOutcome> for SagaStatus {
+    fn from(outcome: SagaOutcome) -> Self {
+        match outcome {
+            SagaOutcome::Completed => SagaStatus::Completed,
+            SagaOutcome::Compensated => SagaStatus::Compensated,
+        }
+    }
+}
+
+impl fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::NeedsAttention => "needs attention",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+        })
+    }
+}
+
+/// Where one step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StepStatus {
+    /// Its command was sent; no reply yet.
+    Pending,
+    /// It succeeded.
+    Succeeded,
+    /// Its participant refused it (nothing to undo).
+    Failed,
+    /// No reply came in time. Its outcome is unknown, so it is compensated like a completed step.
+    TimedOut,
+}
+
+/// One step of a saga instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct StepState {
+    /// The step's name.
+    pub name: String,
+    /// Where it is.
+    pub status: StepStatus,
+    /// When it times out (or timed out).
+    pub deadline: DateTime<Utc>,
+    /// The success reply's payload.
+    pub result: Option<Value>,
+    /// The failure reason.
+    pub reason: Option<String>,
+}
+
+/// Where the current compensation is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum CompensationPhase {
+    /// Not sent yet (momentarily, between events of one decision).
+    NotSent,
+    /// Sent; a reply is due by the deadline.
+    Sent {
+        /// When the attempt times out.
+        deadline: DateTime<Utc>,
+    },
+    /// The last attempt failed; the next one is sent at this time.
+    RetryAt(DateTime<Utc>),
+    /// Retries are used up (the saga needs attention).
+    Parked,
+    /// Every compensation in the plan is done.
+    Done,
+}
+
+/// The compensation progress of a saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CompensationState {
+    /// Why the saga compensates.
+    pub reason: String,
+    /// What is undone, in order.
+    pub plan: Vec<CompensationTarget>,
+    /// Index into `plan` of the compensation in progress (`plan.len()` when all are done).
+    pub position: u32,
+    /// The attempt number of the current compensation (1-based; 0 before the first send).
+    pub attempt: u32,
+    /// Attempts of the current compensation since it started or was last retried by an operator.
+    pub round_attempts: u32,
+    /// Where the current compensation is.
+    pub phase: CompensationPhase,
+    /// Compensations done, in the order they finished.
+    pub done: Vec<CompensationTarget>,
+}
+
+impl CompensationState {
+    /// The compensation in progress.
+    pub fn current(&self) -> Option<&CompensationTarget> {
+        self.plan.get(self.position as usize)
+    }
+}
+
+/// A saga instance's state, rebuilt from its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct SagaState {
+    /// The saga's id.
+    pub saga_id: String,
+    /// The definition's name.
+    pub saga_type: String,
+    /// `None` until the saga has started.
+    pub status: Option<SagaStatus>,
+    /// The saga data, serialised.
+    pub data: Value,
+    /// The correlation id that started it.
+    pub correlation_id: Option<String>,
+    /// The steps sent so far, by index.
+    pub steps: Vec<StepState>,
+    /// The compensation progress, once compensating.
+    pub compensation: Option<CompensationState>,
+    /// Why the saga failed, once it does.
+    pub failure: Option<String>,
+    /// Why the saga needs attention, while it does.
+    pub attention: Option<String>,
+}
+
+impl SagaState {
+    /// A state before any event.
+    pub fn new(saga_id: impl Into<String>) -> Self {
+        SagaState {
+            saga_id: saga_id.into(),
+            ..SagaState::default()
+        }
+    }
+
+    /// Rebuilds the state of saga `saga_id` from its events.
+    pub fn from_events<'a>(
+        saga_id: impl Into<String>,
+        events: impl IntoIterator<Item = &'a SagaEvent>,
+    ) -> Self {
+        let mut state = SagaState::new(saga_id);
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+
+    /// True once the saga completed or compensated.
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_some_and(SagaStatus::is_terminal)
+    }
+
+    /// The step awaiting its reply, if any.
+    pub fn pending_step(&self) -> Option<u32> {
+        if self.status != Some(SagaStatus::Running) {
+            return None;
+        }
+        let last = self.steps.len().checked_sub(1)?;
+        (self.steps[last].status == StepStatus::Pending).then_some(last as u32)
+    }
+
+    /// Evolves the state by one event.
+    pub fn apply(&mut self, event: &SagaEvent) {
+        match event {
+            SagaEvent::Started {
+                saga_type,
+                data,
+                correlation_id,
+            } => {
+                self.saga_type.clone_from(saga_type);
+                self.data = data.clone();
+                self.correlation_id.clone_from(correlation_id);
+                self.status = Some(SagaStatus::Running);
+            }
+            SagaEvent::StepSent {
+                step,
+                name,
+                deadline,
+            } => {
+                let index = *step as usize;
+                let state = StepState {
+                    name: name.clone(),
+                    status: StepStatus::Pending,
+                    deadline: *deadline,
+                    result: None,
+                    reason: None,
+                };
+                if index < self.steps.len() {
+                    self.steps[index] = state;
+                } else {
+                    self.steps.push(state);
+                }
+            }
+            SagaEvent::StepSucceeded { step, result, .. } => {
+                if let Some(s) = self.steps.get_mut(*step as usize) {
+                    s.status = StepStatus::Succeeded;
+                    s.result = Some(result.clone());
+                }
+            }
+            SagaEvent::StepFailed { step, reason, .. } => {
+                if let Some(s) = self.steps.get_mut(*step as usize) {
+                    s.status = StepStatus::Failed;
+                    s.reason = Some(reason.clone());
+                }
+            }
+            SagaEvent::StepTimedOut { step, .. } => {
+                if let Some(s) = self.steps.get_mut(*step as usize) {
+                    s.status = StepStatus::TimedOut;
+                }
+            }
+            SagaEvent::CompensationStarted { reason, plan } => {
+                self.status = Some(SagaStatus::Compensating);
+                self.failure = Some(reason.clone());
+                self.compensation = Some(CompensationState {
+                    reason: reason.clone(),
+                    plan: plan.clone(),
+                    position: 0,
+                    attempt: 0,
+                    round_attempts: 0,
+                    phase: if plan.is_empty() {
+                        CompensationPhase::Done
+                    } else {
+                        CompensationPhase::NotSent
+                    },
+                    done: Vec::new(),
+                });
+            }
+            SagaEvent::CompensationSent {
+                position,
+                attempt,
+                deadline,
+                ..
+            } => {
+                if let Some(c) = &mut self.compensation {
+                    if c.position != *position {
+                        c.round_attempts = 0;
+                    }
+                    c.position = *position;
+                    c.attempt = *attempt;
+                    c.round_attempts += 1;
+                    c.phase = CompensationPhase::Sent {
+                        deadline: *deadline,
+                    };
+                }
+            }
+            SagaEvent::CompensationSucceeded {
+                position, target, ..
+            } => {
+                if let Some(c) = &mut self.compensation {
+                    c.done.push(target.clone());
+                    c.position = position + 1;
+                    c.attempt = 0;
+                    c.round_attempts = 0;
+                    c.phase = if c.position as usize >= c.plan.len() {
+                        CompensationPhase::Done
+                    } else {
+                        CompensationPhase::NotSent
+                    };
+                }
+                if self.status == Some(SagaStatus::NeedsAttention) {
+                    self.status = Some(SagaStatus::Compensating);
+                    self.attention = None;
+                }
+            }
+            SagaEvent::CompensationFailed { retry_at, .. } => {
+                if let Some(c) = &mut self.compensation {
+                    c.phase = match retry_at {
+                        Some(at) => CompensationPhase::RetryAt(*at),
+                        None => CompensationPhase::Parked,
+                    };
+                }
+            }
+            SagaEvent::NeedsAttention { reason, .. } => {
+                self.status = Some(SagaStatus::NeedsAttention);
+                self.attention = Some(reason.clone());
+                if let Some(c) = &mut self.compensation {
+                    c.phase = CompensationPhase::Parked;
+                }
+            }
+            SagaEvent::CompensationRetryRequested { .. } => {
+                self.status = Some(SagaStatus::Compensating);
+                self.attention = None;
+                if let Some(c) = &mut self.compensation {
+                    c.round_attempts = 0;
+                }
+            }
+            SagaEvent::Finished { outcome } => {
+                self.status = Some((*outcome).into());
+            }
+        }
+    }
+}

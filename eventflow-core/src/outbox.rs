@@ -177,7 +177,7 @@ impl OutboxRelay {
     pub async fn relay_pending(&self) -> Result<usize> {
         let mut published = 0;
         loop {
-            let batch = self.outbox.pending(self.batch_size).await?;
+            let batch = (*self.outbox).pending(self.batch_size).await?;
             if batch.is_empty() {
                 return Ok(published);
             }
@@ -186,8 +186,8 @@ impl OutboxRelay {
                 .map(|event| event_to_message(event, &self.source))
                 .collect::<Result<Vec<_>>>()?;
             let span = tracing::info_span!("eventflow.outbox.relay", count = messages.len());
-            self.bus.publish(messages).instrument(span).await?;
-            self.outbox.mark_published(&batch).await?;
+            (*self.bus).publish(messages).instrument(span).await?;
+            (*self.outbox).mark_published(&batch).await?;
             published += batch.len();
         }
     }

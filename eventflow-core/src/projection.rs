@@ -88,7 +88,9 @@ impl ProjectionRunner {
             let mut position = self.checkpoints.load(&name).await?.unwrap_or(0);
             let mut applied = 0;
             loop {
-                let batch = self.store.read_all(position + 1, self.batch_size).await?;
+                let batch = (*self.store)
+                    .read_all(position + 1, self.batch_size)
+                    .await?;
                 let Some(last) = batch.last().and_then(|e| e.position) else {
                     return Ok(applied);
                 };

@@ -273,6 +273,12 @@ impl<A: Aggregate> Repository<A> {
         &self.store
     }
 
+    /// The store as a trait object: calling through `&dyn` avoids the `Arc<S>` forwarding impl,
+    /// which would box a second future per call.
+    fn events(&self) -> &dyn EventStore {
+        &*self.store
+    }
+
     /// The stream of aggregate `id`.
     pub fn stream_id(id: &str) -> StreamId {
         StreamId::for_aggregate(A::STREAM_TYPE, id)
@@ -318,7 +324,7 @@ impl<A: Aggregate> Repository<A> {
         let mut attempt = 0;
         loop {
             if let Some(key) = &context.idempotency_key
-                && let Some(original) = self.store.find_idempotency_key(key).await?
+                && let Some(original) = self.events().find_idempotency_key(key).await?
             {
                 return self.replay_original(&stream, key, original).await;
             }
@@ -373,7 +379,7 @@ impl<A: Aggregate> Repository<A> {
                     .with_outbox(self.outbox);
             request.idempotency_key = context.idempotency_key.clone();
             let append = self
-                .store
+                .events()
                 .append(request)
                 .instrument(tracing::debug_span!(
                     "eventflow.append",
@@ -441,7 +447,7 @@ impl<A: Aggregate> Repository<A> {
             ))));
         }
         let recorded = self
-            .store
+            .events()
             .read_range(
                 &original.stream,
                 original.first_version,
@@ -481,7 +487,7 @@ impl<A: Aggregate> Repository<A> {
         };
         loop {
             let page = self
-                .store
+                .events()
                 .read_stream(stream, version + 1, READ_PAGE_SIZE)
                 .await?;
             let full = page.len() == READ_PAGE_SIZE;

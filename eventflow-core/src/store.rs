@@ -38,11 +38,18 @@ impl StreamId {
 
     /// The stream of the aggregate `id` of type `stream_type`: `"{stream_type}-{id}"`.
     pub fn for_aggregate(stream_type: &str, id: &str) -> Self {
-        let mut s = String::with_capacity(stream_type.len() + 1 + id.len());
-        s.push_str(stream_type);
-        s.push('-');
-        s.push_str(id);
-        StreamId(Arc::from(s))
+        // Short ids are joined on the stack so the `Arc<str>` is the only allocation.
+        let len = stream_type.len() + 1 + id.len();
+        let mut buffer = [0u8; 96];
+        if len <= buffer.len() {
+            buffer[..stream_type.len()].copy_from_slice(stream_type.as_bytes());
+            buffer[stream_type.len()] = b'-';
+            buffer[stream_type.len() + 1..len].copy_from_slice(id.as_bytes());
+            if let Ok(joined) = std::str::from_utf8(&buffer[..len]) {
+                return StreamId(Arc::from(joined));
+            }
+        }
+        StreamId(Arc::from(format!("{stream_type}-{id}")))
     }
 
     /// The id as a string slice.
@@ -134,7 +141,9 @@ impl NewEvent {
         metadata: Metadata,
     ) -> Self {
         NewEvent {
-            event_id: Uuid::now_v7(),
+            // Without uuid's process-wide context (a mutex that keeps ids monotonic within a
+            // millisecond): event order comes from versions and positions, not from ids.
+            event_id: Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)),
             event_type: event_type.into(),
             schema_version,
             payload,
@@ -406,3 +415,27 @@ pub trait EventStoreExt: EventStore {
 }
 
 impl<S: EventStore + ?Sized> EventStoreExt for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_stream_ids_join_type_and_id_whatever_their_length() {
+        assert_eq!(StreamId::for_aggregate("order", "42").as_str(), "order-42");
+        assert_eq!(StreamId::for_aggregate("order", "").as_str(), "order-");
+        let long = "é".repeat(80);
+        assert_eq!(
+            StreamId::for_aggregate("order", &long).as_str(),
+            format!("order-{long}")
+        );
+    }
+
+    #[test]
+    fn expected_versions_match_as_documented() {
+        assert!(ExpectedVersion::Any.matches(7));
+        assert!(ExpectedVersion::NoStream.matches(0) && !ExpectedVersion::NoStream.matches(1));
+        assert!(ExpectedVersion::Exact(0).matches(0) && ExpectedVersion::Exact(3).matches(3));
+        assert!(!ExpectedVersion::Exact(3).matches(4));
+    }
+}

@@ -58,6 +58,8 @@ impl EventStore for InMemoryEventStore {
         if request.stream.as_str().is_empty() {
             return Err(Error::InvalidRequest("stream id is empty".into()));
         }
+        // Read the clock before taking the lock, to keep the critical section short.
+        let now = Utc::now();
         let mut inner = self.lock();
         let inner = &mut *inner;
         if let Some(key) = &request.idempotency_key
@@ -83,7 +85,6 @@ impl EventStore for InMemoryEventStore {
                 actual,
             });
         }
-        let now = Utc::now();
         let first_position = log.len() as u64 + 1;
         let count = request.events.len() as u64;
         let result = AppendResult::new(

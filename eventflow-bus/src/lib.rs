@@ -8,7 +8,6 @@ mod envelope;
 #[cfg(feature = "eventbridge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "eventbridge")))]
 pub mod eventbridge;
-mod handler;
 #[cfg(feature = "pubsub")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pubsub")))]
 pub mod pubsub;

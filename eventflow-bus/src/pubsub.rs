@@ -40,7 +40,7 @@ use gcloud_pubsub::subscriber::ReceivedMessage;
 use gcloud_pubsub::subscription::SubscriptionConfig;
 use tokio::sync::{Notify, OnceCell, Semaphore, mpsc, watch};
 
-use crate::{envelope, handler};
+use crate::envelope;
 
 /// The backend name in errors.
 const BACKEND: &str = "pubsub";
@@ -1154,7 +1154,8 @@ impl Consumer {
                 return;
             };
             let delivery = Delivery::new(held.message.clone(), self.name(), attempt);
-            let outcome = handler::call(BACKEND, self.handler.as_ref(), delivery).await;
+            let outcome =
+                eventflow_core::bus::call_handler(BACKEND, self.handler.as_ref(), delivery).await;
             drop(permit);
             let error = match outcome {
                 Ok(()) => {

@@ -17,12 +17,15 @@
 //! endpoint from the environment is used instead of starting one: [`AWS_ENDPOINT_ENV`] for moto,
 //! `PUBSUB_EMULATOR_HOST` for Pub/Sub.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use eventflow_core::testkit::emulator::Emulator;
+use eventflow_core::testkit::emulator::{
+    EmulatorCommand, StopSignal, endpoint_from_env, on_path, skip_or_fail,
+};
 
 /// Environment variable naming a running moto (or other EventBridge + SQS) endpoint to use
 /// instead of starting `moto_server`.
@@ -35,161 +38,6 @@ pub const PUBSUB_PROJECT: &str = "eventflow-test";
 /// How long an emulator gets to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A running emulator process, stopped (by PID) when dropped.
-#[derive(Debug)]
-pub struct Emulator {
-    name: &'static str,
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Emulator {
-    /// Starts `program args…` where `{port}` in an argument is replaced by a free loopback port,
-    /// and waits until `GET ready_path` on that port answers 200 with a body containing
-    /// `ready_body`. Retries on another port if the first attempt fails.
-    pub fn start(
-        name: &'static str,
-        program: &str,
-        args: &[&str],
-        ready_path: &str,
-        ready_body: &str,
-    ) -> io::Result<Emulator> {
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::try_start(name, program, args, ready_path, ready_body) {
-                Ok(emulator) => return Ok(emulator),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| io::Error::other(format!("{name} did not start"))))
-    }
-
-    fn try_start(
-        name: &'static str,
-        program: &str,
-        args: &[&str],
-        ready_path: &str,
-        ready_body: &str,
-    ) -> io::Result<Emulator> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = std::env::temp_dir().join(format!(
-            "eventflow-bus-{name}-{}-{port}.log",
-            std::process::id()
-        ));
-        let file = std::fs::File::create(&log)?;
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| a.replace("{port}", &port.to_string()))
-            .collect();
-        let child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()?;
-        let mut emulator = Emulator {
-            name,
-            child,
-            port,
-            log,
-        };
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if http_get_answers(address, ready_path, ready_body) {
-                return Ok(emulator);
-            }
-            if let Some(status) = emulator.child.try_wait()? {
-                let log = std::fs::read_to_string(&emulator.log).unwrap_or_default();
-                return Err(io::Error::other(format!(
-                    "{name} exited with {status} before answering:\n{log}"
-                )));
-            }
-            if Instant::now() >= deadline {
-                return Err(io::Error::other(format!(
-                    "{name} did not answer on port {port} within {START_TIMEOUT:?}; log: {}",
-                    emulator.log.display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// The loopback port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The file its output goes to.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Stops the emulator when the current process exits, however it exits, even if this value
-    /// is never dropped (as in a `static`): a watchdog shell waits for its stdin, which only this
-    /// process holds, to close, then kills the emulator by PID.
-    fn stop_at_exit(&self) -> io::Result<ChildStdin> {
-        let mut watchdog = Command::new("sh")
-            .args([
-                "-c",
-                &format!("read _ignored; kill {} 2>/dev/null", self.pid()),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        watchdog
-            .stdin
-            .take()
-            .ok_or_else(|| io::Error::other("watchdog has no stdin"))
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        tracing::debug!(emulator = self.name, pid = self.pid(), "stopping emulator");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Whether `GET path` on `address` answers 200 with `body` in the response.
-fn http_get_answers(address: SocketAddr, path: &str, body: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut response = Vec::new();
-    let _ = stream.take(64 * 1024).read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response);
-    response.starts_with("HTTP/1.") && response.get(9..12) == Some("200") && response.contains(body)
-}
-
-/// Whether `program` is on the `PATH`.
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
-}
-
-/// Prints a loud SKIPPED line, or panics when `CI` is `true` (a test that cannot run there is a
-/// failure).
-fn skip(message: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("SKIPPED: {message} (CI=true: this is a failure)");
-    }
-    eprintln!("\n*** SKIPPED: {message} ***\n");
-}
-
 /// A shared endpoint, and the emulator and watchdog when this process started it.
 struct Shared {
     endpoint: String,
@@ -198,8 +46,8 @@ struct Shared {
 
 fn share(emulator: Emulator, endpoint: String) -> Shared {
     let watchdog = emulator
-        .stop_at_exit()
-        .unwrap_or_else(|e| panic!("starting the {} watchdog: {e}", emulator.name));
+        .stop_at_exit(StopSignal::Term)
+        .unwrap_or_else(|e| panic!("starting the {} watchdog: {e}", emulator.name()));
     Shared {
         endpoint,
         _emulator: Some((emulator, watchdog)),
@@ -207,10 +55,8 @@ fn share(emulator: Emulator, endpoint: String) -> Shared {
 }
 
 fn from_env(variable: &str) -> Option<Shared> {
-    let value = std::env::var(variable).ok()?;
-    let value = value.trim();
-    (!value.is_empty()).then(|| Shared {
-        endpoint: value.to_owned(),
+    endpoint_from_env(variable).map(|endpoint| Shared {
+        endpoint,
         _emulator: None,
     })
 }
@@ -226,20 +72,18 @@ pub fn moto_endpoint() -> Option<&'static str> {
                 return Some(shared);
             }
             if !on_path("moto_server") {
-                skip(&format!(
+                skip_or_fail(&format!(
                     "EventBridge/SQS tests did not run: moto_server is not on PATH and \
                      {AWS_ENDPOINT_ENV} is not set (install with `pip install 'moto[server]'`)"
                 ));
                 return None;
             }
-            let emulator = Emulator::start(
-                "moto",
-                "moto_server",
-                &["-H", "127.0.0.1", "-p", "{port}"],
-                "/moto-api/",
-                "",
-            )
-            .unwrap_or_else(|e| panic!("starting moto_server: {e}"));
+            let emulator = EmulatorCommand::new("bus-moto", "moto_server")
+                .args(["-H", "127.0.0.1", "-p", "{port}"])
+                .ready_when("/moto-api/", "")
+                .start_timeout(START_TIMEOUT)
+                .start()
+                .unwrap_or_else(|e| panic!("starting moto_server: {e}"));
             let endpoint = format!("http://127.0.0.1:{}", emulator.port());
             Some(share(emulator, endpoint))
         })
@@ -298,25 +142,23 @@ pub fn pubsub_emulator_host() -> Option<&'static str> {
             let jar = match (on_path("java"), pubsub_jar()) {
                 (true, Ok(jar)) => jar,
                 (false, _) => {
-                    skip("Pub/Sub tests did not run: java is not on PATH and PUBSUB_EMULATOR_HOST is not set");
+                    skip_or_fail("Pub/Sub tests did not run: java is not on PATH and PUBSUB_EMULATOR_HOST is not set");
                     return None;
                 }
                 (_, Err(why)) => {
-                    skip(&format!(
+                    skip_or_fail(&format!(
                         "Pub/Sub tests did not run: no emulator ({why}) and PUBSUB_EMULATOR_HOST is not set"
                     ));
                     return None;
                 }
             };
             let jar = jar.to_string_lossy().into_owned();
-            let emulator = Emulator::start(
-                "pubsub-emulator",
-                "java",
-                &["-jar", &jar, "--host=127.0.0.1", "--port={port}"],
-                "/",
-                "Ok",
-            )
-            .unwrap_or_else(|e| panic!("starting the Pub/Sub emulator: {e}"));
+            let emulator = EmulatorCommand::new("bus-pubsub-emulator", "java")
+                .args(["-jar", &jar, "--host=127.0.0.1", "--port={port}"])
+                .ready_when("/", "Ok")
+                .start_timeout(START_TIMEOUT)
+                .start()
+                .unwrap_or_else(|e| panic!("starting the Pub/Sub emulator: {e}"));
             let host = format!("127.0.0.1:{}", emulator.port());
             Some(share(emulator, host))
         })

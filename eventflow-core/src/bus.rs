@@ -1,15 +1,19 @@
 //! The event bus: publish messages, subscribe named subscriptions with at-least-once delivery.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::error::{BoxError, Result};
 
@@ -295,6 +299,50 @@ impl fmt::Debug for HandlerError {
 pub trait MessageHandler: Send + Sync + 'static {
     /// Handles one delivery.
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError>;
+}
+
+/// Calls `handler` with `delivery` the same way in every backend: in an `eventflow.deliver` span
+/// that carries `backend`, the subscription, the message's id, type, source, correlation id and
+/// `traceparent` (the *handler context* side of end-to-end tracing) and the attempt, with a panic
+/// caught and counted as a failure. On failure it logs `delivery failed` in that span and returns
+/// the handler's error, or `handler panicked: <message>`, as text.
+pub async fn call_handler(
+    backend: &'static str,
+    handler: &dyn MessageHandler,
+    delivery: Delivery,
+) -> std::result::Result<(), String> {
+    let message = &delivery.message;
+    let span = tracing::info_span!(
+        "eventflow.deliver",
+        backend,
+        subscription = %delivery.subscription,
+        message_id = %message.id,
+        message_type = %message.message_type,
+        source = %message.source,
+        correlation_id = message.correlation_id(),
+        traceparent = message.traceparent(),
+        attempt = delivery.attempt,
+    );
+    // Called inside the span: the handler's synchronous part runs in it too.
+    let outcome = AssertUnwindSafe(async move { handler.handle(delivery).await })
+        .catch_unwind()
+        .instrument(span.clone())
+        .await;
+    let error = match outcome {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(error)) => error.to_string(),
+        Err(panic) => format!("handler panicked: {}", panic_message(panic.as_ref())),
+    };
+    tracing::warn!(parent: &span, error = %error, "delivery failed");
+    Err(error)
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic payload")
 }
 
 /// A [`MessageHandler`] from an async closure; see [`handler_fn`].

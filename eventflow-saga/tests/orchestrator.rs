@@ -824,16 +824,24 @@ mod spans {
         }
     }
 
-    pub(super) fn install(capture: &Capture) -> tracing::subscriber::DefaultGuard {
-        let subscriber = tracing_subscriber::registry().with(capture.clone());
-        tracing::subscriber::set_default(subscriber)
+    /// The process-wide capture. A thread-scoped subscriber (`set_default`) raced with the other
+    /// tests of this binary over tracing's cached callsite interest and lost spans; a global one
+    /// sees every thread, and the test filters by its own saga id.
+    pub(super) fn global() -> &'static Capture {
+        static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+        CAPTURE.get_or_init(|| {
+            let capture = Capture::default();
+            let subscriber = tracing_subscriber::registry().with(capture.clone());
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in this test binary");
+            capture
+        })
     }
 }
 
 #[tokio::test]
 async fn every_step_has_a_span_with_saga_and_correlation_ids() {
-    let capture = spans::Capture::default();
-    let _guard = spans::install(&capture);
+    let capture = spans::global();
     let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
     world.subscribe_participants(&[]).await;
     let orchestrator = world.orchestrator(definition());

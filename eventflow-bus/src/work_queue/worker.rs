@@ -9,7 +9,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::{ReceivedMessage, WorkQueue};
-use crate::handler;
 
 /// How a [`Worker`] consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +251,8 @@ impl Worker {
         }
         let message_id = message.id.clone();
         let delivery = Delivery::new(message, &settings.name, receive_count);
-        let handled = handler::call(self.backend, self.handler.as_ref(), delivery);
+        let handled =
+            eventflow_core::bus::call_handler(self.backend, self.handler.as_ref(), delivery);
         tokio::pin!(handled);
 
         // Extend the visibility while the handler runs, so a slow handler keeps its message.

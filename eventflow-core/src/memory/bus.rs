@@ -1,20 +1,16 @@
 //! [`InMemoryBus`]: the event bus in process memory, with a real broker's delivery semantics.
 
-use std::any::Any;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, watch};
-use tracing::Instrument;
 
 use crate::bus::{
     BusCapabilities, DeadLetter, DeadLetters, Delivery, EventBus, Message, MessageHandler,
@@ -452,27 +448,8 @@ impl SubscriptionState {
 
     /// One handler call; a panic counts as an error.
     async fn call_handler(&self, message: &Message, attempt: u32) -> Result<(), String> {
-        let span = tracing::info_span!(
-            "eventflow.deliver",
-            subscription = %self.name(),
-            message_id = %message.id,
-            message_type = %message.message_type,
-            correlation_id = message.correlation_id(),
-            attempt,
-        );
         let delivery = Delivery::new(message.clone(), self.name(), attempt);
-        let handler = &self.handler;
-        let outcome = AssertUnwindSafe(async move { handler.handle(delivery).await })
-            .catch_unwind()
-            .instrument(span.clone())
-            .await;
-        let error = match outcome {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) => error.to_string(),
-            Err(panic) => format!("handler panicked: {}", panic_message(panic.as_ref())),
-        };
-        tracing::warn!(parent: &span, error = %error, "delivery failed");
-        Err(error)
+        crate::bus::call_handler("memory", self.handler.as_ref(), delivery).await
     }
 
     fn dead_letter(&self, message: &Message, attempts: u32, error: String) {
@@ -532,12 +509,4 @@ impl Drop for TaskGuard {
             self.0.idle.notify_waiters();
         }
     }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a non-string panic payload")
 }

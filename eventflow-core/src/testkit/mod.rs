@@ -4,9 +4,12 @@
 //! A suite runs every check against a fresh backend from the factory, panics with the check's name
 //! on the first violation, and returns a [`ConformanceReport`] that names what passed and what the
 //! backend declared unsupported, so nothing is skipped silently.
+//!
+//! [`emulator`] starts and stops the local emulator processes backend crates test against.
 
 mod aggregate_test;
 mod bus_conformance;
+pub mod emulator;
 mod store_conformance;
 
 use std::fmt;

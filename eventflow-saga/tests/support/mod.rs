@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(unused_imports)] // Not every test binary waits.
+pub use eventflow_core::testkit::wait_until;
 use eventflow_core::{
     Aggregate, DomainEvent, EventBus, EventStore, MessageHandler, Repository, Subscription,
 };
@@ -616,22 +618,4 @@ pub async fn load<A: Aggregate>(store: &Arc<dyn EventStore>, id: &str) -> A {
         .await
         .expect("load aggregate")
         .state
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
-pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if condition().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -4,12 +4,13 @@
 //! Missing `moto_server`: a loud SKIPPED line, or a panic under `CI=true`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use eventflow_core::testkit::emulator::{Emulator, EmulatorCommand, on_path, skip_or_fail};
 
 pub struct Moto {
-    child: Child,
+    _emulator: Emulator,
     pub port: u16,
 }
 
@@ -17,37 +18,24 @@ impl Moto {
     /// Starts moto with Step Functions execution enabled, or `None` (after a SKIPPED line) when
     /// `moto_server` is not installed outside CI.
     pub fn start(test: &str) -> Option<Moto> {
-        let port = free_port();
-        let spawned = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                    panic!("{test}: moto_server is not installed, and CI=true requires it");
-                }
-                eprintln!(
-                    "\n*** SKIPPED {test}: moto_server not found (pip install 'moto[server]'); \
-                     this test needs it and fails under CI=true ***\n"
-                );
-                return None;
-            }
-            Err(e) => panic!("{test}: could not start moto_server: {e}"),
-        };
-        let moto = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(moto.http("GET", "/moto-api/", ""), Ok((200, _))) {
-            assert!(
-                Instant::now() < deadline,
-                "{test}: moto_server did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        if !on_path("moto_server") {
+            skip_or_fail(&format!(
+                "{test}: moto_server not found (pip install 'moto[server]'); \
+                 this test needs it and fails under CI=true"
+            ));
+            return None;
         }
+        let emulator = EmulatorCommand::new("saga-moto", "moto_server")
+            .args(["-H", "127.0.0.1", "-p", "{port}"])
+            .env("MOTO_PORT", "{port}")
+            .ready_when("/moto-api/", "")
+            .start_timeout(Duration::from_secs(30))
+            .start()
+            .unwrap_or_else(|e| panic!("{test}: could not start moto_server: {e}"));
+        let moto = Moto {
+            port: emulator.port(),
+            _emulator: emulator,
+        };
         let (status, body) = moto
             .http(
                 "POST",
@@ -83,18 +71,4 @@ impl Moto {
             .unwrap_or(0);
         Ok((status, response))
     }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

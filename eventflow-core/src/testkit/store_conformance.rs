@@ -91,13 +91,20 @@ async fn version_of<S: EventStore + ?Sized>(store: &S, stream: &StreamId) -> u64
     let events = store
         .read_stream_to_end(stream, 1)
         .await
-        .unwrap_or_else(|e| panic!("read_stream failed: {e}"));
+        .or_fail("read_stream failed");
     events.last().map_or(0, |e| e.version)
 }
 
-#[track_caller]
-fn ok<T>(check: &str, result: Result<T, Error>) -> T {
-    result.unwrap_or_else(|e| panic!("{check}: unexpected error: {e}"))
+/// Fails the check, naming it, when a call that must succeed returns an error.
+trait OrFail<T> {
+    fn or_fail(self, check: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    #[track_caller]
+    fn or_fail(self, check: &str) -> T {
+        self.unwrap_or_else(|e| panic!("{check}: {e}"))
+    }
 }
 
 #[track_caller]
@@ -132,7 +139,7 @@ async fn append_and_read<S: EventStore>(store: &S) {
     sent[2].schema_version = 3;
     let result = append(store, &s, ExpectedVersion::NoStream, sent.clone())
         .await
-        .unwrap_or_else(|e| panic!("append_and_read: append failed: {e}"));
+        .or_fail("append_and_read: append failed");
     assert_eq!(
         (result.first_version, result.last_version, result.count()),
         (1, 3, 3),
@@ -142,7 +149,7 @@ async fn append_and_read<S: EventStore>(store: &S) {
     let read = store
         .read_stream(&s, 1, 100)
         .await
-        .unwrap_or_else(|e| panic!("append_and_read: read failed: {e}"));
+        .or_fail("append_and_read: read failed");
     assert_eq!(read.len(), 3, "append_and_read: all events read back");
     for (i, (r, n)) in read.iter().zip(&sent).enumerate() {
         assert_eq!(
@@ -158,8 +165,8 @@ async fn append_and_read<S: EventStore>(store: &S) {
         );
         assert_eq!(r.metadata, n.metadata, "append_and_read: metadata kept");
         assert_eq!(r.stream_id, s, "append_and_read: stream id kept");
-        let payload: serde_json::Value = serde_json::from_slice(&r.payload)
-            .unwrap_or_else(|e| panic!("append_and_read: payload is not JSON: {e}"));
+        let payload: serde_json::Value =
+            serde_json::from_slice(&r.payload).or_fail("append_and_read: payload is not JSON");
         let original: serde_json::Value = serde_json::from_slice(&n.payload).unwrap_or_default();
         assert_eq!(payload, original, "append_and_read: payload kept");
     }
@@ -169,14 +176,14 @@ async fn missing_stream_reads_empty<S: EventStore>(store: &S) {
     let read = store
         .read_stream(&stream("missing"), 1, 10)
         .await
-        .unwrap_or_else(|e| panic!("missing_stream_reads_empty: {e}"));
+        .or_fail("missing_stream_reads_empty");
     assert!(read.is_empty(), "missing_stream_reads_empty");
 }
 
 async fn expected_versions<S: EventStore>(store: &S) {
     let s = stream("expected");
     let check = |r: Result<AppendResult, Error>, what: &str| {
-        r.unwrap_or_else(|e| panic!("expected_versions: {what} failed: {e}"))
+        r.or_fail(&format!("expected_versions: {what}"))
     };
     check(
         append(store, &s, ExpectedVersion::Exact(0), events(1, 1)).await,
@@ -230,7 +237,7 @@ async fn conflict_writes_nothing<S: EventStore + Outbox>(store: &S) {
     let s = stream("atomic");
     append(store, &s, ExpectedVersion::NoStream, events(1, 2))
         .await
-        .unwrap_or_else(|e| panic!("conflict_writes_nothing: setup: {e}"));
+        .or_fail("conflict_writes_nothing: setup");
     let request = AppendRequest::new(s.clone(), ExpectedVersion::Exact(1), events(3, 5))
         .with_idempotency_key(format!("atomic-{s}"))
         .with_outbox(true);
@@ -243,15 +250,12 @@ async fn conflict_writes_nothing<S: EventStore + Outbox>(store: &S) {
     let key = store
         .find_idempotency_key(&format!("atomic-{s}"))
         .await
-        .unwrap_or_else(|e| panic!("conflict_writes_nothing: {e}"));
+        .or_fail("conflict_writes_nothing");
     assert!(
         key.is_none(),
         "conflict_writes_nothing: no idempotency key recorded"
     );
-    let pending = store
-        .pending(100)
-        .await
-        .unwrap_or_else(|e| panic!("conflict_writes_nothing: {e}"));
+    let pending = store.pending(100).await.or_fail("conflict_writes_nothing");
     assert!(
         pending.is_empty(),
         "conflict_writes_nothing: no outbox entry written"
@@ -268,7 +272,7 @@ async fn paged_reads<S: EventStore>(store: &S) {
             events(batch * 11 + 1, 11),
         )
         .await
-        .unwrap_or_else(|e| panic!("paged_reads: append: {e}"));
+        .or_fail("paged_reads: append");
     }
     let mut versions = Vec::new();
     let mut next = 1;
@@ -277,7 +281,7 @@ async fn paged_reads<S: EventStore>(store: &S) {
         let page = store
             .read_stream(&s, next, 10)
             .await
-            .unwrap_or_else(|e| panic!("paged_reads: read: {e}"));
+            .or_fail("paged_reads: read");
         assert!(
             page.len() <= 10,
             "paged_reads: a page holds at most max_count events"
@@ -293,20 +297,14 @@ async fn paged_reads<S: EventStore>(store: &S) {
         "paged_reads: every version once, in order"
     );
     assert!(pages >= 6, "paged_reads: read past several pages");
-    let middle = store
-        .read_stream(&s, 20, 3)
-        .await
-        .unwrap_or_else(|e| panic!("paged_reads: {e}"));
+    let middle = store.read_stream(&s, 20, 3).await.or_fail("paged_reads");
     let middle: Vec<u64> = middle.iter().map(|e| e.version).collect();
     assert_eq!(
         middle,
         vec![20, 21, 22],
         "paged_reads: read from the middle"
     );
-    let past_end = store
-        .read_stream(&s, 56, 10)
-        .await
-        .unwrap_or_else(|e| panic!("paged_reads: {e}"));
+    let past_end = store.read_stream(&s, 56, 10).await.or_fail("paged_reads");
     assert!(
         past_end.is_empty(),
         "paged_reads: reading past the end is empty"
@@ -343,13 +341,12 @@ async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {
         }));
     }
     for task in tasks {
-        task.await
-            .unwrap_or_else(|e| panic!("concurrent_writers: writer panicked: {e}"));
+        task.await.or_fail("concurrent_writers: writer panicked");
     }
     let all = store
         .read_stream_to_end(&s, 1)
         .await
-        .unwrap_or_else(|e| panic!("concurrent_writers: {e}"));
+        .or_fail("concurrent_writers");
     let versions: Vec<u64> = all.iter().map(|e| e.version).collect();
     assert_eq!(
         versions,
@@ -373,11 +370,11 @@ async fn idempotency_keys<S: EventStore>(store: &S) {
                 .with_idempotency_key(&key),
         )
         .await
-        .unwrap_or_else(|e| panic!("idempotency_keys: first append: {e}"));
+        .or_fail("idempotency_keys: first append");
     let found = store
         .find_idempotency_key(&key)
         .await
-        .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
+        .or_fail("idempotency_keys");
     assert_eq!(
         found.as_ref(),
         Some(&first),
@@ -418,7 +415,7 @@ async fn idempotency_keys<S: EventStore>(store: &S) {
     let unknown = store
         .find_idempotency_key("no-such-key")
         .await
-        .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
+        .or_fail("idempotency_keys");
     assert!(
         unknown.is_none(),
         "idempotency_keys: an unknown key finds nothing"
@@ -430,7 +427,7 @@ async fn idempotency_keys<S: EventStore>(store: &S) {
                 .with_idempotency_key(&empty_key),
         )
         .await
-        .unwrap_or_else(|e| panic!("idempotency_keys: an empty append with a key: {e}"));
+        .or_fail("idempotency_keys: an empty append with a key");
     assert_eq!(
         recorded.count(),
         0,
@@ -439,7 +436,7 @@ async fn idempotency_keys<S: EventStore>(store: &S) {
     let found = store
         .find_idempotency_key(&empty_key)
         .await
-        .unwrap_or_else(|e| panic!("idempotency_keys: {e}"));
+        .or_fail("idempotency_keys");
     assert_eq!(
         found,
         Some(recorded),
@@ -461,10 +458,7 @@ async fn concurrent_idempotency<S: EventStore + 'static>(store: Arc<S>) {
     let mut winners = Vec::new();
     let mut originals = Vec::new();
     for task in tasks {
-        match task
-            .await
-            .unwrap_or_else(|e| panic!("concurrent_idempotency: {e}"))
-        {
+        match task.await.or_fail("concurrent_idempotency") {
             Ok(result) => winners.push(result),
             Err(Error::DuplicateIdempotencyKey { original, .. }) => originals.push(*original),
             Err(other) => panic!("concurrent_idempotency: unexpected error {other}"),
@@ -495,29 +489,22 @@ async fn outbox<S: EventStore + Outbox>(store: &S) {
     let with_outbox = |s: &StreamId, expected, events| {
         AppendRequest::new(s.clone(), expected, events).with_outbox(true)
     };
-    ok(
-        "outbox",
-        store
-            .append(with_outbox(&a, ExpectedVersion::NoStream, events(1, 2)))
-            .await,
-    );
-    ok(
-        "outbox",
-        store
-            .append(with_outbox(&b, ExpectedVersion::NoStream, events(1, 2)))
-            .await,
-    );
-    ok(
-        "outbox",
-        append(store, &quiet, ExpectedVersion::NoStream, events(1, 3)).await,
-    );
-    ok(
-        "outbox",
-        store
-            .append(with_outbox(&a, ExpectedVersion::Exact(2), events(3, 1)))
-            .await,
-    );
-    let pending = ok("outbox", store.pending(100).await);
+    store
+        .append(with_outbox(&a, ExpectedVersion::NoStream, events(1, 2)))
+        .await
+        .or_fail("outbox");
+    store
+        .append(with_outbox(&b, ExpectedVersion::NoStream, events(1, 2)))
+        .await
+        .or_fail("outbox");
+    append(store, &quiet, ExpectedVersion::NoStream, events(1, 3))
+        .await
+        .or_fail("outbox");
+    store
+        .append(with_outbox(&a, ExpectedVersion::Exact(2), events(3, 1)))
+        .await
+        .or_fail("outbox");
+    let pending = store.pending(100).await.or_fail("outbox");
     assert_eq!(
         pending.len(),
         5,
@@ -541,9 +528,9 @@ async fn outbox<S: EventStore + Outbox>(store: &S) {
         );
     }
     let first_two = &pending[..2];
-    ok("outbox", store.mark_published(first_two).await);
-    ok("outbox", store.mark_published(first_two).await);
-    let rest = ok("outbox", store.pending(100).await);
+    store.mark_published(first_two).await.or_fail("outbox");
+    store.mark_published(first_two).await.or_fail("outbox");
+    let rest = store.pending(100).await.or_fail("outbox");
     assert_eq!(
         rest.len(),
         3,
@@ -554,11 +541,11 @@ async fn outbox<S: EventStore + Outbox>(store: &S) {
         rest.iter().all(|e| !published.contains(&e.event_id)),
         "outbox: the right entries were marked"
     );
-    let limited = ok("outbox", store.pending(2).await);
+    let limited = store.pending(2).await.or_fail("outbox");
     assert_eq!(limited.len(), 2, "outbox: pending honours max");
-    ok("outbox", store.mark_published(&rest).await);
+    store.mark_published(&rest).await.or_fail("outbox");
     assert!(
-        ok("outbox", store.pending(100).await).is_empty(),
+        store.pending(100).await.or_fail("outbox").is_empty(),
         "outbox: empty after marking all"
     );
 }
@@ -593,7 +580,7 @@ async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
         order.extend(batch.iter().map(|e| e.event_id));
         append(store, s, ExpectedVersion::Exact(expected), batch)
             .await
-            .unwrap_or_else(|e| panic!("global_feed: append: {e}"));
+            .or_fail("global_feed: append");
     }
     let mut feed = Vec::new();
     let mut next = 1;
@@ -601,7 +588,7 @@ async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
         let page = store
             .read_all(next, 3)
             .await
-            .unwrap_or_else(|e| panic!("global_feed: read_all: {e}"));
+            .or_fail("global_feed: read_all");
         let Some(last) = page.last() else { break };
         next = last
             .position
@@ -617,10 +604,7 @@ async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
         "global_feed: positions strictly increase"
     );
     let from = positions[4];
-    let suffix = store
-        .read_all(from, 100)
-        .await
-        .unwrap_or_else(|e| panic!("global_feed: {e}"));
+    let suffix = store.read_all(from, 100).await.or_fail("global_feed");
     assert_eq!(
         suffix.first().map(|e| e.event_id),
         Some(order[4]),

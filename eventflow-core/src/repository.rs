@@ -326,6 +326,10 @@ impl<A: Aggregate> Repository<A> {
             if let Some(key) = &context.idempotency_key
                 && let Some(original) = self.events().find_idempotency_key(key).await?
             {
+                // Nothing is decided: the state taken from the cache goes back unchanged.
+                if let Some((version, state)) = start.take() {
+                    self.cache_put(&stream, version, state);
+                }
                 return self.replay_original(&stream, key, original).await;
             }
             let (mut state, version) = match start.take() {

@@ -10,11 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventflow_core::bus::{Filter, Subscription, handler_fn};
-use eventflow_core::{
-    Aggregate, CommandContext, DomainEvent, EventBus, HandlerError, InMemoryBus,
-    InMemoryEventStore, OutboxRelay, Projection, ProjectionHandler, RecordedEvent, Repository,
-};
+use eventflow_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
 #[derive(Default)]
@@ -83,14 +79,12 @@ impl Aggregate for Order {
 /// One row of the read model.
 #[derive(Debug, Default)]
 struct OrderSummary {
-    /// The last stream version applied: what makes the projection idempotent.
-    version: u64,
     customer: String,
     total_cents: u64,
     status: &'static str,
 }
 
-/// The query side: order summaries keyed by stream.
+/// The query side: order summaries keyed by order id.
 #[derive(Default)]
 struct OrderSummaries {
     rows: Mutex<BTreeMap<String, OrderSummary>>,
@@ -98,25 +92,24 @@ struct OrderSummaries {
 
 #[async_trait]
 impl Projection for OrderSummaries {
+    type Aggregate = Order;
+
     fn name(&self) -> &str {
         "order-summaries"
     }
 
-    async fn apply(&self, event: &RecordedEvent) -> eventflow_core::Result<()> {
-        let decoded: OrderEvent = event.decode()?;
+    // The framework decodes (and upcasts), skips redeliveries and keeps each stream in order:
+    // this is only the read model's own logic.
+    async fn apply(&self, order_id: &str, event: &Envelope<OrderEvent>) -> eventflow_core::Result<()> {
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-        let row = rows.entry(event.stream_id.to_string()).or_default();
-        if event.version <= row.version {
-            return Ok(()); // redelivered: already applied
-        }
-        row.version = event.version;
-        match decoded {
+        let row = rows.entry(order_id.to_owned()).or_default();
+        match &event.event {
             OrderEvent::Placed {
                 customer,
                 total_cents,
             } => {
-                row.customer = customer;
-                row.total_cents = total_cents;
+                row.customer.clone_from(customer);
+                row.total_cents = *total_cents;
                 row.status = "placed";
             }
             OrderEvent::Shipped => row.status = "shipped",
@@ -136,13 +129,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bus = Arc::new(InMemoryBus::new());
     let orders = Repository::<Order>::new(store.clone()).with_outbox(true);
 
-    // Query side: a projection fed by a bus subscription.
+    // Query side: a projection fed by a bus subscription (progress kept in memory here).
     let summaries = Arc::new(OrderSummaries::default());
-    bus.subscribe(
-        Subscription::new("order-summaries"),
-        ProjectionHandler::new(summaries.clone()),
-    )
-    .await?;
+    let projector = Arc::new(Projector::new(
+        summaries.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    ));
+    bus.subscribe(Subscription::new("order-summaries"), projector.clone())
+        .await?;
     // Another context reacting to one event type, with the correlation id of the original request.
     bus.subscribe(
         Subscription::new("notify-shipping")
@@ -165,8 +159,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total_cents,
     };
     orders.execute("1001", &place("ada", 4_250), ctx()).await?;
-    orders.execute("1002", &place("brian", 990), ctx()).await?;
-    orders.execute("1001", &OrderCommand::Ship, ctx()).await?;
+    let second = orders.execute("1002", &place("brian", 990), ctx()).await?;
+    let shipped = orders.execute("1001", &OrderCommand::Ship, ctx()).await?;
     if let Err(refused) = orders.execute("1002", &place("brian", 1), ctx()).await {
         println!("refused as expected: {refused}");
     }
@@ -175,24 +169,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let relay = OutboxRelay::new(store.clone(), bus.clone(), "ordering");
     println!("relayed {} events", relay.relay_pending().await?);
 
-    // Delivery is asynchronous: wait until the read model has seen both shipments' worth of events.
-    let applied = || {
-        let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
-        rows.values().map(|row| row.version).sum::<u64>()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while applied() < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the projection received every event"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Delivery is asynchronous: read your own write by waiting for the projection to reach the
+    // version the command returned.
+    for (stream, version) in [
+        (&shipped.stream_id, shipped.version),
+        (&second.stream_id, second.version),
+    ] {
+        let caught_up = projector
+            .wait_for(stream, version, Duration::from_secs(5))
+            .await?;
+        assert!(caught_up, "the projection received every event");
     }
     let rows = summaries.rows.lock().unwrap_or_else(|e| e.into_inner());
-    for (stream, row) in rows.iter() {
+    for (order_id, row) in rows.iter() {
         println!(
-            "{stream}: {} {} cents, {} (v{})",
-            row.customer, row.total_cents, row.status, row.version
+            "order {order_id}: {} {} cents, {}",
+            row.customer, row.total_cents, row.status
         );
     }
     Ok(())

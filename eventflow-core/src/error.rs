@@ -47,9 +47,45 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An event reached a projection before its predecessor in the stream; nothing was applied
+    /// and it should be delivered again once the gap is filled.
+    #[error("event {actual} of stream {stream} arrived before event {expected}")]
+    OutOfOrder {
+        /// The stream.
+        stream: StreamId,
+        /// The version that must come next.
+        expected: u64,
+        /// The version that came.
+        actual: u64,
+    },
+
+    /// A stored event could not be decoded into its Rust type.
+    #[error(
+        "could not decode event {event_type} (schema version {schema_version}) at version {version} of stream {stream}: {source}"
+    )]
+    Decode {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// Its version in the stream.
+        version: u64,
+        /// The stored event type.
+        event_type: String,
+        /// The schema version the payload had after upcasting.
+        schema_version: u32,
+        /// Why serde refused it.
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A stored event of an old schema version could not be migrated.
-    #[error("could not upcast {event_type} from schema version {from_version}: {reason}")]
+    #[error(
+        "could not upcast {event_type} at version {version} of stream {stream} from schema version {from_version}: {reason}"
+    )]
     Upcast {
+        /// The stream the event belongs to.
+        stream: StreamId,
+        /// Its version in the stream.
+        version: u64,
         /// The stored event type.
         event_type: String,
         /// The schema version the failing upcaster starts from.
@@ -121,9 +157,13 @@ impl Error {
         }
     }
 
-    /// True for failures that a retry may cure: conflicts and transient backend errors.
+    /// True for failures that a retry may cure: conflicts, transient backend errors, events that
+    /// arrived early.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Conflict { .. } | Error::Transient { .. })
+        matches!(
+            self,
+            Error::Conflict { .. } | Error::Transient { .. } | Error::OutOfOrder { .. }
+        )
     }
 
     /// A [`Error::Serialization`] naming what failed to (de)serialise.

@@ -26,6 +26,40 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn schema_version(&self) -> u32 {
         1
     }
+
+    /// The upcasters that turn this type's older stored payloads into the current shape. Every
+    /// typed reader (the repository, projections) applies them, so they are declared once, here.
+    ///
+    /// An enum event is stored in serde's externally tagged form, `{"Variant": {...fields}}`; an
+    /// upcaster receives and returns that whole value:
+    ///
+    /// ```
+    /// use eventflow_core::{DomainEvent, Upcasters};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// enum AccountEvent {
+    ///     // Version 1 had no currency; version 2 requires one.
+    ///     Deposited { amount: u64, currency: String },
+    /// }
+    ///
+    /// impl DomainEvent for AccountEvent {
+    ///     fn event_type(&self) -> &'static str { "Deposited" }
+    ///     fn schema_version(&self) -> u32 { 2 }
+    ///     fn upcasters() -> Upcasters {
+    ///         Upcasters::new().register("Deposited", 1, |mut v: serde_json::Value| {
+    ///             v["Deposited"]["currency"] = "EUR".into(); // every v1 deposit was in euros
+    ///             Ok(v)
+    ///         })
+    ///     }
+    /// }
+    /// ```
+    fn upcasters() -> Upcasters
+    where
+        Self: Sized,
+    {
+        Upcasters::new()
+    }
 }
 
 /// Migrates the payload of one event type from one schema version to the next.
@@ -103,19 +137,20 @@ impl Upcasters {
             .get(event.event_type.as_str())
             .filter(|versions| versions.contains_key(&event.schema_version));
         let Some(versions) = versions else {
-            return event.decode();
+            return event.decode_as_stored();
         };
-        let mut payload: Value = event.decode()?;
+        let mut payload: Value = event.decode_as_stored()?;
         let mut version = event.schema_version;
         while let Some(upcaster) = versions.get(&version) {
             payload = upcaster.upcast(payload).map_err(|reason| Error::Upcast {
+                stream: event.stream_id.clone(),
+                version: event.version,
                 event_type: event.event_type.clone(),
                 from_version: version,
                 reason,
             })?;
             version += 1;
         }
-        serde_json::from_value(payload)
-            .map_err(|e| Error::serialization(event.event_type.as_str(), e))
+        serde_json::from_value(payload).map_err(|source| event.decode_error(version, source))
     }
 }

@@ -5,6 +5,8 @@ pub mod aggregate;
 pub mod bus;
 pub mod error;
 pub mod event;
+pub mod feed;
+pub mod limits;
 pub mod memory;
 pub mod metadata;
 pub mod outbox;
@@ -19,20 +21,39 @@ pub mod testkit;
 pub use aggregate::Aggregate;
 pub use bus::{
     DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message, MessageHandler,
-    RetryPolicy, Subscription, SubscriptionHandle,
+    RetryPolicy, Subscription, SubscriptionHandle, handler_fn,
 };
 pub use error::{Error, Result};
 pub use event::{DomainEvent, Upcaster, Upcasters};
-pub use memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore};
+pub use feed::GlobalFeed;
+pub use limits::StoreLimits;
+pub use memory::{
+    InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryEventStore,
+    InMemorySnapshotStore,
+};
 pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay};
-pub use projection::{CheckpointStore, Projection, ProjectionHandler, ProjectionRunner};
+pub use projection::{Applied, CheckpointStore, Projection, ProjectionRunner, Projector};
 pub use repository::{CommandContext, CommandError, Envelope, Executed, Loaded, Repository};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
-    RecordedEvent, StreamId,
+    RecordedEvent, StreamAppend, StreamId,
 };
+
+/// The names an application needs to write an aggregate, run commands, project events and wire a
+/// bus: `use eventflow_core::prelude::*;`. Traits are included so their methods are in scope.
+pub mod prelude {
+    pub use crate::aggregate::Aggregate;
+    pub use crate::bus::{EventBus, Filter, HandlerError, Subscription, handler_fn};
+    pub use crate::event::{DomainEvent, Upcasters};
+    pub use crate::feed::GlobalFeed;
+    pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
+    pub use crate::outbox::OutboxRelay;
+    pub use crate::projection::{Projection, ProjectionRunner, Projector};
+    pub use crate::repository::{CommandContext, CommandError, Envelope, Repository};
+    pub use crate::store::{EventStore, EventStoreExt};
+}
 
 /// Types users move across tasks must stay `Send + Sync`; this fails to compile if one stops being so.
 const _: () = {
@@ -42,7 +63,6 @@ const _: () = {
     assert_send_sync::<InMemorySnapshotStore>();
     assert_send_sync::<InMemoryCheckpointStore>();
     assert_send_sync::<OutboxRelay>();
-    assert_send_sync::<ProjectionRunner>();
     assert_send_sync::<Error>();
     assert_send_sync::<RecordedEvent>();
     assert_send_sync::<Message>();

@@ -1,106 +1,321 @@
-//! Projections: read models built from recorded events, with checkpoints, catch-up and rebuild.
+//! Projections: read models built from one aggregate type's events, decoded and upcasted, applied
+//! once each and in order per stream, fed from a store's global feed or from a bus subscription.
+//!
+//! The user writes a [`Projection`]: what to do with one typed event. The framework side, a
+//! [`Projector`], does everything else the same way whatever feeds it: it ignores other aggregate
+//! types' streams before decoding, applies the event type's [upcasters](crate::DomainEvent::upcasters),
+//! skips what was already applied (a redelivery, a replayed batch), holds back an event that
+//! arrives before its predecessor, and records per-stream progress so a query can wait for its own
+//! write ([`Projector::wait_for`]). A [`ProjectionRunner`] feeds it from a [`GlobalFeed`]; as a
+//! [`MessageHandler`] it is fed by a bus subscription.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::aggregate::Aggregate;
 use crate::bus::{Delivery, HandlerError, MessageHandler};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::event::{DomainEvent, Upcasters};
+use crate::feed::GlobalFeed;
+use crate::memory::InMemoryCheckpointStore;
 use crate::outbox::message_to_event;
-use crate::store::{EventStore, RecordedEvent};
+use crate::repository::Envelope;
+use crate::store::{RecordedEvent, StreamId};
 
-/// A read model fed by recorded events.
+/// A read model fed by the events of one aggregate type.
 ///
-/// Delivery is at least once (a runner that crashes between applying and saving its checkpoint
-/// replays the last batch; a bus redelivers), so `apply` must be idempotent: remember the last
-/// stream version applied per stream, or the event ids, and skip what was seen.
+/// `apply` receives each event once, decoded and upcasted, in version order per stream, with the
+/// aggregate's id. A read model built from several aggregate types is several projections writing
+/// to it, one per type.
+///
+/// The framework records progress after `apply` returns, so a crash in between applies that one
+/// event again on restart: make `apply` an upsert where you can.
 #[async_trait]
-pub trait Projection: Send + Sync {
-    /// The name its checkpoint is kept under.
+pub trait Projection: Send + Sync + 'static {
+    /// The aggregate whose streams it reads.
+    type Aggregate: Aggregate;
+
+    /// The name its progress is kept under; unique among projections sharing a checkpoint store.
     fn name(&self) -> &str;
 
-    /// Applies one event to the read model.
-    async fn apply(&self, event: &RecordedEvent) -> Result<()>;
+    /// Applies one event of the aggregate `id`.
+    async fn apply(
+        &self,
+        id: &str,
+        event: &Envelope<<Self::Aggregate as Aggregate>::Event>,
+    ) -> Result<()>;
 
     /// Clears the read model, before a rebuild.
     async fn reset(&self) -> Result<()>;
 }
 
-/// Where projections keep their position in the global feed.
+/// Where projections keep their progress: a position in the global feed, and the last version
+/// applied of each stream.
+///
+/// Object-safe, so one store (in memory, or a table beside the read model) serves every projection.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
-    /// The last position `projection` has applied, if any.
-    async fn load(&self, projection: &str) -> Result<Option<u64>>;
-    /// Records that `projection` has applied everything up to `position`.
-    async fn save(&self, projection: &str, position: u64) -> Result<()>;
-    /// Forgets the checkpoint, so the next run starts from the beginning.
+    /// The value saved under `key` for `projection`, if any.
+    async fn load(&self, projection: &str, key: &str) -> Result<Option<u64>>;
+    /// Saves `value` under `key` for `projection`.
+    async fn save(&self, projection: &str, key: &str, value: u64) -> Result<()>;
+    /// Forgets everything saved for `projection`, so the next run starts from the beginning.
     async fn reset(&self, projection: &str) -> Result<()>;
 }
 
-/// Feeds a [`Projection`] from a store's global feed, saving a checkpoint after every batch.
-pub struct ProjectionRunner {
-    store: Arc<dyn EventStore>,
+/// The [`CheckpointStore`] key of a projection's position in the global feed. Other keys are
+/// stream ids, which never start with `$`.
+pub const FEED_POSITION_KEY: &str = "$feed-position";
+
+/// What became of one recorded event handed to a [`Projector`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Applied {
+    /// The projection applied it.
+    Applied,
+    /// Its version was applied before (a redelivery or a replayed batch): skipped.
+    AlreadyApplied,
+    /// It belongs to another aggregate type's stream: not decoded, skipped.
+    OtherStream,
+}
+
+/// The framework side of a [`Projection`]: decoding, upcasting, de-duplication, order and progress.
+pub struct Projector<P: Projection> {
+    projection: Arc<P>,
+    upcasters: Upcasters,
     checkpoints: Arc<dyn CheckpointStore>,
-    projection: Arc<dyn Projection>,
+    /// `"{STREAM_TYPE}-"`: the prefix of the streams this projection reads.
+    prefix: String,
+    /// Last version applied per stream, as far as this process has seen.
+    applied: Mutex<HashMap<StreamId, u64>>,
+    /// Bumped after every applied event, to wake [`Projector::wait_for`].
+    progress: watch::Sender<u64>,
+    /// One event at a time: check, apply and record must not interleave for one stream, and a
+    /// projection's own state is simplest to reason about without concurrent applies.
+    gate: tokio::sync::Mutex<()>,
+}
+
+impl<P: Projection> std::fmt::Debug for Projector<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("projection", &self.projection.name())
+            .field("streams", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> Projector<P> {
+    /// A projector for `projection`, keeping progress in `checkpoints`.
+    pub fn new(projection: Arc<P>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        Projector {
+            projection,
+            upcasters: <<P::Aggregate as Aggregate>::Event as DomainEvent>::upcasters(),
+            checkpoints,
+            prefix: format!("{}-", <P::Aggregate as Aggregate>::STREAM_TYPE),
+            applied: Mutex::new(HashMap::new()),
+            progress: watch::channel(0).0,
+            gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The projection it feeds.
+    pub fn projection(&self) -> &Arc<P> {
+        &self.projection
+    }
+
+    fn applied(&self) -> MutexGuard<'_, HashMap<StreamId, u64>> {
+        // The map only caches what the checkpoint store holds: a poisoned one is still correct.
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last version of `stream` this projection has applied (0: none).
+    pub async fn applied_version(&self, stream: &StreamId) -> Result<u64> {
+        if let Some(version) = self.applied().get(stream) {
+            return Ok(*version);
+        }
+        let name = self.projection.name();
+        let stored = self.checkpoints.load(name, stream.as_str()).await?;
+        Ok(stored.unwrap_or(0))
+    }
+
+    /// Waits until `stream` has been applied up to `version`, at most `timeout`; true when it
+    /// was. This is how a query reads its own write: the command returns the stream's version,
+    /// the query waits for the projection to reach it.
+    pub async fn wait_for(&self, stream: &StreamId, version: u64, timeout: Duration) -> Result<bool> {
+        let mut progress = self.progress.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.applied_version(stream).await? >= version {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                // The sender lives as long as `self`; a timeout ends the wait.
+                Ok(Err(_)) | Err(_) => return Ok(self.applied_version(stream).await? >= version),
+            }
+        }
+    }
+
+    /// Hands one recorded event to the projection: skipped when it belongs to another aggregate
+    /// type or was applied before, applied when it is the stream's next version.
+    ///
+    /// An event that arrives before its predecessor is refused with [`Error::OutOfOrder`] and
+    /// nothing is applied: the feed or bus delivers it again later, after the gap is filled.
+    pub async fn apply(&self, recorded: RecordedEvent) -> Result<Applied> {
+        let Some(id) = recorded.stream_id.as_str().strip_prefix(&self.prefix) else {
+            return Ok(Applied::OtherStream);
+        };
+        let id = id.to_owned();
+        let _one_at_a_time = self.gate.lock().await;
+        let last = self.applied_version(&recorded.stream_id).await?;
+        if recorded.version <= last {
+            return Ok(Applied::AlreadyApplied);
+        }
+        if recorded.version > last + 1 {
+            return Err(Error::OutOfOrder {
+                stream: recorded.stream_id,
+                expected: last + 1,
+                actual: recorded.version,
+            });
+        }
+        let event = self.upcasters.decode(&recorded)?;
+        let envelope = Envelope::from_recorded(recorded, event);
+        self.projection.apply(&id, &envelope).await?;
+        let name = self.projection.name();
+        let stream = envelope.stream_id;
+        self.checkpoints
+            .save(name, stream.as_str(), envelope.version)
+            .await?;
+        self.applied().insert(stream, envelope.version);
+        self.progress.send_modify(|n| *n += 1);
+        Ok(Applied::Applied)
+    }
+
+    /// Clears the read model and everything recorded of its progress.
+    pub async fn reset(&self) -> Result<()> {
+        let _one_at_a_time = self.gate.lock().await;
+        self.projection.reset().await?;
+        self.checkpoints.reset(self.projection.name()).await?;
+        self.applied().clear();
+        Ok(())
+    }
+}
+
+/// Fed by a bus subscription: messages must come from an [`OutboxRelay`](crate::OutboxRelay). A
+/// duplicate is acknowledged without applying it; an out-of-order event or a failed apply asks
+/// the bus to redeliver.
+#[async_trait]
+impl<P: Projection> MessageHandler for Projector<P> {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let event = message_to_event(&delivery.message)?;
+        self.apply(event).await?;
+        Ok(())
+    }
+}
+
+/// Feeds a [`Projector`] from a store's global feed, saving the feed position after every batch.
+///
+/// It takes a [`GlobalFeed`], so a runner over a store without one does not compile.
+pub struct ProjectionRunner<P: Projection> {
+    feed: Arc<dyn GlobalFeed>,
+    projector: Arc<Projector<P>>,
+    checkpoints: Arc<dyn CheckpointStore>,
     batch_size: usize,
 }
 
-impl std::fmt::Debug for ProjectionRunner {
+impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionRunner")
-            .field("projection", &self.projection.name())
+            .field("projector", &self.projector)
             .field("batch_size", &self.batch_size)
             .finish_non_exhaustive()
     }
 }
 
-impl ProjectionRunner {
-    /// A runner for `projection` over `store`'s global feed.
-    pub fn new(
-        store: Arc<dyn EventStore>,
+impl<P: Projection> ProjectionRunner<P> {
+    /// A runner for `projection` over `feed`, keeping progress in memory (see
+    /// [`with_checkpoints`](Self::with_checkpoints) for a durable read model).
+    pub fn new(feed: Arc<dyn GlobalFeed>, projection: Arc<P>) -> Self {
+        Self::with_checkpoints(feed, projection, Arc::new(InMemoryCheckpointStore::new()))
+    }
+
+    /// A runner for `projection` over `feed`, keeping progress in `checkpoints`.
+    pub fn with_checkpoints(
+        feed: Arc<dyn GlobalFeed>,
+        projection: Arc<P>,
         checkpoints: Arc<dyn CheckpointStore>,
-        projection: Arc<dyn Projection>,
     ) -> Self {
         ProjectionRunner {
-            store,
+            feed,
+            projector: Arc::new(Projector::new(projection, Arc::clone(&checkpoints))),
             checkpoints,
-            projection,
             batch_size: 500,
         }
     }
 
-    /// Events read per batch, and so between checkpoints (default 500).
+    /// Events read per batch, and so between feed checkpoints (default 500).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size.max(1);
         self
     }
 
-    /// Applies every event after the checkpoint, up to the head of the feed; returns how many.
+    /// The projector: the projection, its progress, [`Projector::wait_for`].
+    pub fn projector(&self) -> &Arc<Projector<P>> {
+        &self.projector
+    }
+
+    /// The projection it feeds.
+    pub fn projection(&self) -> &Arc<P> {
+        self.projector.projection()
+    }
+
+    fn name(&self) -> &str {
+        self.projector.projection.name()
+    }
+
+    /// The feed position this projection has applied up to.
+    pub async fn position(&self) -> Result<u64> {
+        let saved = self.checkpoints.load(self.name(), FEED_POSITION_KEY).await?;
+        Ok(saved.unwrap_or(0))
+    }
+
+    /// How many events of the feed (of any stream) it has not read yet.
+    pub async fn lag(&self) -> Result<u64> {
+        let head = self.feed.head_position().await?;
+        Ok(head.saturating_sub(self.position().await?))
+    }
+
+    /// Applies every event after the checkpoint, up to the head of the feed; returns how many
+    /// events of its aggregate type it applied.
     ///
     /// An error stops the catch-up with the checkpoint at the last completed batch, so the next call
-    /// resumes there.
+    /// resumes there (events of that batch already applied are skipped).
     pub async fn catch_up(&self) -> Result<usize> {
-        let name = self.projection.name().to_owned();
-        let span = tracing::info_span!("eventflow.projection.catch_up", projection = %name);
+        let span = tracing::info_span!("eventflow.projection.catch_up", projection = %self.name());
         async {
-            let mut position = self.checkpoints.load(&name).await?.unwrap_or(0);
+            let mut position = self.position().await?;
             let mut applied = 0;
             loop {
-                let batch = (*self.store)
-                    .read_all(position + 1, self.batch_size)
-                    .await?;
+                let batch = self.feed.read_all(position + 1, self.batch_size).await?;
                 let Some(last) = batch.last().and_then(|e| e.position) else {
                     return Ok(applied);
                 };
-                for event in &batch {
-                    self.projection.apply(event).await?;
+                let full = batch.len() == self.batch_size;
+                for event in batch {
+                    if self.projector.apply(event).await? == Applied::Applied {
+                        applied += 1;
+                    }
                 }
-                self.checkpoints.save(&name, last).await?;
-                applied += batch.len();
+                self.checkpoints
+                    .save(self.name(), FEED_POSITION_KEY, last)
+                    .await?;
                 position = last;
-                if batch.len() < self.batch_size {
+                if !full {
                     return Ok(applied);
                 }
             }
@@ -109,10 +324,9 @@ impl ProjectionRunner {
         .await
     }
 
-    /// Resets the read model and the checkpoint, then replays the whole feed.
+    /// Resets the read model and its progress, then replays the whole feed.
     pub async fn rebuild(&self) -> Result<usize> {
-        self.projection.reset().await?;
-        self.checkpoints.reset(self.projection.name()).await?;
+        self.projector.reset().await?;
         self.catch_up().await
     }
 
@@ -121,35 +335,12 @@ impl ProjectionRunner {
         tokio::pin!(shutdown);
         loop {
             if let Err(error) = self.catch_up().await {
-                tracing::warn!(projection = self.projection.name(), %error, "projection catch-up failed; will retry");
+                tracing::warn!(projection = self.name(), %error, "projection catch-up failed; will retry");
             }
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(interval) => {}
             }
         }
-    }
-}
-
-/// Feeds a [`Projection`] from a bus subscription instead of the global feed (for backends without
-/// one, or projections in another service). Messages must come from an
-/// [`OutboxRelay`](crate::OutboxRelay); a projection error asks the bus to redeliver.
-pub struct ProjectionHandler<P: ?Sized> {
-    projection: Arc<P>,
-}
-
-impl<P: Projection + ?Sized + 'static> ProjectionHandler<P> {
-    /// Wraps `projection` as a message handler.
-    pub fn new(projection: Arc<P>) -> Arc<Self> {
-        Arc::new(ProjectionHandler { projection })
-    }
-}
-
-#[async_trait]
-impl<P: Projection + ?Sized + 'static> MessageHandler for ProjectionHandler<P> {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let event = message_to_event(&delivery.message)?;
-        self.projection.apply(&event).await?;
-        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
-use crate::event::Upcasters;
+use crate::event::{DomainEvent, Upcasters};
 use crate::metadata::Metadata;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 use crate::store::{
@@ -177,6 +177,7 @@ impl<A> AggregateCache<A> {
 /// [`with_max_conflict_retries`](Self::with_max_conflict_retries) times.
 pub struct Repository<A: Aggregate> {
     store: Arc<dyn EventStore>,
+    /// The event type's [`DomainEvent::upcasters`], built once.
     upcasters: Upcasters,
     snapshots: Option<Snapshotting<A>>,
     cache: Option<AggregateCache<A>>,
@@ -201,18 +202,12 @@ impl<A: Aggregate> Repository<A> {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
         Repository {
             store,
-            upcasters: Upcasters::new(),
+            upcasters: <A::Event as DomainEvent>::upcasters(),
             snapshots: None,
             cache: None,
             max_conflict_retries: 3,
             outbox: false,
         }
-    }
-
-    /// Migrates old event versions while loading.
-    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.upcasters = upcasters;
-        self
     }
 
     /// Takes snapshots by `policy` into `store`, and loads from the latest one.
@@ -261,11 +256,6 @@ impl<A: Aggregate> Repository<A> {
     pub fn with_max_conflict_retries(mut self, retries: u32) -> Self {
         self.max_conflict_retries = retries;
         self
-    }
-
-    /// The upcasters applied while loading, for code that decodes this aggregate's stored events.
-    pub fn upcasters(&self) -> &Upcasters {
-        &self.upcasters
     }
 
     /// The store this repository writes to.

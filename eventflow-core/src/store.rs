@@ -217,23 +217,66 @@ impl RecordedEvent {
         }
     }
 
-    /// Deserialises the payload as it is stored (no upcasting; see [`Upcasters::decode`](crate::Upcasters::decode)).
-    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
-        serde_json::from_slice(&self.payload)
-            .map_err(|e| Error::serialization(self.event_type.as_str(), e))
+    /// Deserialises the payload as it is stored, without upcasting: typed readers go through
+    /// [`Upcasters::decode`](crate::Upcasters::decode) (the repository and projections do).
+    /// A failure is [`Error::Decode`], naming the stream, version, type and serde's reason.
+    pub fn decode_as_stored<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
+        serde_json::from_slice(&self.payload).map_err(|source| self.decode_error(self.schema_version, source))
+    }
+
+    /// The [`Error::Decode`] of this event, whose payload had `schema_version` when serde refused it.
+    pub(crate) fn decode_error(&self, schema_version: u32, source: serde_json::Error) -> Error {
+        Error::Decode {
+            stream: self.stream_id.clone(),
+            version: self.version,
+            event_type: self.event_type.clone(),
+            schema_version,
+            source,
+        }
     }
 }
 
-/// One atomic append: all of `events` are written, or none.
+/// One stream's part of an atomic append: the events for it and the version it must be at.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct AppendRequest {
+pub struct StreamAppend {
     /// The stream to append to.
     pub stream: StreamId,
     /// The concurrency check.
     pub expected: ExpectedVersion,
+    /// The events, in order. May be empty: the stream's version is then only checked.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// The part of an append that writes `events` to `stream` at `expected`.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        StreamAppend {
+            stream,
+            expected,
+            events,
+        }
+    }
+}
+
+/// One atomic append: all of `events` are written, or none.
+///
+/// An append may span several streams ([`with_stream`](Self::with_stream)), each with its own
+/// expected version: every stream's events are written, or none are (a conflict on any stream
+/// fails the whole append). The first stream is the request's *primary* stream: its result is the
+/// one [`AppendResult`] describes, and an idempotency key is recorded against it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AppendRequest {
+    /// The primary stream to append to.
+    pub stream: StreamId,
+    /// The concurrency check of the primary stream.
+    pub expected: ExpectedVersion,
     /// The events, in order. May be empty when only an idempotency key is to be recorded.
     pub events: Vec<NewEvent>,
+    /// Further streams written in the same atomic append, each with its own check. A stream may
+    /// appear only once in a request.
+    pub other_streams: Vec<StreamAppend>,
     /// A key recorded atomically with the events; a later append with the same key fails with
     /// [`Error::DuplicateIdempotencyKey`] and writes nothing.
     pub idempotency_key: Option<String>,
@@ -243,15 +286,28 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
-    /// An append without idempotency key or outbox entries.
+    /// An append to one stream without idempotency key or outbox entries.
     pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
         AppendRequest {
             stream,
             expected,
             events,
+            other_streams: Vec::new(),
             idempotency_key: None,
             outbox: false,
         }
+    }
+
+    /// Adds `events` for `stream`, checked against `expected`, to the same atomic append.
+    pub fn with_stream(
+        mut self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        self.other_streams
+            .push(StreamAppend::new(stream, expected, events));
+        self
     }
 
     /// Records `key` with the events.
@@ -264,6 +320,35 @@ impl AppendRequest {
     pub fn with_outbox(mut self, outbox: bool) -> Self {
         self.outbox = outbox;
         self
+    }
+
+    /// Every stream of the request, the primary first: `(stream, expected, events)`.
+    pub fn streams(&self) -> impl Iterator<Item = (&StreamId, ExpectedVersion, &[NewEvent])> {
+        std::iter::once((&self.stream, self.expected, self.events.as_slice())).chain(
+            self.other_streams
+                .iter()
+                .map(|s| (&s.stream, s.expected, s.events.as_slice())),
+        )
+    }
+
+    /// How many events the request appends, over all its streams.
+    pub fn event_count(&self) -> usize {
+        self.events.len() + self.other_streams.iter().map(|s| s.events.len()).sum::<usize>()
+    }
+
+    /// Refuses an empty stream id or a stream named twice, before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        for (i, (stream, _, _)) in self.streams().enumerate() {
+            if stream.as_str().is_empty() {
+                return Err(Error::InvalidRequest("stream id is empty".into()));
+            }
+            if self.streams().take(i).any(|(earlier, _, _)| earlier == stream) {
+                return Err(Error::InvalidRequest(format!(
+                    "stream {stream} appears twice in one append"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -282,6 +367,11 @@ pub struct AppendResult {
     pub first_position: Option<u64>,
     /// When the append was accepted.
     pub recorded_at: DateTime<Utc>,
+    /// What the append wrote to its [other streams](AppendRequest::other_streams), in request
+    /// order. Empty for a one-stream append, and in the `original` of a reused idempotency key
+    /// (the key records the primary stream's result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_streams: Vec<AppendResult>,
 }
 
 impl AppendResult {
@@ -299,10 +389,11 @@ impl AppendResult {
             last_version,
             first_position,
             recorded_at,
+            other_streams: Vec::new(),
         }
     }
 
-    /// How many events were appended.
+    /// How many events were appended to the primary stream.
     pub fn count(&self) -> u64 {
         (self.last_version + 1).saturating_sub(self.first_version)
     }
@@ -311,17 +402,19 @@ impl AppendResult {
 /// A store of event streams.
 ///
 /// Object-safe (`Arc<dyn EventStore>`), because applications choose their backend at run time; that
-/// is why it uses `async-trait` rather than native `async fn`.
+/// is why it uses `async-trait` rather than native `async fn`. A store that also keeps a total
+/// order over all streams implements [`GlobalFeed`](crate::GlobalFeed) as well.
 ///
 /// Contract (checked by the conformance suite):
-/// - `append` is atomic: every event, the idempotency key and the outbox entries are written, or
-///   nothing is. Versions are 1-based and gapless per stream.
-/// - A failed version check is [`Error::Conflict`] carrying expected and actual versions.
-/// - A reused idempotency key is [`Error::DuplicateIdempotencyKey`], checked before the version.
+/// - `append` is atomic: every event of every stream of the request, the idempotency key and the
+///   outbox entries are written, or nothing is. Versions are 1-based and gapless per stream.
+/// - A failed version check on any stream of the request is [`Error::Conflict`] carrying that
+///   stream's expected and actual versions.
+/// - A reused idempotency key is [`Error::DuplicateIdempotencyKey`], checked before the versions.
 /// - Reads see every append that returned `Ok` (read-your-writes).
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Appends events atomically.
+    /// Appends events atomically, to one stream or several.
     async fn append(&self, request: AppendRequest) -> Result<AppendResult>;
 
     /// Reads at most `max_count` events of `stream` with version `>= from_version`, in order.
@@ -332,10 +425,6 @@ pub trait EventStore: Send + Sync {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>>;
-
-    /// Reads at most `max_count` events of the global feed with position `>= from_position`, in the
-    /// order they were appended. Backends without a global order return [`Error::Unsupported`].
-    async fn read_all(&self, from_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>>;
 
     /// The result of the append that recorded `key`, if any.
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>>;
@@ -353,9 +442,6 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
         (**self).read_stream(stream, from_version, max_count).await
-    }
-    async fn read_all(&self, from_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
-        (**self).read_all(from_position, max_count).await
     }
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
         (**self).find_idempotency_key(key).await

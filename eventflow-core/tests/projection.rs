@@ -1,56 +1,68 @@
-//! Projections fed from the global feed: catch-up, resume from the checkpoint, idempotence, rebuild.
+//! Typed projections: fed from the global feed and from a bus, upcasted, de-duplicated and held in
+//! order by the framework; catch-up, resume, rebuild, lag and read-your-writes.
 #![allow(clippy::unwrap_used)]
 #![cfg(feature = "testkit")]
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use common::{Account, AccountCommand, AccountEvent};
+use eventflow_core::outbox::event_to_message;
 use eventflow_core::{
-    CheckpointStore, CommandContext, Error, InMemoryCheckpointStore, InMemoryEventStore,
-    Projection, ProjectionRunner, RecordedEvent, Repository,
+    AppendRequest, Applied, CheckpointStore, CommandContext, Delivery, Envelope, Error,
+    EventBus, EventStore, EventStoreExt, ExpectedVersion, InMemoryBus, InMemoryCheckpointStore,
+    InMemoryEventStore, MessageHandler, HandlerError, handler_fn, Metadata, NewEvent, OutboxRelay, Projection,
+    ProjectionRunner, Projector, Repository, StreamId, Subscription,
 };
 
-/// Balances per account, idempotent by remembering the last version applied per stream.
+/// Owner and balance per account, and how many events it was handed.
 #[derive(Default)]
 struct Balances {
-    rows: Mutex<HashMap<String, (u64, i64)>>,
+    rows: Mutex<BTreeMap<String, (String, i64)>>,
     applied: Mutex<u64>,
     fail_on_amount: Mutex<Option<i64>>,
 }
 
 impl Balances {
-    fn balance(&self, stream: &str) -> Option<i64> {
-        self.rows.lock().unwrap().get(stream).map(|r| r.1)
+    fn balance(&self, id: &str) -> Option<i64> {
+        self.rows.lock().unwrap().get(id).map(|r| r.1)
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, (String, i64)> {
+        self.rows.lock().unwrap().clone()
     }
 }
 
 #[async_trait]
 impl Projection for Balances {
+    type Aggregate = Account;
+
     fn name(&self) -> &str {
         "balances"
     }
 
-    async fn apply(&self, event: &RecordedEvent) -> eventflow_core::Result<()> {
-        let decoded: AccountEvent = event.decode()?;
-        let delta = match decoded {
+    async fn apply(&self, id: &str, event: &Envelope<AccountEvent>) -> eventflow_core::Result<()> {
+        let delta = match &event.event {
             AccountEvent::Opened { .. } => 0,
-            AccountEvent::Deposited { amount } => amount,
+            AccountEvent::Deposited { amount } => *amount,
             AccountEvent::Withdrawn { amount } => -amount,
         };
         if *self.fail_on_amount.lock().unwrap() == Some(delta) {
             return Err(Error::InvalidRequest("read model unavailable".into()));
         }
         let mut rows = self.rows.lock().unwrap();
-        let row = rows.entry(event.stream_id.to_string()).or_default();
-        if event.version <= row.0 {
-            return Ok(()); // seen already: at-least-once delivery
+        let row = rows.entry(id.to_owned()).or_default();
+        if let AccountEvent::Opened { owner } = &event.event {
+            row.0.clone_from(owner);
         }
-        *row = (event.version, row.1 + delta);
+        // No de-duplication here: the framework hands each version over once.
+        row.1 += delta;
         *self.applied.lock().unwrap() += 1;
         Ok(())
     }
@@ -61,75 +73,231 @@ impl Projection for Balances {
     }
 }
 
+async fn open_and_deposit(repo: &Repository<Account>, id: &str, deposits: i64) {
+    repo.execute(id, &AccountCommand::Open { owner: id.into() }, CommandContext::new())
+        .await
+        .unwrap();
+    for amount in 1..=deposits {
+        repo.execute(id, &AccountCommand::Deposit { amount }, CommandContext::new())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn catches_up_resumes_and_rebuilds() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
     let balances = Arc::new(Balances::default());
-    let runner = ProjectionRunner::new(store.clone(), checkpoints.clone(), balances.clone())
-        .with_batch_size(4);
+    let runner =
+        ProjectionRunner::with_checkpoints(store.clone(), balances.clone(), checkpoints.clone())
+            .with_batch_size(4);
 
-    for id in ["a", "b"] {
-        repo.execute(
-            id,
-            &AccountCommand::Open { owner: id.into() },
-            CommandContext::new(),
-        )
-        .await
-        .unwrap();
-        for amount in 1..=5 {
-            repo.execute(
-                id,
-                &AccountCommand::Deposit { amount },
-                CommandContext::new(),
-            )
-            .await
-            .unwrap();
-        }
-    }
+    open_and_deposit(&repo, "a", 5).await;
+    open_and_deposit(&repo, "b", 5).await;
+    assert_eq!(runner.lag().await.unwrap(), 12);
     assert_eq!(runner.catch_up().await.unwrap(), 12);
-    assert_eq!(balances.balance("account-a"), Some(15));
-    assert_eq!(checkpoints.load("balances").await.unwrap(), Some(12));
+    assert_eq!(balances.balance("a"), Some(15), "ids come without the stream prefix");
+    assert_eq!(runner.position().await.unwrap(), 12);
+    assert_eq!(runner.lag().await.unwrap(), 0);
     assert_eq!(runner.catch_up().await.unwrap(), 0, "nothing new");
 
-    // A failure stops at the last completed batch; the next run resumes there.
-    repo.execute(
-        "a",
-        &AccountCommand::Deposit { amount: 100 },
-        CommandContext::new(),
-    )
-    .await
-    .unwrap();
-    repo.execute(
-        "b",
-        &AccountCommand::Deposit { amount: 7 },
-        CommandContext::new(),
-    )
-    .await
-    .unwrap();
+    // A failure stops at the last completed batch; the next run resumes there and the events of
+    // the failed batch that were applied are skipped by the framework.
+    for (id, amount) in [("a", 100), ("b", 7)] {
+        repo.execute(id, &AccountCommand::Deposit { amount }, CommandContext::new())
+            .await
+            .unwrap();
+    }
     *balances.fail_on_amount.lock().unwrap() = Some(7);
     assert!(runner.catch_up().await.is_err());
-    assert_eq!(checkpoints.load("balances").await.unwrap(), Some(12));
-    assert_eq!(
-        balances.balance("account-a"),
-        Some(115),
-        "applied before the failure"
-    );
+    assert_eq!(runner.position().await.unwrap(), 12);
+    assert_eq!(balances.balance("a"), Some(115), "applied before the failure");
     *balances.fail_on_amount.lock().unwrap() = None;
-    assert_eq!(runner.catch_up().await.unwrap(), 2, "the batch is replayed");
-    assert_eq!(
-        balances.balance("account-a"),
-        Some(115),
-        "the replayed event was skipped"
-    );
-    assert_eq!(balances.balance("account-b"), Some(22));
+    assert_eq!(runner.catch_up().await.unwrap(), 1, "only the failed event is applied");
+    assert_eq!(balances.balance("a"), Some(115), "the replayed event was skipped");
+    assert_eq!(balances.balance("b"), Some(22));
 
     *balances.applied.lock().unwrap() = 0;
+    let before = balances.snapshot();
     assert_eq!(runner.rebuild().await.unwrap(), 14);
     assert_eq!(*balances.applied.lock().unwrap(), 14);
-    assert_eq!(balances.balance("account-a"), Some(115));
-    assert_eq!(balances.balance("account-b"), Some(22));
+    assert_eq!(balances.snapshot(), before, "a rebuild builds the same read model");
+}
+
+/// Streams of other aggregate types never reach the projection's decoder, even when their
+/// payloads would not decode as its events.
+#[tokio::test]
+async fn other_aggregate_types_are_skipped_before_decoding() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    let foreign = NewEvent::new("Shipped", 1, Bytes::from_static(b"[1,2,3]"), Metadata::new());
+    store
+        .append(AppendRequest::new(
+            StreamId::new("shipment-1"),
+            ExpectedVersion::NoStream,
+            vec![foreign],
+        ))
+        .await
+        .unwrap();
+    open_and_deposit(&repo, "a", 2).await;
+    let balances = Arc::new(Balances::default());
+    let runner = ProjectionRunner::new(store.clone(), balances.clone());
+    assert_eq!(runner.catch_up().await.unwrap(), 3);
+    assert_eq!(balances.balance("a"), Some(3));
+    assert_eq!(runner.lag().await.unwrap(), 0, "skipped events count as read");
+}
+
+/// An old event of schema version 1 is upcasted by the event type's upcasters: a read model built
+/// from it equals one built from the current version.
+#[tokio::test]
+async fn upcasted_events_build_the_same_read_model() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let v1 = NewEvent::new(
+        "AccountOpened",
+        1,
+        Bytes::from_static(b"{\"Opened\":{\"name\":\"dee\"}}"),
+        Metadata::new(),
+    );
+    let deposit = NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, Metadata::new()).unwrap();
+    store
+        .append(AppendRequest::new(
+            StreamId::new("account-dee"),
+            ExpectedVersion::NoStream,
+            vec![v1, deposit],
+        ))
+        .await
+        .unwrap();
+    let old = Arc::new(Balances::default());
+    ProjectionRunner::new(store, old.clone()).catch_up().await.unwrap();
+
+    let current_store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(current_store.clone());
+    repo.execute("dee", &AccountCommand::Open { owner: "dee".into() }, CommandContext::new())
+        .await
+        .unwrap();
+    repo.execute("dee", &AccountCommand::Deposit { amount: 5 }, CommandContext::new())
+        .await
+        .unwrap();
+    let current = Arc::new(Balances::default());
+    ProjectionRunner::new(current_store, current.clone()).catch_up().await.unwrap();
+
+    assert_eq!(old.snapshot(), current.snapshot());
+    assert_eq!(old.snapshot()["dee"], ("dee".to_owned(), 5));
+}
+
+/// Fed by a bus that delivers every message twice: the read model is the same as fed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_fed_twice_builds_the_same_read_model() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone()).with_outbox(true);
+    let bus = Arc::new(InMemoryBus::with_options(
+        eventflow_core::memory::InMemoryBusOptions::new().duplicate_deliveries(true),
+    ));
+    let balances = Arc::new(Balances::default());
+    let projector = Arc::new(Projector::new(
+        balances.clone(),
+        Arc::new(InMemoryCheckpointStore::new()),
+    ));
+    let deliveries = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handler = {
+        let (projector, deliveries) = (projector.clone(), deliveries.clone());
+        handler_fn(move |delivery| {
+            let (projector, deliveries) = (projector.clone(), deliveries.clone());
+            async move {
+                projector.handle(delivery).await?;
+                deliveries.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let subscription = bus
+        .subscribe(Subscription::new("balances").with_max_in_flight(1), handler)
+        .await
+        .unwrap();
+    open_and_deposit(&repo, "a", 4).await;
+    let last = repo
+        .execute("a", &AccountCommand::Withdraw { amount: 3 }, CommandContext::new())
+        .await
+        .unwrap();
+    OutboxRelay::new(store.clone(), bus.clone(), "accounts")
+        .relay_pending()
+        .await
+        .unwrap();
+    let stream = last.stream_id.clone();
+    assert!(
+        projector
+            .wait_for(&stream, last.version, Duration::from_secs(10))
+            .await
+            .unwrap(),
+        "the projection reached the command's version"
+    );
+    let twice = eventflow_core::testkit::wait_until(Duration::from_secs(10), || async {
+        deliveries.load(Ordering::SeqCst) == 12
+    })
+    .await;
+    assert!(twice, "every event was delivered twice");
+    assert_eq!(balances.balance("a"), Some(7));
+    assert_eq!(*balances.applied.lock().unwrap(), 6, "each event applied once");
+    subscription.unsubscribe().await;
+}
+
+/// From a bus without ordering, an event that arrives before its predecessor is refused (and so
+/// redelivered) and nothing is applied out of order.
+#[tokio::test]
+async fn events_are_applied_in_stream_order() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    open_and_deposit(&repo, "a", 2).await;
+    let events = store
+        .read_stream_to_end(&StreamId::new("account-a"), 1)
+        .await
+        .unwrap();
+    let balances = Arc::new(Balances::default());
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let projector = Projector::new(balances.clone(), checkpoints.clone());
+    let deliver = |n: usize| {
+        let message = event_to_message(&events[n], "accounts").unwrap();
+        Delivery::new(message, "balances", 1)
+    };
+    assert!(projector.handle(deliver(1)).await.is_err(), "version 2 before 1");
+    assert_eq!(*balances.applied.lock().unwrap(), 0);
+    match projector.apply(events[2].clone()).await {
+        Err(Error::OutOfOrder { expected: 1, actual: 3, .. }) => {}
+        other => panic!("expected OutOfOrder, got {other:?}"),
+    }
+    for n in 0..3 {
+        projector.handle(deliver(n)).await.unwrap();
+    }
+    assert_eq!(projector.apply(events[1].clone()).await.unwrap(), Applied::AlreadyApplied);
+    assert_eq!(balances.balance("a"), Some(3));
+    assert_eq!(
+        checkpoints.load("balances", "account-a").await.unwrap(),
+        Some(3),
+        "progress per stream is kept in the checkpoint store"
+    );
+    // A new projector on the same checkpoints (a restarted process) does not apply them again.
+    let restarted = Projector::new(balances.clone(), checkpoints);
+    assert_eq!(restarted.apply(events[2].clone()).await.unwrap(), Applied::AlreadyApplied);
+    assert_eq!(*balances.applied.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn wait_for_times_out_when_the_projection_is_behind() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    open_and_deposit(&repo, "a", 1).await;
+    let runner = ProjectionRunner::new(store.clone(), Arc::new(Balances::default()));
+    let stream = StreamId::new("account-a");
+    let reached = runner
+        .projector()
+        .wait_for(&stream, 2, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(!reached, "nothing ran the projection");
+    runner.catch_up().await.unwrap();
+    assert!(runner.projector().wait_for(&stream, 2, Duration::ZERO).await.unwrap());
 }
 
 #[tokio::test]
@@ -137,41 +305,28 @@ async fn run_polls_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
     let balances = Arc::new(Balances::default());
-    let runner = ProjectionRunner::new(
-        store.clone(),
-        Arc::new(InMemoryCheckpointStore::new()),
-        balances.clone(),
-    );
+    let runner = Arc::new(ProjectionRunner::new(store.clone(), balances.clone()));
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
     let task = {
-        let (stop, stopped) = (stop.clone(), stopped.clone());
+        let (stop, stopped, runner) = (stop.clone(), stopped.clone(), runner.clone());
         tokio::spawn(async move {
-            runner
-                .run(std::time::Duration::from_millis(5), stop.notified())
-                .await;
+            runner.run(Duration::from_millis(5), stop.notified()).await;
             stopped.store(true, Ordering::SeqCst);
         })
     };
-    repo.execute(
-        "p",
-        &AccountCommand::Open { owner: "p".into() },
-        CommandContext::new(),
-    )
-    .await
-    .unwrap();
-    repo.execute(
-        "p",
-        &AccountCommand::Deposit { amount: 3 },
-        CommandContext::new(),
-    )
-    .await
-    .unwrap();
-    let seen = eventflow_core::testkit::wait_until(std::time::Duration::from_secs(5), || async {
-        balances.balance("account-p") == Some(3)
-    })
-    .await;
-    assert!(seen, "the running projection picked up new events");
+    open_and_deposit(&repo, "p", 0).await;
+    let executed = repo
+        .execute("p", &AccountCommand::Deposit { amount: 3 }, CommandContext::new())
+        .await
+        .unwrap();
+    let reached = runner
+        .projector()
+        .wait_for(&executed.stream_id, executed.version, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(reached, "the running projection picked up new events");
+    assert_eq!(balances.balance("p"), Some(3));
     stop.notify_one();
     task.await.unwrap();
     assert!(stopped.load(Ordering::SeqCst));

@@ -73,7 +73,7 @@ proptest! {
             let stream = StreamId::new("account-p");
             let mut folded = Account::default();
             for recorded in store.read_stream_to_end(&stream, 1).await.map_err(|e| TestCaseError::fail(e.to_string()))? {
-                folded.apply(&recorded.decode().map_err(|e| TestCaseError::fail(e.to_string()))?);
+                folded.apply(&recorded.decode_as_stored().map_err(|e| TestCaseError::fail(e.to_string()))?);
             }
             let from_plain = plain.load("p").await.map_err(|e| TestCaseError::fail(e.to_string()))?;
             let from_snapshot = snapshotted.load("p").await.map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -12,7 +12,7 @@ use common::{Account, AccountCommand, AccountError, AccountEvent};
 use eventflow_core::{
     AppendRequest, AppendResult, CommandContext, CommandError, Error, EventStore, EventStoreExt,
     ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore, Metadata, NewEvent, RecordedEvent,
-    Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Upcasters,
+    Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
 };
 
 fn open(owner: &str) -> AccountCommand {
@@ -178,59 +178,64 @@ async fn a_snapshot_that_no_longer_deserialises_falls_back_to_replay() {
 #[tokio::test]
 async fn upcasters_migrate_old_events_while_loading() {
     let store = Arc::new(InMemoryEventStore::new());
-    // Version 1 of AccountOpened called the owner "name".
-    let v1 = NewEvent::new(
-        "AccountOpened",
-        1,
-        Bytes::from_static(b"{\"Opened\":{\"name\":\"dee\"}}"),
-        Metadata::new(),
-    );
-    store
-        .append(AppendRequest::new(
-            StreamId::new("account-old"),
+    let old = |stream: &str, payload: &'static [u8], schema_version| {
+        AppendRequest::new(
+            StreamId::new(stream),
             ExpectedVersion::NoStream,
-            vec![v1],
-        ))
+            vec![NewEvent::new(
+                "AccountOpened",
+                schema_version,
+                Bytes::from_static(payload),
+                Metadata::new(),
+            )],
+        )
+    };
+    // Version 1 of AccountOpened called the owner "name"; the event type's upcaster renames it.
+    store
+        .append(old("account-old", b"{\"Opened\":{\"name\":\"dee\"}}", 1))
         .await
         .unwrap();
-    let plain = Repository::<Account>::new(store.clone());
-    assert!(matches!(
-        plain.load("old").await,
-        Err(Error::Serialization { .. })
-    ));
-
-    let upcasters = Upcasters::new().register("AccountOpened", 1, |mut v: serde_json::Value| {
-        let opened = v.get_mut("Opened").ok_or("no Opened object")?;
-        let name = opened
-            .as_object_mut()
-            .and_then(|o| o.remove("name"))
-            .ok_or("no name")?;
-        opened["owner"] = name;
-        Ok(v)
-    });
-    let repo = Repository::<Account>::new(store.clone()).with_upcasters(upcasters);
+    let repo = Repository::<Account>::new(store.clone());
     let loaded = repo.load("old").await.unwrap();
     assert_eq!(loaded.state.owner, "dee");
     repo.execute("old", &deposit(3), CommandContext::new())
         .await
         .unwrap();
 
-    let failing = Upcasters::new().register("AccountOpened", 1, |_v: serde_json::Value| {
-        Err::<serde_json::Value, _>("refused".to_owned())
-    });
-    let repo = Repository::<Account>::new(store).with_upcasters(failing);
-    match repo.load("old").await {
+    // A v1 payload the upcaster cannot migrate: the error names the event and the reason.
+    store
+        .append(old("account-broken", b"{\"Opened\":{}}", 1))
+        .await
+        .unwrap();
+    match repo.load("broken").await {
         Err(Error::Upcast {
+            stream,
+            version: 1,
             event_type,
             from_version: 1,
             reason,
         }) => {
             assert_eq!(
-                (event_type.as_str(), reason.as_str()),
-                ("AccountOpened", "refused")
+                (stream.as_str(), event_type.as_str(), reason.as_str()),
+                ("account-broken", "AccountOpened", "no name")
             );
         }
         other => panic!("expected an upcast error, got {other:?}"),
+    }
+
+    // A current payload that does not fit the type: stream, version, type and serde's reason.
+    store
+        .append(old("account-bad", b"{\"Opened\":{\"owner\":7}}", 2))
+        .await
+        .unwrap();
+    let error = repo.load("bad").await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, Error::Decode { version: 1, schema_version: 2, .. }),
+        "{error:?}"
+    );
+    for part in ["AccountOpened", "account-bad", "version 1", "invalid type"] {
+        assert!(text.contains(part), "{text:?} names {part}");
     }
 }
 
@@ -354,9 +359,6 @@ impl EventStore for RacingStore {
         max: usize,
     ) -> eventflow_core::Result<Vec<RecordedEvent>> {
         self.inner.read_stream(stream, from, max).await
-    }
-    async fn read_all(&self, from: u64, max: usize) -> eventflow_core::Result<Vec<RecordedEvent>> {
-        self.inner.read_all(from, max).await
     }
     async fn find_idempotency_key(
         &self,

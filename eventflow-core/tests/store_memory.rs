@@ -6,10 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use eventflow_core::testkit::store_conformance;
+use eventflow_core::testkit::{feed_conformance, store_conformance};
 use eventflow_core::{
-    AppendRequest, Error, EventStore, EventStoreExt, ExpectedVersion, InMemoryEventStore, Metadata,
-    NewEvent, StreamId,
+    AppendRequest, Error, EventStore, EventStoreExt, ExpectedVersion, GlobalFeed,
+    InMemoryEventStore, Metadata, NewEvent, StoreLimits, StreamId,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,6 +20,46 @@ async fn in_memory_store_passes_the_conformance_suite() {
         report.unsupported.is_empty(),
         "the in-memory store supports everything"
     );
+    feed_conformance("in-memory", || async { InMemoryEventStore::new() }).await;
+}
+
+/// What DynamoDB would refuse, the in-memory store refuses too (by default), before writing.
+#[tokio::test]
+async fn in_memory_store_enforces_dynamodb_limits_by_default() {
+    let store = InMemoryEventStore::new();
+    let big = NewEvent::new(
+        "Big",
+        1,
+        Bytes::from(vec![b'"'; 2].into_iter().chain(vec![b'x'; 410 * 1024]).collect::<Vec<_>>()),
+        Metadata::new(),
+    );
+    let request = AppendRequest::new(StreamId::new("big-1"), ExpectedVersion::Any, vec![big.clone()]);
+    let refused = store.append(request).await;
+    assert!(
+        matches!(refused, Err(Error::LimitExceeded { .. })),
+        "a 410 KB event is refused: {refused:?}"
+    );
+    let many: Vec<_> = (0..101)
+        .map(|_| NewEvent::new("E", 1, Bytes::from_static(b"{}"), Metadata::new()))
+        .collect();
+    let refused = store
+        .append(AppendRequest::new(StreamId::new("many-1"), ExpectedVersion::Any, many.clone()))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::LimitExceeded { actual: 101, max: 100, .. })),
+        "101 events in one append are refused: {refused:?}"
+    );
+    assert!(store.is_empty(), "nothing of a refused append is written");
+    let unlimited = InMemoryEventStore::new().with_limits(StoreLimits::unlimited());
+    unlimited
+        .append(AppendRequest::new(StreamId::new("big-1"), ExpectedVersion::Any, vec![big]))
+        .await
+        .unwrap();
+    unlimited
+        .append(AppendRequest::new(StreamId::new("many-1"), ExpectedVersion::Any, many))
+        .await
+        .unwrap();
+    assert_eq!(unlimited.len(), 102);
 }
 
 /// 64 tasks race on one stream with `Exact` versions: every version 1..N exactly once, every loser
@@ -114,4 +154,5 @@ async fn read_all_pages_through_the_global_feed() {
     let positions: Vec<u64> = page.iter().filter_map(|e| e.position).collect();
     assert_eq!(positions, (11..=20).collect::<Vec<_>>());
     assert_eq!(store.len(), 25);
+    assert_eq!(store.head_position().await.unwrap(), 25);
 }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
@@ -9,7 +9,8 @@ use crate::projection::CheckpointStore;
 /// A [`CheckpointStore`] in process memory.
 #[derive(Debug, Default)]
 pub struct InMemoryCheckpointStore {
-    checkpoints: Mutex<HashMap<String, u64>>,
+    /// Projection name → key → value.
+    checkpoints: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
 impl InMemoryCheckpointStore {
@@ -17,24 +18,33 @@ impl InMemoryCheckpointStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
+        // Every update is a single insert or remove: a poisoned map is still consistent.
+        self.checkpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[async_trait]
 impl CheckpointStore for InMemoryCheckpointStore {
-    async fn load(&self, projection: &str) -> Result<Option<u64>> {
-        let checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(checkpoints.get(projection).copied())
+    async fn load(&self, projection: &str, key: &str) -> Result<Option<u64>> {
+        Ok(self
+            .lock()
+            .get(projection)
+            .and_then(|keys| keys.get(key))
+            .copied())
     }
 
-    async fn save(&self, projection: &str, position: u64) -> Result<()> {
-        let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        checkpoints.insert(projection.to_owned(), position);
+    async fn save(&self, projection: &str, key: &str, value: u64) -> Result<()> {
+        self.lock()
+            .entry(projection.to_owned())
+            .or_default()
+            .insert(key.to_owned(), value);
         Ok(())
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let mut checkpoints = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner());
-        checkpoints.remove(projection);
+        self.lock().remove(projection);
         Ok(())
     }
 }

@@ -2,20 +2,29 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
+use crate::feed::GlobalFeed;
+use crate::limits::StoreLimits;
 use crate::outbox::Outbox;
-use crate::store::{AppendRequest, AppendResult, EventStore, RecordedEvent, StreamId};
+use crate::store::{
+    AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId,
+};
 
-/// An [`EventStore`] and [`Outbox`] in process memory.
+/// An [`EventStore`], [`GlobalFeed`] and [`Outbox`] in process memory.
 ///
-/// One mutex guards everything, which is what makes an append (events, idempotency key, outbox
-/// entries) atomic and gives the global feed a total order. Events are kept once, in the global
-/// log; streams index into it.
+/// One mutex guards everything, which is what makes an append (events of every stream,
+/// idempotency key, outbox entries) atomic and gives the global feed a total order. Events are
+/// kept once, in the global log; streams index into it.
+///
+/// By default it refuses what DynamoDB would refuse ([`StoreLimits::dynamodb`]), so code tested in
+/// memory meets [`Error::LimitExceeded`] in its tests rather than in production; choose other
+/// limits with [`InMemoryEventStore::with_limits`].
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
     inner: Mutex<Inner>,
+    limits: StoreLimits,
 }
 
 #[derive(Debug, Default)]
@@ -30,9 +39,15 @@ struct Inner {
 }
 
 impl InMemoryEventStore {
-    /// An empty store.
+    /// An empty store with DynamoDB's limits.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Enforces `limits` instead of DynamoDB's (e.g. [`StoreLimits::unlimited`]).
+    pub fn with_limits(mut self, limits: StoreLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -52,16 +67,80 @@ impl InMemoryEventStore {
     }
 }
 
+impl Inner {
+    fn version(&self, stream: &StreamId) -> u64 {
+        self.streams.get(stream).map_or(0, |v| v.len() as u64)
+    }
+
+    /// Appends `events` to `stream`, which is at version `actual` (already checked).
+    fn write(
+        &mut self,
+        stream: StreamId,
+        actual: u64,
+        events: Vec<NewEvent>,
+        outbox: bool,
+        now: DateTime<Utc>,
+    ) -> AppendResult {
+        let first_position = self.log.len() as u64 + 1;
+        let count = events.len() as u64;
+        let result = AppendResult::new(
+            stream.clone(),
+            actual + 1,
+            actual + count,
+            (count > 0).then_some(first_position),
+            now,
+        );
+        if count == 0 {
+            return result;
+        }
+        let Inner {
+            log,
+            streams,
+            outbox: pending,
+            ..
+        } = self;
+        let indices = match streams.get_mut(&stream) {
+            Some(indices) => indices,
+            None => streams.entry(stream.clone()).or_default(),
+        };
+        for (offset, event) in events.into_iter().enumerate() {
+            let index = log.len();
+            log.push(RecordedEvent::from_new(
+                event,
+                stream.clone(),
+                actual + 1 + offset as u64,
+                Some(index as u64 + 1),
+                now,
+            ));
+            indices.push(index);
+            if outbox {
+                pending.insert(index);
+            }
+        }
+        result
+    }
+}
+
+fn check(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Result<()> {
+    if expected.matches(actual) {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            stream: stream.clone(),
+            expected,
+            actual,
+        })
+    }
+}
+
 #[async_trait]
 impl EventStore for InMemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        if request.stream.as_str().is_empty() {
-            return Err(Error::InvalidRequest("stream id is empty".into()));
-        }
+        request.validate()?;
+        self.limits.check(&request)?;
         // Read the clock before taking the lock, to keep the critical section short.
         let now = Utc::now();
         let mut inner = self.lock();
-        let inner = &mut *inner;
         if let Some(key) = &request.idempotency_key
             && let Some(original) = inner.idempotency.get(key)
         {
@@ -70,52 +149,22 @@ impl EventStore for InMemoryEventStore {
                 original: Box::new(original.clone()),
             });
         }
-        let Inner {
-            log,
-            streams,
-            outbox,
-            ..
-        } = inner;
-        let existing = streams.get_mut(&request.stream);
-        let actual = existing.as_ref().map_or(0, |v| v.len() as u64);
-        if !request.expected.matches(actual) {
-            return Err(Error::Conflict {
-                stream: request.stream,
-                expected: request.expected,
-                actual,
-            });
+        // Every stream is checked before any is written: all or nothing.
+        let actual = inner.version(&request.stream);
+        check(&request.stream, request.expected, actual)?;
+        let mut others = Vec::with_capacity(request.other_streams.len());
+        for other in &request.other_streams {
+            let version = inner.version(&other.stream);
+            check(&other.stream, other.expected, version)?;
+            others.push(version);
         }
-        let first_position = log.len() as u64 + 1;
-        let count = request.events.len() as u64;
-        let result = AppendResult::new(
-            request.stream.clone(),
-            actual + 1,
-            actual + count,
-            (count > 0).then_some(first_position),
-            now,
-        );
-        if count > 0 {
-            let indices = match existing {
-                Some(indices) => indices,
-                None => streams.entry(request.stream.clone()).or_default(),
-            };
-            for (offset, event) in request.events.into_iter().enumerate() {
-                let index = log.len();
-                log.push(RecordedEvent::from_new(
-                    event,
-                    request.stream.clone(),
-                    actual + 1 + offset as u64,
-                    Some(index as u64 + 1),
-                    now,
-                ));
-                indices.push(index);
-                if request.outbox {
-                    outbox.insert(index);
-                }
-            }
-        }
+        let mut result = inner.write(request.stream, actual, request.events, request.outbox, now);
         if let Some(key) = request.idempotency_key {
             inner.idempotency.insert(key, result.clone());
+        }
+        for (other, version) in request.other_streams.into_iter().zip(others) {
+            let written = inner.write(other.stream, version, other.events, request.outbox, now);
+            result.other_streams.push(written);
         }
         Ok(result)
     }
@@ -139,6 +188,13 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
+        Ok(self.lock().idempotency.get(key).cloned())
+    }
+}
+
+#[async_trait]
+impl GlobalFeed for InMemoryEventStore {
     async fn read_all(&self, from_position: u64, max_count: usize) -> Result<Vec<RecordedEvent>> {
         let inner = self.lock();
         let skip = from_position.saturating_sub(1) as usize;
@@ -151,8 +207,8 @@ impl EventStore for InMemoryEventStore {
             .collect())
     }
 
-    async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
-        Ok(self.lock().idempotency.get(key).cloned())
+    async fn head_position(&self) -> Result<u64> {
+        Ok(self.lock().log.len() as u64)
     }
 }
 

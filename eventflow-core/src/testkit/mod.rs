@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use aggregate_test::{AggregateTest, Then};
 pub use bus_conformance::bus_conformance;
-pub use store_conformance::store_conformance;
+pub use store_conformance::{feed_conformance, store_conformance};
 
 /// What a conformance suite checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::ConformanceReport;
 use crate::error::Error;
+use crate::feed::GlobalFeed;
 use crate::metadata::Metadata;
 use crate::outbox::Outbox;
 use crate::store::{
@@ -16,16 +17,17 @@ use crate::store::{
 
 /// Runs every store check against fresh stores from `factory` and returns what was checked.
 ///
-/// Panics, naming the check, on the first violation. A backend without a global feed (its
-/// `read_all` returns [`Error::Unsupported`]) is reported as such, not skipped silently.
+/// Panics, naming the check, on the first violation. A store with a [`GlobalFeed`] also runs
+/// [`feed_conformance`].
 ///
 /// ```
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// use eventflow_core::InMemoryEventStore;
-/// use eventflow_core::testkit::store_conformance;
+/// use eventflow_core::testkit::{feed_conformance, store_conformance};
 ///
 /// let report = store_conformance("in-memory", || async { InMemoryEventStore::new() }).await;
 /// assert!(report.unsupported.is_empty());
+/// feed_conformance("in-memory", || async { InMemoryEventStore::new() }).await;
 /// # });
 /// ```
 pub async fn store_conformance<S, F, Fut>(backend: &str, factory: F) -> ConformanceReport
@@ -55,10 +57,26 @@ where
     report.pass("outbox");
     invalid_stream_id(&factory().await).await;
     report.pass("invalid_stream_id");
-    match global_feed(&factory().await).await {
-        Ok(()) => report.pass("global_feed"),
-        Err(reason) => report.unsupported("global_feed", reason),
-    }
+    multi_stream_appends(&factory().await).await;
+    report.pass("multi_stream_appends");
+    multi_stream_all_or_nothing(&factory().await).await;
+    report.pass("multi_stream_all_or_nothing");
+    concurrent_multi_stream(Arc::new(factory().await)).await;
+    report.pass("concurrent_multi_stream");
+    report
+}
+
+/// Runs the checks of the [`GlobalFeed`] capability: the feed holds every append in commit order,
+/// including multi-stream ones, and reports its head.
+pub async fn feed_conformance<S, F, Fut>(backend: &str, factory: F) -> ConformanceReport
+where
+    S: GlobalFeed + 'static,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let mut report = ConformanceReport::new(backend);
+    global_feed(&factory().await).await;
+    report.pass("global_feed");
     report
 }
 
@@ -564,15 +582,12 @@ async fn invalid_stream_id<S: EventStore>(store: &S) {
     );
 }
 
-/// Returns `Err(reason)` when the backend declares the global feed unsupported.
-async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
-    match store.read_all(1, 1).await {
-        Err(Error::Unsupported { backend, operation }) => {
-            return Err(format!("{backend} does not support {operation}"));
-        }
-        Err(other) => panic!("global_feed: read_all failed: {other}"),
-        Ok(_) => {}
-    }
+async fn global_feed<S: GlobalFeed>(store: &S) {
+    assert_eq!(
+        store.head_position().await.or_fail("global_feed: head"),
+        0,
+        "global_feed: an empty store's head is 0"
+    );
     let (a, b) = (stream("feed-a"), stream("feed-b"));
     let mut order = Vec::new();
     for (s, expected) in [(&a, 0), (&b, 0), (&a, 2), (&b, 2), (&a, 4)] {
@@ -615,5 +630,257 @@ async fn global_feed<S: EventStore>(store: &S) -> Result<(), String> {
         order.len() - 4,
         "global_feed: reading from a position reads the rest"
     );
-    Ok(())
+    let head = store.head_position().await.or_fail("global_feed: head");
+    assert_eq!(
+        Some(head),
+        positions.last().copied(),
+        "global_feed: the head is the last event's position"
+    );
+    let (c, d) = (stream("feed-c"), stream("feed-d"));
+    let both = AppendRequest::new(c.clone(), ExpectedVersion::NoStream, events(1, 1)).with_stream(
+        d.clone(),
+        ExpectedVersion::NoStream,
+        events(1, 1),
+    );
+    store.append(both).await.or_fail("global_feed: multi-stream append");
+    let tail = store.read_all(head + 1, 10).await.or_fail("global_feed");
+    let streams: Vec<_> = tail.iter().map(|e| e.stream_id.clone()).collect();
+    assert_eq!(
+        streams,
+        vec![c, d],
+        "global_feed: a multi-stream append is in the feed, in request order"
+    );
+}
+
+async fn multi_stream_appends<S: EventStore>(store: &S) {
+    let (a, b, c) = (stream("multi-a"), stream("multi-b"), stream("multi-c"));
+    append(store, &a, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .or_fail("multi_stream_appends: setup");
+    let request = AppendRequest::new(a.clone(), ExpectedVersion::Exact(2), events(3, 1))
+        .with_stream(b.clone(), ExpectedVersion::NoStream, events(1, 2))
+        .with_stream(c.clone(), ExpectedVersion::Any, events(1, 1));
+    let result = store
+        .append(request)
+        .await
+        .or_fail("multi_stream_appends: append");
+    assert_eq!(
+        (&result.stream, result.first_version, result.last_version),
+        (&a, 3, 3),
+        "multi_stream_appends: the result describes the primary stream"
+    );
+    let others: Vec<_> = result
+        .other_streams
+        .iter()
+        .map(|r| (r.stream.clone(), r.first_version, r.last_version))
+        .collect();
+    assert_eq!(
+        others,
+        vec![(b.clone(), 1, 2), (c.clone(), 1, 1)],
+        "multi_stream_appends: one result per other stream, in request order"
+    );
+    for (s, version) in [(&a, 3), (&b, 2), (&c, 1)] {
+        assert_eq!(
+            version_of(store, s).await,
+            version,
+            "multi_stream_appends: every stream written"
+        );
+    }
+    let check_only = AppendRequest::new(a.clone(), ExpectedVersion::Exact(3), events(4, 1))
+        .with_stream(b.clone(), ExpectedVersion::Exact(2), Vec::new());
+    store
+        .append(check_only)
+        .await
+        .or_fail("multi_stream_appends: a stream with no events is only checked");
+    assert_eq!(
+        version_of(store, &b).await,
+        2,
+        "multi_stream_appends: a checked stream gets no event"
+    );
+    let twice = AppendRequest::new(a.clone(), ExpectedVersion::Any, events(9, 1)).with_stream(
+        a.clone(),
+        ExpectedVersion::Any,
+        events(10, 1),
+    );
+    let refused = store.append(twice).await;
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest(_))),
+        "multi_stream_appends: a stream named twice is refused, got {refused:?}"
+    );
+}
+
+async fn multi_stream_all_or_nothing<S: EventStore + Outbox>(store: &S) {
+    let (a, b, c) = (stream("all-a"), stream("all-b"), stream("all-c"));
+    append(store, &a, ExpectedVersion::NoStream, events(1, 1))
+        .await
+        .or_fail("multi_stream_all_or_nothing: setup");
+    append(store, &b, ExpectedVersion::NoStream, events(1, 2))
+        .await
+        .or_fail("multi_stream_all_or_nothing: setup");
+    let key = format!("all-{a}");
+    // The second stream is behind what the writer believes; the first and third are fine.
+    let request = AppendRequest::new(a.clone(), ExpectedVersion::Exact(1), events(2, 2))
+        .with_stream(b.clone(), ExpectedVersion::Exact(1), events(3, 1))
+        .with_stream(c.clone(), ExpectedVersion::NoStream, events(1, 1))
+        .with_idempotency_key(&key)
+        .with_outbox(true);
+    match store.append(request).await {
+        Err(Error::Conflict {
+            stream,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(
+                stream, b,
+                "multi_stream_all_or_nothing: the conflict names the stream"
+            );
+            assert_eq!(
+                (expected, actual),
+                (ExpectedVersion::Exact(1), 2),
+                "multi_stream_all_or_nothing: the conflict carries that stream's versions"
+            );
+        }
+        other => panic!("multi_stream_all_or_nothing: expected a conflict on {b}, got {other:?}"),
+    }
+    for (s, version) in [(&a, 1), (&b, 2), (&c, 0)] {
+        assert_eq!(
+            version_of(store, s).await,
+            version,
+            "multi_stream_all_or_nothing: no stream written"
+        );
+    }
+    let recorded = store
+        .find_idempotency_key(&key)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert!(
+        recorded.is_none(),
+        "multi_stream_all_or_nothing: no idempotency key recorded"
+    );
+    let pending = store
+        .pending(100)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert!(
+        pending.is_empty(),
+        "multi_stream_all_or_nothing: no outbox entry written"
+    );
+    // A stream only checked (no events) fails the append just the same.
+    let checked = AppendRequest::new(a.clone(), ExpectedVersion::Exact(1), events(2, 1))
+        .with_stream(b.clone(), ExpectedVersion::Exact(5), Vec::new());
+    expect_conflict(store.append(checked).await, ExpectedVersion::Exact(5), 2);
+    assert_eq!(
+        version_of(store, &a).await,
+        1,
+        "multi_stream_all_or_nothing: a failed check writes nothing"
+    );
+    let ok = AppendRequest::new(a.clone(), ExpectedVersion::Exact(1), events(2, 1))
+        .with_stream(c.clone(), ExpectedVersion::NoStream, events(1, 2))
+        .with_idempotency_key(&key)
+        .with_outbox(true);
+    let result = store
+        .append(ok)
+        .await
+        .or_fail("multi_stream_all_or_nothing: the corrected append");
+    let pending = store
+        .pending(100)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert_eq!(
+        pending.len(),
+        3,
+        "multi_stream_all_or_nothing: outbox entries for every stream's events"
+    );
+    let original = store
+        .find_idempotency_key(&key)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert_eq!(
+        original.map(|o| (o.stream, o.first_version, o.last_version)),
+        Some((a.clone(), result.first_version, result.last_version)),
+        "multi_stream_all_or_nothing: the key records the primary stream's result"
+    );
+}
+
+/// Writers that each append to their own stream and to one shared stream in the same append:
+/// exactly one wins each version of the shared stream, and every own-stream event has its partner.
+async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<S>) {
+    const WRITERS: u64 = 8;
+    const APPENDS_EACH: u64 = 3;
+    let shared = stream("multi-shared");
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&store);
+        let shared = shared.clone();
+        let own = stream(&format!("multi-own-{writer}"));
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0;
+            while done < APPENDS_EACH {
+                let version = version_of(&*store, &shared).await;
+                let n = writer * 1000 + done;
+                let request =
+                    AppendRequest::new(own.clone(), ExpectedVersion::Exact(done), vec![event(n)])
+                        .with_stream(
+                            shared.clone(),
+                            ExpectedVersion::Exact(version),
+                            vec![event(n)],
+                        );
+                match store.append(request).await {
+                    Ok(_) => done += 1,
+                    Err(Error::Conflict { stream, actual, .. }) => {
+                        assert_eq!(
+                            stream, shared,
+                            "concurrent_multi_stream: only the shared stream conflicts"
+                        );
+                        assert!(
+                            actual > version,
+                            "concurrent_multi_stream: a conflict reports a newer version"
+                        );
+                        assert_eq!(
+                            version_of(&*store, &own).await,
+                            done,
+                            "concurrent_multi_stream: a lost append wrote nothing to the own stream"
+                        );
+                    }
+                    Err(other) => panic!("concurrent_multi_stream: unexpected error {other}"),
+                }
+            }
+            own
+        }));
+    }
+    let mut owns = Vec::new();
+    for task in tasks {
+        owns.push(task.await.or_fail("concurrent_multi_stream: writer panicked"));
+    }
+    let all = store
+        .read_stream_to_end(&shared, 1)
+        .await
+        .or_fail("concurrent_multi_stream");
+    let versions: Vec<u64> = all.iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        (1..=WRITERS * APPENDS_EACH).collect::<Vec<_>>(),
+        "concurrent_multi_stream: every shared version exactly once, no gap"
+    );
+    let shared_payloads: HashSet<_> = all.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(
+        shared_payloads.len() as u64,
+        WRITERS * APPENDS_EACH,
+        "concurrent_multi_stream: no shared event duplicated"
+    );
+    for own in owns {
+        let events = store
+            .read_stream_to_end(&own, 1)
+            .await
+            .or_fail("concurrent_multi_stream");
+        assert_eq!(
+            events.len() as u64,
+            APPENDS_EACH,
+            "concurrent_multi_stream: every own stream complete"
+        );
+        assert!(
+            events.iter().all(|e| shared_payloads.contains(&e.payload)),
+            "concurrent_multi_stream: every own-stream event has its partner in the shared stream"
+        );
+    }
 }

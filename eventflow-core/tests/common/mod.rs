@@ -1,7 +1,7 @@
 //! A small bank-account domain shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use eventflow_core::{Aggregate, DomainEvent};
+use eventflow_core::{Aggregate, DomainEvent, Upcasters};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,19 @@ impl DomainEvent for AccountEvent {
             AccountEvent::Opened { .. } => 2,
             _ => 1,
         }
+    }
+
+    /// Version 1 of `AccountOpened` called the owner `name`.
+    fn upcasters() -> Upcasters {
+        Upcasters::new().register("AccountOpened", 1, |mut v: serde_json::Value| {
+            let opened = v.get_mut("Opened").ok_or("no Opened object")?;
+            let name = opened
+                .as_object_mut()
+                .and_then(|o| o.remove("name"))
+                .ok_or("no name")?;
+            opened["owner"] = name;
+            Ok(v)
+        })
     }
 }
 

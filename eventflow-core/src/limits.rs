@@ -1,0 +1,236 @@
+//! Size limits an append must respect, so code tested on the in-memory store meets the limits of
+//! the backend it will run on in its tests, not in production.
+
+use crate::error::{Error, Result};
+use crate::metadata::Metadata;
+use crate::store::{AppendRequest, ExpectedVersion, NewEvent};
+
+/// Names of the limits, as they appear in [`Error::LimitExceeded::limit`](crate::Error::LimitExceeded).
+pub mod names {
+    /// Items one append writes: events, outbox entries, the idempotency key, version checks.
+    pub const ITEMS_PER_APPEND: &str = "items per append";
+    /// The stored size of one event.
+    pub const EVENT_BYTES: &str = "event size in bytes";
+    /// The stored size of one append.
+    pub const APPEND_BYTES: &str = "append size in bytes";
+    /// A stream id's length.
+    pub const STREAM_ID_BYTES: &str = "stream id size in bytes";
+    /// A stream id's length, when the append writes outbox entries.
+    pub const OUTBOX_STREAM_ID_BYTES: &str = "stream id size in bytes (with outbox entries)";
+    /// An idempotency key's length.
+    pub const IDEMPOTENCY_KEY_BYTES: &str = "idempotency key size in bytes";
+}
+
+/// What an append may write. `None` means unlimited.
+///
+/// [`StoreLimits::dynamodb`] (the in-memory store's default) mirrors DynamoDB's transaction and item
+/// limits, counted the way `eventflow-store-dynamodb` counts them (an estimate of the item size: the
+/// payload, event type, stream id and metadata plus a fixed overhead for attribute names and numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreLimits {
+    /// Most items in one append (events, outbox entries, the idempotency key, version checks).
+    pub max_items_per_append: Option<u64>,
+    /// Largest stored event.
+    pub max_event_bytes: Option<u64>,
+    /// Largest append, all its items together.
+    pub max_append_bytes: Option<u64>,
+    /// Longest stream id.
+    pub max_stream_id_bytes: Option<u64>,
+    /// Longest stream id of an append that writes outbox entries (DynamoDB's outbox sort key
+    /// embeds it).
+    pub max_outbox_stream_id_bytes: Option<u64>,
+    /// Longest idempotency key.
+    pub max_idempotency_key_bytes: Option<u64>,
+}
+
+/// Attribute names, version number, timestamp and event id of a stored event item.
+const EVENT_OVERHEAD_BYTES: u64 = 160;
+/// An outbox entry: its keys (the stream id is counted separately) and the event id.
+const OUTBOX_OVERHEAD_BYTES: u64 = 96;
+/// An idempotency key item besides the key: the stream id is counted separately, plus versions
+/// and a timestamp.
+const KEY_OVERHEAD_BYTES: u64 = 96;
+
+impl StoreLimits {
+    /// DynamoDB's limits: 100 items and 4 MB per transaction, 400 KB per item, 2,048-byte
+    /// partition keys, and 1,024-byte sort keys (an outbox entry's sort key is the stream id, a
+    /// separator and a 20-digit version).
+    pub const fn dynamodb() -> Self {
+        StoreLimits {
+            max_items_per_append: Some(100),
+            max_event_bytes: Some(400 * 1024),
+            max_append_bytes: Some(4 * 1024 * 1024),
+            max_stream_id_bytes: Some(2048),
+            max_outbox_stream_id_bytes: Some(1024 - 1 - 20),
+            // The key item's partition key is the key behind the 12-byte prefix `idempotency#`.
+            max_idempotency_key_bytes: Some(2048 - 12),
+        }
+    }
+
+    /// No limits at all.
+    pub const fn unlimited() -> Self {
+        StoreLimits {
+            max_items_per_append: None,
+            max_event_bytes: None,
+            max_append_bytes: None,
+            max_stream_id_bytes: None,
+            max_outbox_stream_id_bytes: None,
+            max_idempotency_key_bytes: None,
+        }
+    }
+
+    /// Checks `request`, before anything is written.
+    pub fn check(&self, request: &AppendRequest) -> Result<()> {
+        if let Some(key) = &request.idempotency_key {
+            exceeds(
+                names::IDEMPOTENCY_KEY_BYTES,
+                key.len() as u64,
+                self.max_idempotency_key_bytes,
+            )?;
+        }
+        let mut items = u64::from(request.idempotency_key.is_some());
+        let mut bytes = request.idempotency_key.as_ref().map_or(0, |key| {
+            key.len() as u64 + request.stream.as_str().len() as u64 + KEY_OVERHEAD_BYTES
+        });
+        for (stream, expected, events) in request.streams() {
+            let stream_bytes = stream.as_str().len() as u64;
+            exceeds(
+                names::STREAM_ID_BYTES,
+                stream_bytes,
+                self.max_stream_id_bytes,
+            )?;
+            if request.outbox && !events.is_empty() {
+                exceeds(
+                    names::OUTBOX_STREAM_ID_BYTES,
+                    stream_bytes,
+                    self.max_outbox_stream_id_bytes,
+                )?;
+            }
+            let checks = match (expected, events.len()) {
+                (ExpectedVersion::Any, _) => 0,
+                (_, 0) => 1,
+                _ => 0,
+            };
+            items += events.len() as u64 * (1 + u64::from(request.outbox)) + checks;
+            for event in events {
+                let size = event_bytes(stream_bytes, event);
+                exceeds(names::EVENT_BYTES, size, self.max_event_bytes)?;
+                bytes += size;
+                if request.outbox {
+                    bytes += stream_bytes + OUTBOX_OVERHEAD_BYTES;
+                }
+            }
+        }
+        exceeds(names::ITEMS_PER_APPEND, items, self.max_items_per_append)?;
+        exceeds(names::APPEND_BYTES, bytes, self.max_append_bytes)
+    }
+}
+
+impl Default for StoreLimits {
+    /// [`StoreLimits::dynamodb`].
+    fn default() -> Self {
+        StoreLimits::dynamodb()
+    }
+}
+
+fn event_bytes(stream_bytes: u64, event: &NewEvent) -> u64 {
+    stream_bytes
+        + event.event_type.len() as u64
+        + event.payload.len() as u64
+        + metadata_bytes(&event.metadata)
+        + EVENT_OVERHEAD_BYTES
+}
+
+fn metadata_bytes(metadata: &Metadata) -> u64 {
+    let optional = [
+        &metadata.correlation_id,
+        &metadata.causation_id,
+        &metadata.actor,
+        &metadata.traceparent,
+    ];
+    let fields: usize = optional.iter().filter_map(|f| f.as_ref()).map(|f| f.len() + 16).sum();
+    let headers: usize = metadata.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    (fields + headers) as u64
+}
+
+fn exceeds(limit: &'static str, actual: u64, max: Option<u64>) -> Result<()> {
+    match max {
+        Some(max) if actual > max => Err(Error::LimitExceeded { limit, actual, max }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::store::StreamId;
+
+    fn event(payload_bytes: usize) -> NewEvent {
+        NewEvent::new(
+            "Big",
+            1,
+            Bytes::from(vec![b'x'; payload_bytes]),
+            Metadata::new(),
+        )
+    }
+
+    fn request(events: Vec<NewEvent>) -> AppendRequest {
+        AppendRequest::new(StreamId::new("s-1"), ExpectedVersion::Any, events)
+    }
+
+    #[test]
+    fn dynamodb_limits_refuse_what_dynamodb_would() {
+        let limits = StoreLimits::dynamodb();
+        assert!(limits.check(&request(vec![event(300 * 1024)])).is_ok());
+        let refused = limits.check(&request(vec![event(400 * 1024)]));
+        assert!(matches!(
+            refused,
+            Err(Error::LimitExceeded { limit: names::EVENT_BYTES, .. })
+        ));
+        let hundred: Vec<_> = (0..100).map(|_| event(10)).collect();
+        assert!(limits.check(&request(hundred.clone())).is_ok());
+        let with_outbox = request(hundred).with_outbox(true);
+        assert!(matches!(
+            limits.check(&with_outbox),
+            Err(Error::LimitExceeded { limit: names::ITEMS_PER_APPEND, actual: 200, max: 100 })
+        ));
+        let spread = request(vec![event(390 * 1024)])
+            .with_stream(StreamId::new("s-2"), ExpectedVersion::Any, vec![event(390 * 1024)]);
+        assert!(limits.check(&spread).is_ok(), "the size limit is per event");
+        let mut too_big = request(Vec::new());
+        for i in 0..11 {
+            too_big = too_big.with_stream(
+                StreamId::new(format!("t-{i}")),
+                ExpectedVersion::Any,
+                vec![event(390 * 1024)],
+            );
+        }
+        assert!(matches!(
+            limits.check(&too_big),
+            Err(Error::LimitExceeded { limit: names::APPEND_BYTES, .. })
+        ));
+        assert!(StoreLimits::unlimited().check(&too_big).is_ok());
+    }
+
+    #[test]
+    fn keys_are_limited() {
+        let limits = StoreLimits::dynamodb();
+        let long_stream = AppendRequest::new(
+            StreamId::new("s".repeat(2100)),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        );
+        assert!(matches!(
+            limits.check(&long_stream),
+            Err(Error::LimitExceeded { limit: names::STREAM_ID_BYTES, .. })
+        ));
+        let long_key = request(vec![event(1)]).with_idempotency_key("k".repeat(3000));
+        assert!(matches!(
+            limits.check(&long_key),
+            Err(Error::LimitExceeded { limit: names::IDEMPOTENCY_KEY_BYTES, .. })
+        ));
+    }
+}

@@ -340,7 +340,7 @@ impl<A: Aggregate> Participant<A> {
         if original.stream == self.ledger_stream(command) {
             let first = events
                 .first()
-                .map(|e| e.decode::<LedgerEvent>())
+                .map(|e| e.decode_as_stored::<LedgerEvent>())
                 .transpose()?;
             return Ok(match first {
                 Some(LedgerEvent::ActionRefused { reason, .. }) => Recorded::Refused(reason),

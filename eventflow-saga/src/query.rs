@@ -118,7 +118,7 @@ impl SagaQuery {
         recorded
             .into_iter()
             .map(|r| {
-                let event = r.decode::<SagaEvent>()?;
+                let event = r.decode_as_stored::<SagaEvent>()?;
                 Ok(HistoryEntry {
                     version: r.version,
                     recorded_at: r.recorded_at,
@@ -188,7 +188,7 @@ impl SagaQuery {
         let mut state = SagaState::new(saga_id);
         let mut version = 0;
         for r in &recorded {
-            state.apply(&r.decode::<SagaEvent>()?);
+            state.apply(&r.decode_as_stored::<SagaEvent>()?);
             version = r.version;
         }
         Ok((state, version))
@@ -205,7 +205,7 @@ impl SagaQuery {
         };
         let mut registered = std::collections::BTreeSet::new();
         for r in &recorded {
-            match r.decode::<IndexEvent>()? {
+            match r.decode_as_stored::<IndexEvent>()? {
                 IndexEvent::Registered { saga_id } => {
                     if registered.insert(saga_id.clone()) {
                         index.order.push(saga_id);

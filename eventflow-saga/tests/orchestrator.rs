@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use eventflow_core::bus::{Delivery, HandlerError};
 use eventflow_core::memory::InMemoryBusOptions;
 use eventflow_core::{
-    CommandContext, EventBus, EventStore, InMemoryBus, InMemoryEventStore, Message, MessageHandler,
+    CommandContext, EventBus, GlobalFeed, InMemoryBus, InMemoryEventStore, Message, MessageHandler,
     Metadata, Repository, SubscriptionHandle,
 };
 use eventflow_saga::participant::IDEMPOTENCY_KEY_HEADER;
@@ -28,6 +28,8 @@ struct World {
     store: Arc<InMemoryEventStore>,
     bus: Arc<InMemoryBus>,
     shop: ShopStores,
+    /// The same four stores, with their global feeds, for assertions.
+    shop_feeds: [Arc<InMemoryEventStore>; 4],
     participants: Vec<(eventflow_core::Subscription, Arc<dyn MessageHandler>)>,
     handles: Vec<SubscriptionHandle>,
 }
@@ -35,11 +37,14 @@ struct World {
 impl World {
     async fn new(bus: InMemoryBus, faults: Arc<dyn ShopFaults>) -> World {
         let bus = Arc::new(bus);
+        let shop_feeds: [Arc<InMemoryEventStore>; 4] =
+            std::array::from_fn(|_| Arc::new(InMemoryEventStore::new()));
+        let [inventory, payments, shipping, ordering] = shop_feeds.clone();
         let shop = ShopStores {
-            inventory: Arc::new(InMemoryEventStore::new()),
-            payments: Arc::new(InMemoryEventStore::new()),
-            shipping: Arc::new(InMemoryEventStore::new()),
-            ordering: Arc::new(InMemoryEventStore::new()),
+            inventory,
+            payments,
+            shipping,
+            ordering,
         };
         Repository::<Warehouse>::new(Arc::clone(&shop.inventory))
             .execute(
@@ -57,6 +62,7 @@ impl World {
             store: Arc::new(InMemoryEventStore::new()),
             bus,
             shop,
+            shop_feeds,
             participants,
             handles: Vec::new(),
         }
@@ -113,12 +119,7 @@ impl World {
     /// Every participant event, grouped by the idempotency key it was recorded under.
     async fn effects_by_key(&self) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for store in [
-            &self.shop.inventory,
-            &self.shop.payments,
-            &self.shop.shipping,
-            &self.shop.ordering,
-        ] {
+        for store in &self.shop_feeds {
             for event in store.read_all(1, usize::MAX).await.expect("read_all") {
                 if let Some(key) = event.metadata.headers.get(IDEMPOTENCY_KEY_HEADER) {
                     out.entry(key.clone())

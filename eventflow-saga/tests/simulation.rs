@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::bus::BusCapabilities;
 use eventflow_core::{
-    AppendRequest, AppendResult, CommandContext, Delivery, EventBus, EventStore, Filter,
+    AppendRequest, AppendResult, CommandContext, Delivery, EventBus, EventStore, Filter, GlobalFeed,
     InMemoryEventStore, Message, MessageHandler, RecordedEvent, Repository, StreamId, Subscription,
     SubscriptionHandle,
 };
@@ -317,17 +317,6 @@ impl EventStore for FaultyStore {
                     .read_stream(stream, from_version, max_count)
                     .await
             }
-            _ => Err(injected()),
-        }
-    }
-
-    async fn read_all(
-        &self,
-        from_position: u64,
-        max_count: usize,
-    ) -> eventflow_core::Result<Vec<RecordedEvent>> {
-        match self.chaos.fault(self.instance, Call::StoreRead)? {
-            Fault::None => self.inner.read_all(from_position, max_count).await,
             _ => Err(injected()),
         }
     }
@@ -949,7 +938,7 @@ impl Run {
             .iter()
             .filter(|e| e.stream_id.as_str() == "warehouse-main")
         {
-            let event: WarehouseEvent = e.decode().expect("warehouse event");
+            let event: WarehouseEvent = e.decode_as_stored().expect("warehouse event");
             match event {
                 WarehouseEvent::Restocked { items } => {
                     stock += items.iter().map(|i| i.quantity).sum::<i64>()

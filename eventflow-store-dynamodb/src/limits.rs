@@ -68,47 +68,48 @@ pub(crate) fn condition_checks(expected: ExpectedVersion, events: usize) -> u64 
     }
 }
 
-/// Checks keys, item sizes, item count and transaction size of `request`, before any call.
-/// Sizes are upper bounds (the largest possible version number and timestamp are assumed), so a
-/// request that passes never fails remotely on a limit, whatever version it lands at.
+/// Checks keys, item sizes, item count and transaction size of `request`, over all its streams,
+/// before any call. Sizes are upper bounds (the largest possible version number and timestamp are
+/// assumed), so a request that passes never fails remotely on a limit, whatever versions it lands at.
 pub(crate) fn check(request: &AppendRequest) -> Result<Footprint> {
-    let stream = request.stream.as_str();
-    if stream.is_empty() {
-        return Err(Error::InvalidRequest("stream id is empty".into()));
-    }
-    let stream_bytes = stream.len() as u64;
-    exceeds(
-        names::STREAM_ID_BYTES,
-        stream_bytes,
-        MAX_PARTITION_KEY_BYTES,
-    )?;
-    let events = request.events.len() as u64;
-    let mut items = events + condition_checks(request.expected, request.events.len());
+    request.validate()?;
+    let mut items = 0;
     let mut bytes = 0;
-    for event in &request.events {
-        let size = event_item_size(stream_bytes, event)?;
-        exceeds(names::ITEM_BYTES, size, MAX_ITEM_BYTES)?;
-        bytes += size;
-    }
-    let event_key_bytes = event_attr::STREAM_ID.len() as u64
-        + stream_bytes
-        + event_attr::VERSION.len() as u64
-        + MAX_VERSION_BYTES;
-    bytes += condition_checks(request.expected, request.events.len()) * event_key_bytes;
-    if request.outbox && events > 0 {
+    for (stream, expected, events) in request.streams() {
+        let stream_bytes = stream.as_str().len() as u64;
         exceeds(
-            names::OUTBOX_STREAM_ID_BYTES,
+            names::STREAM_ID_BYTES,
             stream_bytes,
-            MAX_OUTBOX_STREAM_ID_BYTES as u64,
+            MAX_PARTITION_KEY_BYTES,
         )?;
-        items += events;
-        bytes += events * outbox_item_size(stream_bytes);
+        let count = events.len() as u64;
+        let checks = condition_checks(expected, events.len());
+        items += count + checks;
+        for event in events {
+            let size = event_item_size(stream_bytes, event)?;
+            exceeds(names::ITEM_BYTES, size, MAX_ITEM_BYTES)?;
+            bytes += size;
+        }
+        let event_key_bytes = event_attr::STREAM_ID.len() as u64
+            + stream_bytes
+            + event_attr::VERSION.len() as u64
+            + MAX_VERSION_BYTES;
+        bytes += checks * event_key_bytes;
+        if request.outbox && count > 0 {
+            exceeds(
+                names::OUTBOX_STREAM_ID_BYTES,
+                stream_bytes,
+                MAX_OUTBOX_STREAM_ID_BYTES as u64,
+            )?;
+            items += count;
+            bytes += count * outbox_item_size(stream_bytes);
+        }
     }
     if let Some(key) = &request.idempotency_key {
         let pk = (IDEMPOTENCY_PREFIX.len() + key.len()) as u64;
         exceeds(names::IDEMPOTENCY_KEY_BYTES, pk, MAX_PARTITION_KEY_BYTES)?;
         items += 1;
-        bytes += idempotency_item_size(pk, stream_bytes);
+        bytes += idempotency_item_size(pk, request.stream.as_str().len() as u64);
     }
     exceeds(names::TRANSACTION_ITEMS, items, MAX_TRANSACTION_ITEMS)?;
     exceeds(names::TRANSACTION_BYTES, bytes, MAX_TRANSACTION_BYTES)?;
@@ -247,6 +248,37 @@ mod tests {
         let r = request(ExpectedVersion::Any, events(12, 350 * 1024));
         assert_eq!(limit_of(check(&r)), names::TRANSACTION_BYTES);
         assert!(check(&request(ExpectedVersion::Any, events(11, 350 * 1024))).is_ok());
+    }
+
+    #[test]
+    fn limits_count_every_stream_of_a_multi_stream_append() {
+        // 3 streams x (30 events + 30 outbox entries) = 180 items: refused as one transaction.
+        let mut r = request(ExpectedVersion::NoStream, events(30, 10)).with_outbox(true);
+        for i in 2..=3 {
+            r = r.with_stream(
+                StreamId::new(format!("s-{i}")),
+                ExpectedVersion::NoStream,
+                events(30, 10),
+            );
+        }
+        assert_eq!(limit_of(check(&r)), names::TRANSACTION_ITEMS);
+        // 12 streams of one 350 KB event each: over 4 MB together.
+        let mut r = request(ExpectedVersion::Any, events(1, 350 * 1024));
+        for i in 2..=12 {
+            r = r.with_stream(
+                StreamId::new(format!("s-{i}")),
+                ExpectedVersion::Any,
+                events(1, 350 * 1024),
+            );
+        }
+        assert_eq!(limit_of(check(&r)), names::TRANSACTION_BYTES);
+        // A checked stream without events counts its condition checks.
+        let r = request(ExpectedVersion::NoStream, events(1, 10)).with_stream(
+            StreamId::new("s-2"),
+            ExpectedVersion::Exact(4),
+            Vec::new(),
+        );
+        assert_eq!(check(&r).unwrap().items, 3);
     }
 
     #[test]

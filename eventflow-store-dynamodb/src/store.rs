@@ -41,8 +41,21 @@ const BATCH_WRITE_ITEMS: usize = 25;
 ///   written in the same `TransactWriteItems` as the events, each under a condition, so an append is
 ///   all or nothing and a reused key can never slip through.
 /// - **Reads** are strongly consistent `Query`s that follow `LastEvaluatedKey` to the end.
-/// - There is **no global feed** ([`EventStore::read_all`] returns [`Error::Unsupported`]): feed
-///   projections from the outbox through a bus, or from DynamoDB Streams (see the crate docs).
+/// - An append may span **several streams** ([`AppendRequest::with_stream`]): all their items go
+///   into the one transaction, so they are written all or nothing.
+/// - There is **no global feed**: this store does not implement
+///   [`GlobalFeed`](eventflow_core::GlobalFeed), so a
+///   [`ProjectionRunner`](eventflow_core::ProjectionRunner) over it does not compile. Feed
+///   projections from the outbox through a bus ([`Projector`](eventflow_core::Projector) is a
+///   message handler), or from DynamoDB Streams (see the crate docs).
+///
+/// ```compile_fail
+/// # async fn f(store: eventflow_store_dynamodb::DynamoDbEventStore, p: std::sync::Arc<impl eventflow_core::Projection>) {
+/// use std::sync::Arc;
+/// // error: the trait `GlobalFeed` is not implemented for `DynamoDbEventStore`
+/// let runner = eventflow_core::ProjectionRunner::new(Arc::new(store), p);
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DynamoDbEventStore {
     client: Client,
@@ -66,16 +79,46 @@ enum Outcome {
     Committed,
     /// The idempotency key was recorded before; the key item's old image, when DynamoDB returned it.
     DuplicateKey(Option<Item>),
-    /// A version condition failed.
-    VersionConflict,
+    /// A version condition of the request's stream at this index failed.
+    VersionConflict(usize),
+}
+
+/// Where one stream of a request starts: the version its events follow, and whether the
+/// transaction must check that the stream is there (a version from the caller) or not (a version
+/// just read, for `Any`).
+#[derive(Debug, Clone, Copy)]
+struct Base {
+    version: u64,
+    checked: bool,
 }
 
 /// A transaction ready to send, and what it will have written.
 struct Plan {
     items: Vec<TransactWriteItem>,
+    /// The index (in request order) of the stream each item belongs to; `None` for the key.
+    owners: Vec<Option<usize>>,
     /// Index of the idempotency key's put in `items`.
     key_index: Option<usize>,
     result: AppendResult,
+}
+
+/// What `request` writes when its streams start at `bases`.
+fn result_of(request: &AppendRequest, bases: &[Base], now: chrono::DateTime<Utc>) -> AppendResult {
+    let mut streams = request.streams().zip(bases).map(|((stream, _, events), base)| {
+        let count = events.len() as u64;
+        AppendResult::new(
+            stream.clone(),
+            base.version + 1,
+            base.version + count,
+            None,
+            now,
+        )
+    });
+    let mut result = streams.next().unwrap_or_else(|| {
+        AppendResult::new(request.stream.clone(), 1, 0, None, now)
+    });
+    result.other_streams = streams.collect();
+    result
 }
 
 impl DynamoDbEventStore {
@@ -150,18 +193,16 @@ impl DynamoDbEventStore {
         }
     }
 
-    /// Builds the transaction of `request` on a stream at `base`. `check_base` adds the condition
-    /// that event `base` exists (needed when `base` comes from the caller, not from a read).
-    fn plan(&self, request: &AppendRequest, base: u64, check_base: bool) -> Result<Plan> {
-        let stream = &request.stream;
+    /// Builds the transaction of `request` with its streams at `bases`.
+    fn plan(&self, request: &AppendRequest, bases: &[Base]) -> Result<Plan> {
         let events_table = self.config.events_table();
         let meta_table = self.config.meta_table();
         let shards = self.config.outbox_shards();
-        let now = Utc::now();
-        let count = request.events.len() as u64;
-        let result = AppendResult::new(stream.clone(), base + 1, base + count, None, now);
-        let mut transaction =
-            Vec::with_capacity(request.events.len() * if request.outbox { 2 } else { 1 } + 3);
+        let result = result_of(request, bases, Utc::now());
+        let now = result.recorded_at;
+        let capacity = request.event_count() * if request.outbox { 2 } else { 1 } + 3;
+        let mut transaction = Vec::with_capacity(capacity);
+        let mut owners = Vec::with_capacity(capacity);
         let mut key_index = None;
         if let Some(key) = &request.idempotency_key {
             key_index = Some(transaction.len());
@@ -171,62 +212,69 @@ impl DynamoDbEventStore {
                 meta_attr::PK,
                 true,
             )?);
+            owners.push(None);
         }
-        if check_base && base > 0 {
-            transaction.push(condition_check(
-                events_table,
-                items::event_key(stream, base),
-                true,
-            )?);
-        }
-        if request.events.is_empty() {
-            if check_base {
-                // Nothing to put at base + 1: check it is still free.
-                transaction.push(condition_check(
+        for (index, ((stream, _, events), base)) in request.streams().zip(bases).enumerate() {
+            let mut push = |item| {
+                transaction.push(item);
+                owners.push(Some(index));
+            };
+            if base.checked && base.version > 0 {
+                push(condition_check(
                     events_table,
-                    items::event_key(stream, base + 1),
-                    false,
+                    items::event_key(stream, base.version),
+                    true,
                 )?);
             }
-        } else {
-            for (offset, event) in request.events.iter().enumerate() {
-                let version = base + 1 + offset as u64;
+            if events.is_empty() {
+                if base.checked {
+                    // Nothing to put at base + 1: check it is still free.
+                    push(condition_check(
+                        events_table,
+                        items::event_key(stream, base.version + 1),
+                        false,
+                    )?);
+                }
+                continue;
+            }
+            for (offset, event) in events.iter().enumerate() {
+                let version = base.version + 1 + offset as u64;
                 let item = items::event_item(stream, version, event, now)?;
-                transaction.push(put(events_table, item, event_attr::STREAM_ID, false)?);
+                push(put(events_table, item, event_attr::STREAM_ID, false)?);
             }
             if request.outbox {
-                for (offset, event) in request.events.iter().enumerate() {
-                    let version = base + 1 + offset as u64;
+                for (offset, event) in events.iter().enumerate() {
+                    let version = base.version + 1 + offset as u64;
                     let item = items::outbox_item(stream, version, event.event_id, shards);
-                    transaction.push(put(meta_table, item, meta_attr::PK, false)?);
+                    push(put(meta_table, item, meta_attr::PK, false)?);
                 }
             }
         }
         Ok(Plan {
             items: transaction,
+            owners,
             key_index,
             result,
         })
     }
 
-    /// Builds and sends the transaction of `request` on a stream at `base`, retrying cancellations
-    /// that a retry may cure. The plan is rebuilt for each attempt rather than cloned, so the common
-    /// case moves the items into the request without copying them.
+    /// Builds and sends the transaction of `request` with its streams at `bases`, retrying
+    /// cancellations that a retry may cure. The plan is rebuilt for each attempt rather than
+    /// cloned, so the common case moves the items into the request without copying them.
     async fn transact(
         &self,
         request: &AppendRequest,
-        base: u64,
-        check_base: bool,
+        bases: &[Base],
     ) -> Result<(Outcome, AppendResult)> {
         let retry = self.config.retry();
         let mut attempt = 1;
         loop {
             let Plan {
                 items,
+                owners,
                 key_index,
                 result,
-            } = self.plan(request, base, check_base)?;
-            let count = items.len();
+            } = self.plan(request, bases)?;
             let sent = self
                 .client
                 .transact_write_items()
@@ -253,8 +301,9 @@ impl DynamoDbEventStore {
                 let image = reasons.get(k).and_then(|r| r.item()).cloned();
                 return Ok((Outcome::DuplicateKey(image), result));
             }
-            if (0..count).any(|i| Some(i) != key_index && failed(i)) {
-                return Ok((Outcome::VersionConflict, result));
+            let conflict = (0..owners.len()).find(|&i| failed(i)).and_then(|i| owners[i]);
+            if let Some(stream) = conflict {
+                return Ok((Outcome::VersionConflict(stream), result));
             }
             let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
             let transient = codes.iter().any(|c| TRANSIENT_REASONS.contains(c));
@@ -289,92 +338,104 @@ impl DynamoDbEventStore {
         }
     }
 
-    async fn append_any(&self, request: AppendRequest) -> Result<AppendResult> {
-        let attempts = self.config.any_attempts();
-        let mut attempt = 1;
-        loop {
-            let base = self.stream_version(&request.stream).await?;
-            if request.events.is_empty() && request.idempotency_key.is_none() {
-                return Ok(AppendResult::new(
-                    request.stream,
-                    base + 1,
-                    base,
-                    None,
-                    Utc::now(),
-                ));
-            }
-            let (outcome, result) = self.transact(&request, base, false).await?;
-            match outcome {
-                Outcome::Committed => return Ok(result),
-                Outcome::DuplicateKey(image) => {
-                    let key = request.idempotency_key.as_deref().unwrap_or_default();
-                    return Err(self.duplicate(key, image).await);
+    /// Where each stream of `request` starts: the caller's expected version (checked by the
+    /// transaction), or for `Any` the head read now.
+    async fn bases(&self, request: &AppendRequest) -> Result<Vec<Base>> {
+        let mut bases = Vec::with_capacity(1 + request.other_streams.len());
+        for (stream, expected, events) in request.streams() {
+            let base = match expected {
+                ExpectedVersion::Any => Base {
+                    version: self.stream_version(stream).await?,
+                    checked: false,
+                },
+                ExpectedVersion::NoStream => Base {
+                    version: 0,
+                    checked: true,
+                },
+                ExpectedVersion::Exact(version) => {
+                    if version.checked_add(events.len() as u64 + 1).is_none() {
+                        return Err(Error::InvalidRequest(format!(
+                            "expected version {version} of {stream} leaves no room for {} more events",
+                            events.len()
+                        )));
+                    }
+                    Base {
+                        version,
+                        checked: true,
+                    }
                 }
-                Outcome::VersionConflict if attempt < attempts => {
-                    tracing::debug!(stream = %request.stream, attempt, "Any append raced; retrying");
-                    tokio::time::sleep(self.config.retry().delay(attempt)).await;
-                    attempt += 1;
+                other => {
+                    return Err(Error::InvalidRequest(format!(
+                        "expected version {other} is not supported by {BACKEND}"
+                    )));
                 }
-                Outcome::VersionConflict => {
-                    let actual = self.stream_version(&request.stream).await?;
-                    return Err(Error::Conflict {
-                        stream: request.stream,
-                        expected: ExpectedVersion::Any,
-                        actual,
-                    });
-                }
-            }
+            };
+            bases.push(base);
         }
+        Ok(bases)
     }
 
-    async fn append_exact(&self, request: AppendRequest, base: u64) -> Result<AppendResult> {
-        if base.checked_add(request.events.len() as u64 + 1).is_none() {
-            return Err(Error::InvalidRequest(format!(
-                "expected version {base} leaves no room for {} more events",
-                request.events.len()
-            )));
-        }
-        if request.events.is_empty() && request.idempotency_key.is_none() {
-            let actual = self.stream_version(&request.stream).await?;
-            if actual != base {
+    /// An append that writes nothing (no events, no key) only checks the caller's versions.
+    async fn check_versions(&self, request: &AppendRequest, bases: &[Base]) -> Result<AppendResult> {
+        for ((stream, expected, _), base) in request.streams().zip(bases) {
+            if !base.checked {
+                continue;
+            }
+            let actual = self.stream_version(stream).await?;
+            if actual != base.version {
                 return Err(Error::Conflict {
-                    stream: request.stream,
-                    expected: request.expected,
+                    stream: stream.clone(),
+                    expected,
                     actual,
                 });
             }
-            return Ok(AppendResult::new(
-                request.stream,
-                base + 1,
-                base,
-                None,
-                Utc::now(),
-            ));
         }
-        let attempts = self.config.retry().max_attempts();
+        Ok(result_of(request, bases, Utc::now()))
+    }
+
+    /// Appends `request` in one transaction. A conflict on an `Any` stream (its head moved between
+    /// the read and the write) is retried from a fresh read; a failed check of a caller's version
+    /// is retried only when the stream has since reached that version (it was behind, not ahead).
+    async fn append_checked(&self, request: AppendRequest) -> Result<AppendResult> {
         let mut attempt = 1;
         loop {
-            let (outcome, result) = self.transact(&request, base, true).await?;
-            match outcome {
+            let bases = self.bases(&request).await?;
+            if request.event_count() == 0 && request.idempotency_key.is_none() {
+                return self.check_versions(&request, &bases).await;
+            }
+            let (outcome, result) = self.transact(&request, &bases).await?;
+            let index = match outcome {
                 Outcome::Committed => return Ok(result),
                 Outcome::DuplicateKey(image) => {
                     let key = request.idempotency_key.as_deref().unwrap_or_default();
                     return Err(self.duplicate(key, image).await);
                 }
-                Outcome::VersionConflict => {
-                    let actual = self.stream_version(&request.stream).await?;
-                    // The stream was behind and has caught up since: the expectation holds now.
-                    if actual == base && attempt < attempts {
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(Error::Conflict {
-                        stream: request.stream,
-                        expected: request.expected,
-                        actual,
-                    });
-                }
+                Outcome::VersionConflict(index) => index,
+            };
+            let Some((stream, expected, _)) = request.streams().nth(index) else {
+                return Err(other_error(
+                    "TransactWriteItems",
+                    format!("a condition of stream #{index} failed, which the request does not have"),
+                    false,
+                ));
+            };
+            let actual = self.stream_version(stream).await?;
+            let retry = match expected {
+                ExpectedVersion::Any => attempt < self.config.any_attempts(),
+                _ => actual == bases[index].version && attempt < self.config.retry().max_attempts(),
+            };
+            if !retry {
+                return Err(Error::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                    actual,
+                });
             }
+            tracing::debug!(%stream, attempt, "append raced; retrying");
+            if expected == ExpectedVersion::Any {
+                tokio::time::sleep(self.config.retry().delay(attempt)).await;
+            }
+            attempt += 1;
         }
     }
 
@@ -577,19 +638,12 @@ impl EventStore for DynamoDbEventStore {
             "eventflow.dynamodb.append",
             stream = %request.stream,
             expected = %request.expected,
-            events = request.events.len(),
+            streams = 1 + request.other_streams.len(),
+            events = request.event_count(),
             items = footprint.items,
             bytes = footprint.bytes,
         );
-        match request.expected {
-            ExpectedVersion::Any => self.append_any(request).instrument(span).await,
-            ExpectedVersion::NoStream => self.append_exact(request, 0).instrument(span).await,
-            ExpectedVersion::Exact(base) => self.append_exact(request, base).instrument(span).await,
-            _ => Err(Error::InvalidRequest(format!(
-                "expected version {} is not supported by {BACKEND}",
-                request.expected
-            ))),
-        }
+        self.append_checked(request).instrument(span).await
     }
 
     async fn read_stream(
@@ -637,13 +691,6 @@ impl EventStore for DynamoDbEventStore {
         }
         tracing::trace!(stream = %stream, from, count = events.len(), pages, "read stream");
         Ok(events)
-    }
-
-    async fn read_all(&self, _from_position: u64, _max_count: usize) -> Result<Vec<RecordedEvent>> {
-        Err(Error::Unsupported {
-            backend: BACKEND,
-            operation: "read_all (global feed)",
-        })
     }
 
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {

@@ -3,6 +3,7 @@
 
 pub mod aggregate;
 pub mod bus;
+pub mod decider;
 pub mod error;
 pub mod event;
 pub mod feed;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use decider::{AggregateDecider, Decider};
 pub use bus::{
     DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message, MessageHandler,
     RetryPolicy, Subscription, SubscriptionHandle, handler_fn,
@@ -34,7 +36,9 @@ pub use memory::{
 pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay};
 pub use projection::{Applied, CheckpointStore, Projection, ProjectionRunner, Projector};
-pub use repository::{CommandContext, CommandError, Envelope, Executed, Loaded, Repository};
+pub use repository::{
+    CommandContext, CommandError, DeciderRepository, Envelope, Executed, Loaded, Repository,
+};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,

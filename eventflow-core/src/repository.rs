@@ -12,6 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
+use crate::decider::{AggregateDecider, Decider};
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Upcasters};
 use crate::metadata::Metadata;
@@ -117,13 +118,13 @@ pub enum CommandError<E> {
     Store(#[from] Error),
 }
 
-/// An aggregate's state and the version it reflects.
+/// A stream's state and the version it reflects.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct Loaded<A> {
+pub struct Loaded<S> {
     /// The state.
-    pub state: A,
-    /// How many events it reflects (0 for a new aggregate).
+    pub state: S,
+    /// How many events it reflects (0 for a new stream).
     pub version: u64,
 }
 
@@ -170,25 +171,34 @@ impl<A> AggregateCache<A> {
     }
 }
 
-/// Loads aggregates from an [`EventStore`] and runs commands against them.
+/// Loads the streams of a [`Decider`] from an [`EventStore`] and runs commands against them.
 ///
-/// A command runs as: load (cache or snapshot, then later events) → [`Aggregate::handle`] → append
-/// with [`ExpectedVersion::Exact`]. On a conflict it reloads and tries again, up to
-/// [`with_max_conflict_retries`](Self::with_max_conflict_retries) times.
-pub struct Repository<A: Aggregate> {
+/// A command runs as: load (cache or snapshot, then later events) → [`Decider::decide`] → append
+/// with [`ExpectedVersion::Exact`]. On a conflict it catches up and tries again, up to
+/// [`with_max_conflict_retries`](Self::with_max_conflict_retries) times. Aggregates use it as
+/// [`Repository<A>`]; other typed users of the store (a saga orchestrator, a ledger) bring their
+/// own decider ([`DeciderRepository::for_decider`]).
+pub struct DeciderRepository<D: Decider> {
+    decider: D,
     store: Arc<dyn EventStore>,
     /// The event type's [`DomainEvent::upcasters`], built once.
     upcasters: Upcasters,
-    snapshots: Option<Snapshotting<A>>,
-    cache: Option<AggregateCache<A>>,
+    /// `"{stream_type}-"`: how an id is cut out of a stream id.
+    prefix: String,
+    snapshots: Option<Snapshotting<D::State>>,
+    cache: Option<AggregateCache<D::State>>,
     max_conflict_retries: u32,
     outbox: bool,
+    snapshot_format_version: u32,
 }
 
-impl<A: Aggregate> fmt::Debug for Repository<A> {
+/// The repository of aggregate type `A`: `Repository::<Order>::new(store)`.
+pub type Repository<A> = DeciderRepository<AggregateDecider<A>>;
+
+impl<D: Decider> fmt::Debug for DeciderRepository<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Repository")
-            .field("stream_type", &A::STREAM_TYPE)
+            .field("stream_type", &self.decider.stream_type())
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
             .field("cache", &self.cache.as_ref().map(|c| c.capacity))
             .field("max_conflict_retries", &self.max_conflict_retries)
@@ -197,17 +207,35 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
     }
 }
 
-impl<A: Aggregate> Repository<A> {
-    /// A repository over `store`: no snapshots, no cache, no outbox, 3 retries on conflict.
+impl<A: Aggregate> DeciderRepository<AggregateDecider<A>> {
+    /// A repository of aggregate `A` over `store`: no snapshots, no cache, no outbox, 3 retries
+    /// on conflict.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Repository {
+        Self::for_decider(AggregateDecider::new(), store)
+    }
+}
+
+impl<D: Decider> DeciderRepository<D> {
+    /// A repository running `decider` over `store`: no snapshots, no cache, no outbox, 3 retries
+    /// on conflict.
+    pub fn for_decider(decider: D, store: Arc<dyn EventStore>) -> Self {
+        let prefix = format!("{}-", decider.stream_type());
+        DeciderRepository {
+            decider,
             store,
-            upcasters: <A::Event as DomainEvent>::upcasters(),
+            upcasters: <D::Event as DomainEvent>::upcasters(),
+            prefix,
             snapshots: None,
             cache: None,
             max_conflict_retries: 3,
             outbox: false,
+            snapshot_format_version: 1,
         }
+    }
+
+    /// The decider it runs.
+    pub fn decider(&self) -> &D {
+        &self.decider
     }
 
     /// Takes snapshots by `policy` into `store`, and loads from the latest one.
@@ -216,28 +244,30 @@ impl<A: Aggregate> Repository<A> {
     /// version](Self::with_snapshot_format_version), is ignored and the stream is replayed in full.
     pub fn with_snapshots(mut self, store: Arc<dyn SnapshotStore>, policy: SnapshotPolicy) -> Self
     where
-        A: Serialize + DeserializeOwned,
+        D::State: Serialize + DeserializeOwned,
     {
         self.snapshots = Some(Snapshotting {
             store,
             policy,
-            format_version: 1,
-            encode: encode_state::<A>,
-            decode: decode_state::<A>,
+            format_version: self.snapshot_format_version,
+            encode: encode_state::<D::State>,
+            decode: decode_state::<D::State>,
         });
         self
     }
 
-    /// Sets the format version written into snapshots (default 1). Bump it when the aggregate's
-    /// state changes meaning, so older snapshots are ignored rather than misread.
+    /// Sets the format version written into snapshots and expected of them (default 1), before or
+    /// after [`with_snapshots`](Self::with_snapshots). Bump it when the state changes meaning, so
+    /// older snapshots are ignored rather than misread.
     pub fn with_snapshot_format_version(mut self, version: u32) -> Self {
+        self.snapshot_format_version = version;
         if let Some(s) = &mut self.snapshots {
             s.format_version = version;
         }
         self
     }
 
-    /// Keeps up to `capacity` aggregates in memory between commands.
+    /// Keeps up to `capacity` states in memory between commands.
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Some(AggregateCache {
             capacity: capacity.max(1),
@@ -265,46 +295,84 @@ impl<A: Aggregate> Repository<A> {
 
     /// The store as a trait object: calling through `&dyn` avoids the `Arc<S>` forwarding impl,
     /// which would box a second future per call.
-    fn events(&self) -> &dyn EventStore {
+    fn dyn_store(&self) -> &dyn EventStore {
         &*self.store
     }
 
-    /// The stream of aggregate `id`.
-    pub fn stream_id(id: &str) -> StreamId {
-        StreamId::for_aggregate(A::STREAM_TYPE, id)
+    /// The stream of `id`: `"{stream_type}-{id}"`.
+    pub fn stream_id(&self, id: &str) -> StreamId {
+        StreamId::for_aggregate(self.decider.stream_type(), id)
     }
 
-    /// Loads aggregate `id` from its snapshot and events (the cache is not used).
-    pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
-        let stream = Self::stream_id(id);
-        let (state, version) = self.load_stream(&stream, None).await?;
+    /// The id a stream of this repository belongs to; `None` for another type's stream.
+    pub fn id_of<'s>(&self, stream: &'s StreamId) -> Option<&'s str> {
+        stream.as_str().strip_prefix(self.prefix.as_str())
+    }
+
+    /// Loads `id` from its snapshot and events (the cache is not read).
+    pub async fn load(&self, id: &str) -> Result<Loaded<D::State>> {
+        let stream = self.stream_id(id);
+        let (state, version) = self.load_stream(id, &stream, None).await?;
         Ok(Loaded { state, version })
     }
 
-    /// Runs `command` against aggregate `id`.
+    /// Puts a state the caller loaded (and acted on) into the cache, so the next command starts
+    /// from it. Without a cache it is dropped.
+    pub fn remember(&self, id: &str, loaded: Loaded<D::State>) {
+        self.cache_put(&self.stream_id(id), loaded.version, loaded.state);
+    }
+
+    /// Drops `id` from the cache: the next command loads it from the store.
+    pub fn forget(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.take(&self.stream_id(id));
+        }
+    }
+
+    /// Runs `command` against `id`.
     pub async fn execute(
         &self,
         id: &str,
-        command: &A::Command,
+        command: &D::Command,
         context: CommandContext,
-    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
-        let stream = Self::stream_id(id);
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        self.execute_and_inspect(id, command, context, |_, _| {})
+            .await
+    }
+
+    /// Runs `command` against `id`, and shows `inspect` the state the command ended on with its
+    /// version (after the append; after a refusal, the state it was refused in), before the state
+    /// goes back into the cache. It is not called for a command answered from its idempotency key.
+    ///
+    /// For callers that act on the state rather than on the events, such as a process manager
+    /// that sends whatever its state has in flight: a version other than the one it last saw plus
+    /// the events it appended means another writer moved the stream.
+    pub async fn execute_and_inspect(
+        &self,
+        id: &str,
+        command: &D::Command,
+        context: CommandContext,
+        inspect: impl FnOnce(&D::State, u64) + Send,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        let stream = self.stream_id(id);
         let span = tracing::info_span!(
             "eventflow.command",
             stream = %stream,
             correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
         );
-        self.execute_in_span(stream, command, context)
+        self.execute_in_span(id, stream, command, context, inspect)
             .instrument(span)
             .await
     }
 
     async fn execute_in_span(
         &self,
+        id: &str,
         stream: StreamId,
-        command: &A::Command,
+        command: &D::Command,
         context: CommandContext,
-    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+        inspect: impl FnOnce(&D::State, u64) + Send,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
         // A cached state is decided on without reading the stream first: the append's `Exact`
         // check proves it was current. Only a decision that appends nothing (a rejection, an empty
         // result) is not proven by an append, so it first catches up with the stream and decides
@@ -314,7 +382,7 @@ impl<A: Aggregate> Repository<A> {
         let mut attempt = 0;
         loop {
             if let Some(key) = &context.idempotency_key
-                && let Some(original) = self.events().find_idempotency_key(key).await?
+                && let Some(original) = self.dyn_store().find_idempotency_key(key).await?
             {
                 // Nothing is decided: the state taken from the cache goes back unchanged.
                 if let Some((version, state)) = start.take() {
@@ -326,10 +394,10 @@ impl<A: Aggregate> Repository<A> {
                 Some((version, state)) if !verified => (state, version),
                 carried => {
                     verified = true;
-                    self.load_stream(&stream, carried).await?
+                    self.load_stream(id, &stream, carried).await?
                 }
             };
-            let events = match state.handle(command) {
+            let events = match self.decider.decide(&state, command) {
                 Ok(events) if !events.is_empty() || context.idempotency_key.is_some() => events,
                 outcome if !verified => {
                     drop(outcome);
@@ -338,6 +406,7 @@ impl<A: Aggregate> Repository<A> {
                     continue;
                 }
                 Ok(_) => {
+                    inspect(&state, version);
                     self.cache_put(&stream, version, state);
                     return Ok(Executed {
                         stream_id: stream,
@@ -347,6 +416,7 @@ impl<A: Aggregate> Repository<A> {
                     });
                 }
                 Err(rejection) => {
+                    inspect(&state, version);
                     self.cache_put(&stream, version, state);
                     return Err(CommandError::Rejected(rejection));
                 }
@@ -355,7 +425,7 @@ impl<A: Aggregate> Repository<A> {
             for event in &events {
                 new_events.push(NewEvent::encode(event, context.metadata.clone())?);
             }
-            let mut envelopes: Vec<Envelope<A::Event>> = events
+            let mut envelopes: Vec<Envelope<D::Event>> = events
                 .into_iter()
                 .zip(&new_events)
                 .map(|(event, new)| Envelope {
@@ -373,7 +443,7 @@ impl<A: Aggregate> Repository<A> {
                     .with_outbox(self.outbox);
             request.idempotency_key = context.idempotency_key.clone();
             let append = self
-                .events()
+                .dyn_store()
                 .append(request)
                 .instrument(tracing::debug_span!(
                     "eventflow.append",
@@ -386,10 +456,11 @@ impl<A: Aggregate> Repository<A> {
                         envelope.version = result.first_version + i as u64;
                         envelope.position = result.first_position.map(|p| p + i as u64);
                         envelope.recorded_at = result.recorded_at;
-                        state.apply(&envelope.event);
+                        self.decider.evolve(&mut state, &envelope.event);
                     }
                     self.maybe_snapshot(&stream, version, result.last_version, &state)
                         .await;
+                    inspect(&state, result.last_version);
                     self.cache_put(&stream, result.last_version, state);
                     return Ok(Executed {
                         stream_id: stream,
@@ -420,28 +491,50 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    fn cache_put(&self, stream: &StreamId, version: u64, state: A) {
+    fn cache_put(&self, stream: &StreamId, version: u64, state: D::State) {
         if let Some(cache) = &self.cache {
             cache.put(stream.clone(), version, state);
         }
     }
 
+    /// What the command that recorded idempotency key `key` appended, typed, when it was
+    /// recorded on one of this repository's streams: `Ok(None)` when no append used the key.
+    /// A key recorded on another stream is [`Error::DuplicateIdempotencyKey`] with that
+    /// append's result, so the caller can look it up where it belongs.
+    pub async fn find_executed(&self, key: &str) -> Result<Option<Executed<D::Event>>> {
+        let Some(original) = self.dyn_store().find_idempotency_key(key).await? else {
+            return Ok(None);
+        };
+        if self.id_of(&original.stream).is_none() {
+            return Err(Error::DuplicateIdempotencyKey {
+                key: key.to_owned(),
+                original: Box::new(original),
+            });
+        }
+        self.read_executed(original).await.map(Some)
+    }
+
     /// The result of an earlier command with the same idempotency key, read back from the store.
-    /// A key first used on another stream is a caller's mistake, reported rather than decoded.
+    /// A key first used on another stream is a caller's mistake, reported with the original
+    /// append ([`Error::DuplicateIdempotencyKey`]) rather than decoded.
     async fn replay_original(
         &self,
         stream: &StreamId,
         key: &str,
         original: AppendResult,
-    ) -> Result<Executed<A::Event>, CommandError<A::Error>> {
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
         if &original.stream != stream {
-            return Err(CommandError::Store(Error::InvalidRequest(format!(
-                "idempotency key {key:?} was already used on stream {}, not {stream}",
-                original.stream
-            ))));
+            return Err(CommandError::Store(Error::DuplicateIdempotencyKey {
+                key: key.to_owned(),
+                original: Box::new(original),
+            }));
         }
+        Ok(self.read_executed(original).await?)
+    }
+
+    async fn read_executed(&self, original: AppendResult) -> Result<Executed<D::Event>> {
         let recorded = self
-            .events()
+            .dyn_store()
             .read_range(
                 &original.stream,
                 original.first_version,
@@ -463,31 +556,37 @@ impl<A: Aggregate> Repository<A> {
         })
     }
 
-    async fn load_stream(&self, stream: &StreamId, cached: Option<(u64, A)>) -> Result<(A, u64)> {
+    async fn load_stream(
+        &self,
+        id: &str,
+        stream: &StreamId,
+        cached: Option<(u64, D::State)>,
+    ) -> Result<(D::State, u64)> {
         let span = tracing::debug_span!("eventflow.load", %stream, cached = cached.is_some());
-        self.load_stream_in_span(stream, cached)
+        self.load_stream_in_span(id, stream, cached)
             .instrument(span)
             .await
     }
 
     async fn load_stream_in_span(
         &self,
+        id: &str,
         stream: &StreamId,
-        cached: Option<(u64, A)>,
-    ) -> Result<(A, u64)> {
+        cached: Option<(u64, D::State)>,
+    ) -> Result<(D::State, u64)> {
         let (mut state, mut version) = match cached {
             Some((version, state)) => (state, version),
-            None => self.load_snapshot(stream).await?,
+            None => self.load_snapshot(id, stream).await?,
         };
         loop {
             let page = self
-                .events()
+                .dyn_store()
                 .read_stream(stream, version + 1, READ_PAGE_SIZE)
                 .await?;
             let full = page.len() == READ_PAGE_SIZE;
             for recorded in &page {
                 let event = self.upcasters.decode(recorded)?;
-                state.apply(&event);
+                self.decider.evolve(&mut state, &event);
                 version = recorded.version;
             }
             if !full {
@@ -496,29 +595,30 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<(A, u64)> {
+    async fn load_snapshot(&self, id: &str, stream: &StreamId) -> Result<(D::State, u64)> {
+        let initial = || Ok((self.decider.initial_state(id), 0));
         let Some(snapshots) = &self.snapshots else {
-            return Ok((A::default(), 0));
+            return initial();
         };
         let Some(snapshot) = snapshots.store.load(stream).await? else {
-            return Ok((A::default(), 0));
+            return initial();
         };
         if snapshot.format_version != snapshots.format_version {
             tracing::debug!(%stream, "snapshot of another format version; replaying the stream");
-            return Ok((A::default(), 0));
+            return initial();
         }
         match (snapshots.decode)(&snapshot.state) {
             Ok(state) => Ok((state, snapshot.version)),
             Err(error) => {
                 tracing::warn!(%stream, %error, "snapshot does not deserialise; replaying the stream");
-                Ok((A::default(), 0))
+                initial()
             }
         }
     }
 
     /// Snapshot failures are logged, not returned: the events are already committed, and a missing
     /// snapshot only costs a longer replay.
-    async fn maybe_snapshot(&self, stream: &StreamId, before: u64, after: u64, state: &A) {
+    async fn maybe_snapshot(&self, stream: &StreamId, before: u64, after: u64, state: &D::State) {
         let Some(snapshots) = &self.snapshots else {
             return;
         };

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{Account, AccountCommand, AccountError, AccountEvent};
 use eventflow_core::{
-    AppendRequest, AppendResult, CommandContext, CommandError, Error, EventStore, EventStoreExt,
+    AppendRequest, AppendResult, CommandContext, CommandError, Envelope, Error, EventStore, EventStoreExt,
     ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore, Metadata, NewEvent, RecordedEvent,
     Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
 };
@@ -282,12 +282,21 @@ async fn an_idempotency_key_from_another_stream_is_refused_not_decoded() {
     let key = || CommandContext::new().with_idempotency_key("shared");
     repo.execute("k1", &deposit(1), key()).await.unwrap();
     match repo.execute("k2", &deposit(1), key()).await {
-        Err(CommandError::Store(Error::InvalidRequest(reason))) => {
-            assert!(reason.contains("account-k1"), "{reason}");
+        Err(CommandError::Store(Error::DuplicateIdempotencyKey { key, original })) => {
+            assert_eq!(key, "shared");
+            assert_eq!(original.stream.as_str(), "account-k1");
         }
-        other => panic!("expected InvalidRequest, got {other:?}"),
+        other => panic!("expected DuplicateIdempotencyKey, got {other:?}"),
     }
     assert_eq!(repo.load("k2").await.unwrap().state.balance, 0);
+    // Looked up directly, the key tells which command used it, typed.
+    let executed = repo.find_executed("shared").await.unwrap().unwrap();
+    assert_eq!(repo.id_of(&executed.stream_id), Some("k1"));
+    assert!(matches!(
+        executed.events[..],
+        [Envelope { event: AccountEvent::Deposited { amount: 1 }, .. }]
+    ));
+    assert!(repo.find_executed("unused").await.unwrap().is_none());
 }
 
 /// The same key sent concurrently: one append, every caller gets the same result.

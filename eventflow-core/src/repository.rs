@@ -316,6 +316,39 @@ impl<D: Decider> DeciderRepository<D> {
         Ok(Loaded { state, version })
     }
 
+    /// The events of `id`'s stream, decoded and upcasted, oldest first.
+    pub async fn read_events(&self, id: &str) -> Result<Vec<Envelope<D::Event>>> {
+        let recorded = self.dyn_store().read_stream_to_end(&self.stream_id(id), 1).await?;
+        recorded
+            .into_iter()
+            .map(|r| {
+                let event = self.upcasters.decode(&r)?;
+                Ok(Envelope::from_recorded(r, event))
+            })
+            .collect()
+    }
+
+    /// Saves a snapshot of a state the caller loaded, whatever the snapshot policy: for streams
+    /// written outside [`execute`](Self::execute) (appends with [`ExpectedVersion::Any`] of facts
+    /// that need no decision) that still want short loads. Without
+    /// [`with_snapshots`](Self::with_snapshots) it is [`Error::InvalidRequest`].
+    pub async fn save_snapshot(&self, id: &str, loaded: &Loaded<D::State>) -> Result<()> {
+        let Some(snapshots) = &self.snapshots else {
+            return Err(Error::InvalidRequest(format!(
+                "no snapshot store for {} streams",
+                self.decider.stream_type()
+            )));
+        };
+        let bytes = (snapshots.encode)(&loaded.state).map_err(|e| Error::serialization("snapshot", e))?;
+        let snapshot = Snapshot::new(
+            self.stream_id(id),
+            loaded.version,
+            snapshots.format_version,
+            bytes.into(),
+        );
+        snapshots.store.save(snapshot).await
+    }
+
     /// Puts a state the caller loaded (and acted on) into the cache, so the next command starts
     /// from it. Without a cache it is dropped.
     pub fn remember(&self, id: &str, loaded: Loaded<D::State>) {
@@ -510,6 +543,16 @@ impl<D: Decider> DeciderRepository<D> {
                 key: key.to_owned(),
                 original: Box::new(original),
             });
+        }
+        self.read_executed(original).await.map(Some)
+    }
+
+    /// What an append that recorded an idempotency key wrote (`original`, from
+    /// [`EventStore::find_idempotency_key`]), typed: `Ok(None)` when it was another stream type's.
+    /// For callers that keep one key space over several stream types.
+    pub async fn replay(&self, original: AppendResult) -> Result<Option<Executed<D::Event>>> {
+        if self.id_of(&original.stream).is_none() {
+            return Ok(None);
         }
         self.read_executed(original).await.map(Some)
     }

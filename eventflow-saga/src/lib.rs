@@ -5,6 +5,7 @@ mod clock;
 mod definition;
 mod error;
 mod event;
+mod index;
 mod machine;
 pub mod message;
 mod orchestrator;
@@ -20,6 +21,7 @@ pub use definition::{
 };
 pub use error::{Error, Result};
 pub use event::{CompensationTarget, IndexEvent, SagaEvent, SagaOutcome};
+pub use index::{COMPACT_EVERY, INDEX_SHARDS, SagaIndex, shard_of};
 pub use machine::Disposition;
 pub use message::{CommandKind, SagaCommand, idempotency_key};
 pub use orchestrator::{

@@ -1,18 +1,117 @@
-//! The orchestrator's core: a pure, deterministic state machine.
+//! The orchestrator's core: a pure, deterministic state machine, run as a [`Decider`] by the core's
+//! [`DeciderRepository`](eventflow_core::DeciderRepository).
 //!
-//! `decide(definition, state, input, now)` returns the events to record; `effects(events)` turns
-//! recorded events into commands to send and timers to set; `pending_effects(state)` gives what a
-//! restarted orchestrator must redo (resend the command in flight, re-arm its timer). No I/O, no
-//! clock, no randomness: the shell ([`Orchestrator`](crate::Orchestrator)) does the rest.
+//! `decide(definition, state, input)` returns the events to record; `obligations(definition,
+//! state)` gives what a saga in a state waits on: the complete command in flight and its one
+//! timer. The shell sends and arms exactly that after every transition, and after loading a saga
+//! it did not write (a restart, another orchestrator's write). No I/O, no clock, no randomness:
+//! the time comes in the input.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use eventflow_core::Decider;
 use serde_json::Value;
 
 use crate::clock::add;
 use crate::definition::{CommandDefinition, SagaDefinition};
 use crate::event::{CompensationTarget, SagaEvent, SagaOutcome};
-use crate::message::{CommandKind, Reply};
+use crate::message::{CommandKind, Reply, SagaCommand, idempotency_key};
 use crate::state::{CompensationPhase, SagaState, SagaStatus, StepStatus};
+
+/// An input to a saga, owned, with the time it is decided at: the decider's command.
+#[derive(Debug, Clone)]
+pub(crate) struct SagaInput {
+    pub(crate) kind: InputKind,
+    pub(crate) now: DateTime<Utc>,
+}
+
+/// What moves a saga (the owned form of [`Input`]).
+#[derive(Debug, Clone)]
+pub(crate) enum InputKind {
+    Start {
+        data: Value,
+        correlation_id: Option<String>,
+    },
+    Reply(Reply),
+    Timer(TimerKey),
+    RetryCompensation {
+        requested_by: Option<String>,
+    },
+}
+
+impl InputKind {
+    fn borrowed(&self) -> Input<'_> {
+        match self {
+            InputKind::Start {
+                data,
+                correlation_id,
+            } => Input::Start {
+                data,
+                correlation_id: correlation_id.as_deref(),
+            },
+            InputKind::Reply(reply) => Input::Reply(reply),
+            InputKind::Timer(key) => Input::Timer(key),
+            InputKind::RetryCompensation { requested_by } => Input::RetryCompensation {
+                requested_by: requested_by.as_deref(),
+            },
+        }
+    }
+}
+
+/// An input that records nothing, and why: the decider's "refusal".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the input changed nothing ({0:?})")]
+pub(crate) struct Unchanged(pub(crate) Disposition);
+
+/// The state machine of one saga definition as a [`Decider`]: streams `saga-{name}-{saga id}`.
+#[derive(Debug, Clone)]
+pub(crate) struct SagaDecider {
+    definition: Arc<SagaDefinition>,
+    stream_type: String,
+}
+
+impl SagaDecider {
+    pub(crate) fn new(definition: Arc<SagaDefinition>) -> Self {
+        let stream_type = format!("saga-{}", definition.name);
+        SagaDecider {
+            definition,
+            stream_type,
+        }
+    }
+
+    pub(crate) fn definition(&self) -> &Arc<SagaDefinition> {
+        &self.definition
+    }
+}
+
+impl Decider for SagaDecider {
+    type State = SagaState;
+    type Command = SagaInput;
+    type Event = SagaEvent;
+    type Error = Unchanged;
+
+    fn stream_type(&self) -> &str {
+        &self.stream_type
+    }
+
+    fn initial_state(&self, saga_id: &str) -> SagaState {
+        SagaState::new(saga_id)
+    }
+
+    fn decide(&self, state: &SagaState, input: &SagaInput) -> Result<Vec<SagaEvent>, Unchanged> {
+        let decision = decide(&self.definition, state, input.kind.borrowed(), input.now);
+        if decision.events.is_empty() {
+            Err(Unchanged(decision.disposition))
+        } else {
+            Ok(decision.events)
+        }
+    }
+
+    fn evolve(&self, state: &mut SagaState, event: &SagaEvent) {
+        state.apply(event);
+    }
+}
 
 /// Something that can move a saga.
 #[derive(Debug, Clone, Copy)]
@@ -81,20 +180,13 @@ impl Decision {
     }
 }
 
-/// A command the shell must send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outgoing {
-    Action { step: u32 },
-    Compensation { position: u32, attempt: u32 },
-}
-
-/// Something the shell must do after recording events.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Effect {
-    Send(Outgoing),
-    Timer(DateTime<Utc>, TimerKey),
-    Finished(SagaOutcome),
-    NeedsAttention,
+/// What a saga in some state waits on: the command in flight, complete (sent after the
+/// transition that records it, resent after a load: participants deduplicate by its key), and
+/// the saga's one timer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Obligations {
+    pub(crate) command: Option<SagaCommand>,
+    pub(crate) timer: Option<(DateTime<Utc>, TimerKey)>,
 }
 
 /// Decides what `input` does to a saga in `state`.
@@ -498,95 +590,96 @@ fn timer(
     }
 }
 
-/// What recording `events` obliges the shell to do.
-pub(crate) fn effects(events: &[SagaEvent]) -> Vec<Effect> {
-    let mut effects = Vec::new();
-    for event in events {
-        match event {
-            SagaEvent::StepSent { step, deadline, .. } => {
-                effects.push(Effect::Send(Outgoing::Action { step: *step }));
-                effects.push(Effect::Timer(*deadline, TimerKey::Step { step: *step }));
-            }
-            SagaEvent::CompensationSent {
-                position,
-                attempt,
-                deadline,
-                ..
-            } => {
-                effects.push(Effect::Send(Outgoing::Compensation {
-                    position: *position,
-                    attempt: *attempt,
-                }));
-                effects.push(Effect::Timer(
-                    *deadline,
-                    TimerKey::Compensation {
-                        position: *position,
-                        attempt: *attempt,
-                    },
-                ));
-            }
-            SagaEvent::CompensationFailed {
-                position,
-                attempt,
-                retry_at: Some(at),
-                ..
-            } => effects.push(Effect::Timer(
-                *at,
-                TimerKey::CompensationRetry {
-                    position: *position,
-                    attempt: *attempt,
-                },
-            )),
-            SagaEvent::NeedsAttention { .. } => effects.push(Effect::NeedsAttention),
-            SagaEvent::Finished { outcome } => effects.push(Effect::Finished(*outcome)),
-            _ => {}
-        }
-    }
-    effects
-}
-
-/// What an orchestrator that just loaded `state` must redo: resend the command in flight (the
-/// participant deduplicates it) and re-arm the pending timer.
-pub(crate) fn pending_effects(state: &SagaState) -> Vec<Effect> {
-    let mut effects = Vec::new();
+/// What a saga in `state` waits on: its command in flight and its timer.
+pub(crate) fn obligations(definition: &SagaDefinition, state: &SagaState) -> Obligations {
     if let Some(step) = state.pending_step() {
-        effects.push(Effect::Send(Outgoing::Action { step }));
-        effects.push(Effect::Timer(
-            state.steps[step as usize].deadline,
-            TimerKey::Step { step },
-        ));
-        return effects;
+        let Some(def) = definition.steps.get(step as usize) else {
+            return Obligations::default();
+        };
+        let command = command(
+            definition,
+            state,
+            (&def.action.command, &def.name, CommandKind::Action, 1),
+            None,
+            None,
+        );
+        return Obligations {
+            command: Some(command),
+            timer: Some((
+                state.steps[step as usize].deadline,
+                TimerKey::Step { step },
+            )),
+        };
     }
-    if state.status != Some(SagaStatus::Compensating) {
-        return effects;
-    }
-    let Some(c) = &state.compensation else {
-        return effects;
+    let Some(c) = state
+        .compensation
+        .as_ref()
+        .filter(|_| state.status == Some(SagaStatus::Compensating))
+    else {
+        return Obligations::default();
     };
+    let (position, attempt) = (c.position, c.attempt);
     match c.phase {
         CompensationPhase::Sent { deadline } => {
-            effects.push(Effect::Send(Outgoing::Compensation {
-                position: c.position,
-                attempt: c.attempt,
-            }));
-            effects.push(Effect::Timer(
-                deadline,
-                TimerKey::Compensation {
-                    position: c.position,
-                    attempt: c.attempt,
-                },
-            ));
+            let timer = Some((deadline, TimerKey::Compensation { position, attempt }));
+            let Some(target) = c.current() else {
+                return Obligations::default();
+            };
+            let Some(def) = compensation_command(definition, target) else {
+                return Obligations { command: None, timer };
+            };
+            let reason = Some(Value::String(c.reason.clone()));
+            let command = match target {
+                CompensationTarget::Step { step, name } => {
+                    let result = state
+                        .steps
+                        .get(*step as usize)
+                        .and_then(|s| s.result.clone())
+                        .unwrap_or(Value::Null);
+                    let what = (&def.command, name, CommandKind::Compensation, attempt);
+                    command(definition, state, what, Some(result), reason)
+                }
+                CompensationTarget::Final { command: name } => {
+                    let what = (&def.command, name, CommandKind::Final, attempt);
+                    command(definition, state, what, None, reason)
+                }
+            };
+            Obligations {
+                command: Some(command),
+                timer,
+            }
         }
-        CompensationPhase::RetryAt(at) => effects.push(Effect::Timer(
-            at,
-            TimerKey::CompensationRetry {
-                position: c.position,
-                attempt: c.attempt,
-            },
-        )),
-        _ => {}
+        CompensationPhase::RetryAt(at) => Obligations {
+            command: None,
+            timer: Some((at, TimerKey::CompensationRetry { position, attempt })),
+        },
+        _ => Obligations::default(),
     }
-    effects
+}
+
+/// The complete command of saga `state`: `(command type, step name, kind, attempt)`.
+fn command(
+    definition: &SagaDefinition,
+    state: &SagaState,
+    (command_type, step, kind, attempt): (&String, &String, CommandKind, u32),
+    result: Option<Value>,
+    reason: Option<Value>,
+) -> SagaCommand {
+    SagaCommand {
+        saga_id: state.saga_id.clone(),
+        saga_type: definition.name.clone(),
+        step: step.clone(),
+        kind,
+        attempt,
+        idempotency_key: idempotency_key(&definition.name, &state.saga_id, step, kind),
+        data: state.data.clone(),
+        result,
+        reason,
+        task_token: None,
+        command_type: command_type.clone(),
+        message_id: String::new(),
+        correlation_id: state.correlation_id.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -977,8 +1070,9 @@ mod tests {
                 .as_deref()
                 .is_some_and(|a| a.contains("failed 3 times"))
         );
-        assert!(
-            pending_effects(&run.state).is_empty(),
+        assert_eq!(
+            obligations(&run.def, &run.state),
+            Obligations::default(),
             "parked: nothing in flight"
         );
         // An operator retries: attempt 4 is sent and succeeds; the saga finishes.
@@ -1053,34 +1147,56 @@ mod tests {
     }
 
     #[test]
-    fn pending_effects_resend_what_is_in_flight() {
+    fn obligations_are_the_complete_command_in_flight_and_its_timer() {
         let mut run = Run::start();
+        let first = obligations(&run.def, &run.state);
+        let command = first.command.expect("step 0 in flight");
         assert_eq!(
-            pending_effects(&run.state),
-            vec![
-                Effect::Send(Outgoing::Action { step: 0 }),
-                Effect::Timer(at(10), TimerKey::Step { step: 0 })
-            ]
+            (command.command_type.as_str(), command.step.as_str(), command.kind),
+            ("ReserveInventory", "ReserveInventory", CommandKind::Action)
         );
+        assert_eq!(command.idempotency_key, "PlaceOrder/order-1/ReserveInventory/action");
+        assert_eq!(command.data, json!({"orderId": "order-1"}));
+        assert_eq!(command.correlation_id.as_deref(), Some("req-1"));
+        assert_eq!(first.timer, Some((at(10), TimerKey::Step { step: 0 })));
         run.ok("ReserveInventory", "InventoryReservationFailed");
+        let compensating = obligations(&run.def, &run.state);
+        let command = compensating.command.expect("the final command in flight");
         assert_eq!(
-            pending_effects(&run.state),
-            vec![
-                Effect::Send(Outgoing::Compensation {
+            (command.command_type.as_str(), command.kind, command.attempt),
+            ("CancelOrder", CommandKind::Final, 1)
+        );
+        assert!(command.reason.is_some());
+        assert_eq!(
+            compensating.timer,
+            Some((
+                at(31),
+                TimerKey::Compensation {
                     position: 0,
                     attempt: 1
-                }),
-                Effect::Timer(
-                    at(31),
-                    TimerKey::Compensation {
-                        position: 0,
-                        attempt: 1
-                    }
-                )
-            ]
+                }
+            ))
         );
         run.compensate_all();
-        assert!(pending_effects(&run.state).is_empty());
+        assert_eq!(obligations(&run.def, &run.state), Obligations::default());
+    }
+
+    #[test]
+    fn a_compensation_command_carries_the_step_result() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentDeclined");
+        let command = obligations(&run.def, &run.state)
+            .command
+            .expect("compensation in flight");
+        assert_eq!(
+            (command.command_type.as_str(), command.step.as_str(), command.kind),
+            ("ReleaseInventory", "ReserveInventory", CommandKind::Compensation)
+        );
+        assert_eq!(
+            command.result,
+            Some(json!({"reason": "nope", "ref": "ReserveInventory"}))
+        );
     }
 
     #[test]

@@ -165,6 +165,26 @@ impl SagaCommand {
         }
     }
 
+    /// The command as the bus message the orchestrator publishes from `source`: its id is
+    /// `{idempotency key}#{attempt}` (a resend of one attempt is the same message), its routing
+    /// fields are repeated as [`attributes`], and its causation id is the saga id.
+    pub fn to_message(&self, source: &str) -> Result<Message> {
+        let payload = serde_json::to_value(self)
+            .map_err(|e| Error::serialization(format!("command {}", self.command_type), e))?;
+        let mut message = Message::new(self.command_type.as_str(), source, payload)
+            .with_id(format!("{}#{}", self.idempotency_key, self.attempt))
+            .with_attribute(attributes::SAGA_ID, self.saga_id.as_str())
+            .with_attribute(attributes::SAGA_TYPE, self.saga_type.as_str())
+            .with_attribute(attributes::STEP, self.step.as_str())
+            .with_attribute(attributes::KIND, self.kind.as_str())
+            .with_attribute(attributes::ATTEMPT, self.attempt.to_string())
+            .with_attribute(attributes::IDEMPOTENCY_KEY, self.idempotency_key.as_str());
+        if let Some(id) = &self.correlation_id {
+            message = message.with_correlation_id(id.as_str());
+        }
+        Ok(message.with_attribute(core_attributes::CAUSATION_ID, self.saga_id.as_str()))
+    }
+
     /// The saga data as `D`.
     pub fn data<D: DeserializeOwned>(&self) -> Result<D> {
         serde_json::from_value(self.data.clone())

@@ -18,10 +18,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use std::convert::Infallible;
+
 use eventflow_core::{
-    Aggregate, AppendRequest, CommandContext, CommandError, Delivery, DomainEvent, EventBus,
-    EventStore, EventStoreExt, ExpectedVersion, Filter, HandlerError, Message, MessageHandler,
-    Metadata, NewEvent, Repository, StreamId, Subscription,
+    Aggregate, CommandContext, CommandError, Decider, DeciderRepository, Delivery, DomainEvent,
+    EventBus, EventStore, Filter, HandlerError, Message, MessageHandler, Metadata, Repository,
+    Subscription,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -115,6 +117,33 @@ impl DomainEvent for LedgerEvent {
     }
 }
 
+/// A participant's ledger of refusals and tombstones, one stream per saga:
+/// `saga-ledger-{participant}-{saga type}-{saga id}`. Each entry is recorded under the idempotency
+/// key it settles.
+#[derive(Debug)]
+struct Ledger {
+    stream_type: String,
+}
+
+impl Decider for Ledger {
+    type State = ();
+    type Command = LedgerEvent;
+    type Event = LedgerEvent;
+    type Error = Infallible;
+
+    fn stream_type(&self) -> &str {
+        &self.stream_type
+    }
+
+    fn initial_state(&self, _: &str) {}
+
+    fn decide(&self, _: &(), entry: &LedgerEvent) -> std::result::Result<Vec<LedgerEvent>, Infallible> {
+        Ok(vec![entry.clone()])
+    }
+
+    fn evolve(&self, _: &mut (), _: &LedgerEvent) {}
+}
+
 /// What the store says about an idempotency key.
 enum Recorded {
     /// Nothing yet.
@@ -170,6 +199,7 @@ enum Recorded {
 pub struct Participant<A: Aggregate> {
     name: String,
     repository: Arc<Repository<A>>,
+    ledger: DeciderRepository<Ledger>,
     store: Arc<dyn EventStore>,
     bus: Arc<dyn EventBus>,
     routes: HashMap<String, Route<A>>,
@@ -190,9 +220,14 @@ impl<A: Aggregate> Participant<A> {
     /// A participant named `name` (the source of its replies) over `repository`, publishing replies
     /// on `bus`. The repository's store also keeps the participant's refusals and tombstones.
     pub fn new(name: impl Into<String>, repository: Repository<A>, bus: Arc<dyn EventBus>) -> Self {
+        let name = name.into();
         let store = Arc::clone(repository.store());
+        let ledger = Ledger {
+            stream_type: format!("saga-ledger-{name}"),
+        };
         Participant {
-            name: name.into(),
+            ledger: DeciderRepository::for_decider(ledger, Arc::clone(&store)),
+            name,
             repository: Arc::new(repository),
             store,
             bus,
@@ -289,14 +324,13 @@ impl<A: Aggregate> Participant<A> {
         Ok(Some(reply))
     }
 
-    fn ledger_stream(&self, command: &SagaCommand) -> StreamId {
-        StreamId::new(format!(
-            "saga-ledger-{}-{}-{}",
-            self.name, command.saga_type, command.saga_id
-        ))
+    /// The ledger id of a command's saga.
+    fn ledger_id(command: &SagaCommand) -> String {
+        format!("{}-{}", command.saga_type, command.saga_id)
     }
 
-    fn context(&self, command: &SagaCommand) -> CommandContext {
+    /// Metadata for what a command records, under idempotency key `key`.
+    fn context(&self, command: &SagaCommand, key: &str) -> CommandContext {
         let mut metadata = Metadata::new()
             .with_causation_id(command.message_id.as_str())
             .with_header(IDEMPOTENCY_KEY_HEADER, command.idempotency_key.as_str())
@@ -304,7 +338,7 @@ impl<A: Aggregate> Participant<A> {
         metadata.correlation_id.clone_from(&command.correlation_id);
         CommandContext::new()
             .with_metadata(metadata)
-            .with_idempotency_key(command.idempotency_key.as_str())
+            .with_idempotency_key(key)
     }
 
     fn success(&self, route: &Route<A>, payload: Value, deduplicated: bool) -> ParticipantReply {
@@ -325,61 +359,61 @@ impl<A: Aggregate> Participant<A> {
         }
     }
 
-    async fn recorded(&self, command: &SagaCommand, key: &str) -> Result<Recorded> {
+    /// What was recorded under `key`: the aggregate's events (typed, through its repository), or
+    /// a ledger entry.
+    async fn recorded(&self, key: &str) -> Result<Recorded> {
         let Some(original) = self.store.find_idempotency_key(key).await? else {
             return Ok(Recorded::Nothing);
         };
-        let events = self
-            .store
-            .read_range(
-                &original.stream,
-                original.first_version,
-                original.last_version,
-            )
-            .await?;
-        if original.stream == self.ledger_stream(command) {
-            let first = events
-                .first()
-                .map(|e| e.decode_as_stored::<LedgerEvent>())
-                .transpose()?;
-            return Ok(match first {
-                Some(LedgerEvent::ActionRefused { reason, .. }) => Recorded::Refused(reason),
-                Some(LedgerEvent::ActionCancelled { .. }) | None => Recorded::Cancelled,
+        if let Some(executed) = self.repository.replay(original.clone()).await? {
+            let aggregate_id = self
+                .repository
+                .id_of(&executed.stream_id)
+                .unwrap_or_default()
+                .to_owned();
+            let events = executed
+                .events
+                .iter()
+                .map(|e| {
+                    serde_json::to_value(&e.event)
+                        .map_err(|err| Error::serialization(e.event.event_type(), err))
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            return Ok(Recorded::Applied {
+                aggregate_id,
+                events,
             });
         }
-        let prefix = format!("{}-", A::STREAM_TYPE);
-        let aggregate_id = original
-            .stream
-            .as_str()
-            .strip_prefix(&prefix)
-            .unwrap_or(original.stream.as_str())
-            .to_owned();
-        let events = events
-            .iter()
-            .map(|e| {
-                serde_json::from_slice(&e.payload)
-                    .map_err(|err| Error::serialization(e.event_type.as_str(), err))
-            })
-            .collect::<Result<Vec<Value>>>()?;
-        Ok(Recorded::Applied {
-            aggregate_id,
-            events,
+        let Some(entry) = self.ledger.replay(original.clone()).await? else {
+            return Err(Error::Core(eventflow_core::Error::InvalidRequest(format!(
+                "idempotency key {key:?} was used on stream {}, which participant {} does not own",
+                original.stream, self.name
+            ))));
+        };
+        Ok(match entry.events.first().map(|e| &e.event) {
+            Some(LedgerEvent::ActionRefused { reason, .. }) => Recorded::Refused(reason.clone()),
+            Some(LedgerEvent::ActionCancelled { .. }) | None => Recorded::Cancelled,
         })
     }
 
-    /// Appends a ledger entry under `key`; `Ok(false)` when the key was recorded meanwhile.
-    async fn record(&self, command: &SagaCommand, key: &str, event: LedgerEvent) -> Result<bool> {
-        let new_event = NewEvent::encode(&event, self.context(command).metadata)?;
-        let request = AppendRequest::new(
-            self.ledger_stream(command),
-            ExpectedVersion::Any,
-            vec![new_event],
-        )
-        .with_idempotency_key(key);
-        match self.store.append(request).await {
-            Ok(_) => Ok(true),
-            Err(eventflow_core::Error::DuplicateIdempotencyKey { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
+    /// Records a ledger entry under `key`; `Ok(false)` when the key was recorded meanwhile.
+    async fn record(&self, command: &SagaCommand, key: &str, entry: LedgerEvent) -> Result<bool> {
+        let context = self.context(command, key);
+        match self
+            .ledger
+            .execute(&Self::ledger_id(command), &entry, context)
+            .await
+        {
+            Ok(executed) => Ok(!executed.deduplicated),
+            // Recorded meanwhile by the aggregate's own stream.
+            Err(CommandError::Store(eventflow_core::Error::DuplicateIdempotencyKey { .. })) => {
+                Ok(false)
+            }
+            Err(CommandError::Store(error)) => Err(error.into()),
+            Err(other) => Err(Error::Core(eventflow_core::Error::backend(
+                "saga participant",
+                other.to_string(),
+            ))),
         }
     }
 
@@ -395,7 +429,11 @@ impl<A: Aggregate> Participant<A> {
     ) -> Result<std::result::Result<(Value, bool), String>> {
         match self
             .repository
-            .execute(aggregate_id, aggregate_command, self.context(command))
+            .execute(
+                aggregate_id,
+                aggregate_command,
+                self.context(command, &command.idempotency_key),
+            )
             .await
         {
             Ok(executed) => {
@@ -424,7 +462,7 @@ impl<A: Aggregate> Participant<A> {
     async fn act(&self, command: &SagaCommand, route: &Route<A>) -> Result<ParticipantReply> {
         let key = command.idempotency_key.as_str();
         for _ in 0..4 {
-            match self.recorded(command, key).await? {
+            match self.recorded(key).await? {
                 Recorded::Applied {
                     aggregate_id,
                     events,
@@ -453,7 +491,7 @@ impl<A: Aggregate> Participant<A> {
                         }
                         Ok(Err(reason)) => reason,
                         // E.g. a tombstone written between our check and the append: look again.
-                        Err(error) => match self.recorded(command, key).await? {
+                        Err(error) => match self.recorded(key).await? {
                             Recorded::Nothing => return Err(error),
                             _ => continue,
                         },
@@ -491,12 +529,12 @@ impl<A: Aggregate> Participant<A> {
             if let Recorded::Applied {
                 aggregate_id,
                 events,
-            } = self.recorded(command, &command.idempotency_key).await?
+            } = self.recorded(&command.idempotency_key).await?
             {
                 let payload = Self::applied_payload(&aggregate_id, &events, true);
                 return Ok(self.success(route, payload, true));
             }
-            match self.recorded(command, &action_key).await? {
+            match self.recorded(&action_key).await? {
                 Recorded::Nothing => {
                     // The action has not run (yet): make sure it never will.
                     if self
@@ -532,7 +570,7 @@ impl<A: Aggregate> Participant<A> {
         if let Recorded::Applied {
             aggregate_id,
             events,
-        } = self.recorded(command, &command.idempotency_key).await?
+        } = self.recorded(&command.idempotency_key).await?
         {
             let payload = Self::applied_payload(&aggregate_id, &events, true);
             return Ok(self.success(route, payload, true));

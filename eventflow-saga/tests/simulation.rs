@@ -729,7 +729,7 @@ impl Run {
     fn statuses(&self) -> Vec<(String, Option<SagaStatus>)> {
         let query = SagaQuery::new(
             Arc::clone(&self.saga_store) as Arc<dyn EventStore>,
-            "PlaceOrder",
+            Arc::new(definition()),
         );
         self.orders
             .iter()
@@ -891,7 +891,7 @@ impl Run {
         let v = &mut self.violations;
         let query = SagaQuery::new(
             Arc::clone(&self.saga_store) as Arc<dyn EventStore>,
-            "PlaceOrder",
+            Arc::new(definition()),
         );
         let definition = definition();
 

@@ -1,0 +1,291 @@
+//! One saga transition. If this process does not know the saga, it loads it and does what its
+//! state waits on (a restart, a failure that left the outcome unknown); then the input goes through
+//! the core's repository (decide, append with an exact version, catch up and retry on conflict),
+//! and the state it ends on says what to send and which timer to arm.
+
+use std::sync::Arc;
+
+use eventflow_core::{CommandContext, CommandError, Metadata};
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::{Orchestrator, SagaData, bump};
+use crate::error::{Error, Result};
+use crate::event::{SagaEvent, SagaOutcome};
+use crate::machine::{self, Disposition, InputKind, Obligations, SagaInput, TimerKey, Unchanged};
+use crate::message::Reply;
+use crate::state::{SagaState, SagaStatus};
+
+/// What moves a saga, as the orchestrator receives it.
+pub(super) enum ShellInput<'a> {
+    Start {
+        data: Value,
+        metadata: &'a Metadata,
+    },
+    Reply(&'a Reply),
+    Timer(TimerKey),
+    Retry {
+        requested_by: Option<&'a str>,
+    },
+    /// Only make sure the saga is known (loading it does what its state waits on).
+    Load,
+}
+
+impl ShellInput<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            ShellInput::Start { .. } => "start",
+            ShellInput::Reply(_) => "reply",
+            ShellInput::Timer(_) => "timer",
+            ShellInput::Retry { .. } => "retry",
+            ShellInput::Load => "resume",
+        }
+    }
+}
+
+/// What this process knows of a saga: the version it last saw and what of its state the shell
+/// needs. `None` in a slot means "not known": the next input loads the saga.
+#[derive(Debug, Clone)]
+pub(super) struct Known {
+    pub(super) version: u64,
+    pub(super) status: Option<SagaStatus>,
+    pub(super) correlation_id: Option<String>,
+    pub(super) failure: Option<String>,
+    attention: Option<String>,
+}
+
+impl Known {
+    fn of(state: &SagaState, version: u64) -> Self {
+        Known {
+            version,
+            status: state.status,
+            correlation_id: state.correlation_id.clone(),
+            failure: state.failure.clone(),
+            attention: state.attention.clone(),
+        }
+    }
+
+    /// Not started, or ended: nothing to hold in memory.
+    pub(super) fn is_done(&self) -> bool {
+        self.status.is_none_or(SagaStatus::is_terminal)
+    }
+}
+
+/// One saga's lock and what this process knows of it.
+pub(super) type Slot = Arc<tokio::sync::Mutex<Option<Known>>>;
+
+impl<D: SagaData> Orchestrator<D> {
+    pub(super) async fn process(
+        &self,
+        saga_id: &str,
+        input: ShellInput<'_>,
+        causation: Option<&str>,
+    ) -> Result<Disposition> {
+        let span = tracing::info_span!(
+            "eventflow.saga",
+            saga_id = %saga_id,
+            saga_type = %self.inner.definition.name,
+            input = input.name(),
+            step = tracing::field::Empty,
+            correlation_id = tracing::field::Empty,
+        );
+        if let ShellInput::Reply(reply) = &input {
+            span.record("step", reply.step.as_str());
+        }
+        async {
+            let slot = self.slot(saga_id);
+            let mut known = slot.lock().await;
+            let result = self
+                .process_locked(saga_id, &mut known, &input, causation)
+                .await;
+            let done = known.as_ref().is_some_and(Known::is_done);
+            let unknown = known.is_none();
+            drop(known);
+            if result.is_err() && unknown {
+                self.after_failure(saga_id);
+            }
+            if done {
+                self.release(saga_id, &slot);
+            }
+            match result {
+                Ok(Disposition::Duplicate) => bump(&self.inner.counters.duplicates),
+                Ok(Disposition::Late) => bump(&self.inner.counters.late),
+                _ => {}
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub(super) async fn process_locked(
+        &self,
+        saga_id: &str,
+        known: &mut Option<Known>,
+        input: &ShellInput<'_>,
+        causation: Option<&str>,
+    ) -> Result<Disposition> {
+        let inner = &self.inner;
+        let current = match known {
+            Some(current) => current.clone(),
+            None => {
+                let loaded = inner.sagas.load(saga_id).await?;
+                let obligations = machine::obligations(&inner.definition, &loaded.state);
+                if obligations.command.is_some() {
+                    tracing::info!(%saga_id, status = ?loaded.state.status, "saga loaded; resending what is in flight");
+                }
+                self.fulfil(saga_id, obligations).await?;
+                let current = Known::of(&loaded.state, loaded.version);
+                inner.sagas.remember(saga_id, loaded);
+                known.insert(current).clone()
+            }
+        };
+        if let Some(id) = &current.correlation_id {
+            tracing::Span::current().record("correlation_id", id.as_str());
+        }
+        let kind = match input {
+            ShellInput::Start { data, metadata } => InputKind::Start {
+                data: data.clone(),
+                correlation_id: metadata.correlation_id.clone(),
+            },
+            ShellInput::Reply(reply) => InputKind::Reply((*reply).clone()),
+            ShellInput::Timer(key) => InputKind::Timer(key.clone()),
+            ShellInput::Retry { requested_by } => InputKind::RetryCompensation {
+                requested_by: requested_by.map(str::to_owned),
+            },
+            ShellInput::Load => return Ok(Disposition::Ignored),
+        };
+        let starting = matches!(input, ShellInput::Start { .. }) && current.status.is_none();
+        if starting {
+            // Registered before the saga's first event, so `resume` can always find it.
+            inner.index.register(saga_id).await?;
+        }
+        let mut metadata = match input {
+            ShellInput::Start { metadata, .. } => (*metadata).clone(),
+            _ => Metadata::new(),
+        };
+        if metadata.correlation_id.is_none() {
+            metadata.correlation_id.clone_from(&current.correlation_id);
+        }
+        if let Some(causation) = causation {
+            metadata.causation_id = Some(causation.to_owned());
+        }
+        let definition = &inner.definition;
+        let mut seen: Option<(Known, Obligations)> = None;
+        let input = SagaInput {
+            kind,
+            now: inner.clock.now(),
+        };
+        let context = CommandContext::new().with_metadata(metadata);
+        let result = inner
+            .sagas
+            .execute_and_inspect(saga_id, &input, context, |state, version| {
+                seen = Some((Known::of(state, version), machine::obligations(definition, state)));
+            })
+            .await;
+        match result {
+            Ok(executed) => {
+                let Some((now_known, obligations)) = seen else {
+                    return Err(self.unknown(saga_id, known, "appended without a state"));
+                };
+                if starting {
+                    bump(&inner.counters.started);
+                }
+                *known = Some(now_known.clone());
+                if let Err(error) = self.fulfil(saga_id, obligations).await {
+                    // Recorded but not sent: forget the saga so the next input reloads and resends.
+                    *known = None;
+                    inner.sagas.forget(saga_id);
+                    return Err(error);
+                }
+                for envelope in &executed.events {
+                    match &envelope.event {
+                        SagaEvent::NeedsAttention { .. } => {
+                            bump(&inner.counters.needs_attention);
+                            tracing::error!(
+                                %saga_id,
+                                reason = now_known.attention.as_deref().unwrap_or(""),
+                                "saga needs attention: a compensation cannot finish"
+                            );
+                        }
+                        SagaEvent::Finished { outcome } => {
+                            self.finish(saga_id, *outcome, now_known.failure.clone())
+                                .await;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Disposition::Applied)
+            }
+            Err(CommandError::Rejected(Unchanged(disposition))) => {
+                if let Some((now_known, obligations)) = seen
+                    && now_known.version != current.version
+                {
+                    // Another orchestrator moved the saga meanwhile and may have crashed before
+                    // sending: do what its state now waits on, as after a load.
+                    *known = Some(now_known);
+                    if let Err(error) = self.fulfil(saga_id, obligations).await {
+                        *known = None;
+                        inner.sagas.forget(saga_id);
+                        return Err(error);
+                    }
+                }
+                tracing::debug!(?disposition, "input changed nothing");
+                Ok(disposition)
+            }
+            Err(CommandError::Store(error)) => {
+                // The append may or may not have happened: reload next time.
+                *known = None;
+                inner.sagas.forget(saga_id);
+                Err(error.into())
+            }
+            Err(other) => Err(self.unknown(saga_id, known, &other.to_string())),
+        }
+    }
+
+    /// Forgets a saga whose state is no longer known, with the error to return.
+    fn unknown(&self, saga_id: &str, known: &mut Option<Known>, what: &str) -> Error {
+        *known = None;
+        self.inner.sagas.forget(saga_id);
+        Error::Core(eventflow_core::Error::backend(
+            "saga orchestrator",
+            what.to_owned(),
+        ))
+    }
+
+    /// Sends the command the saga's state has in flight and arms its timer.
+    async fn fulfil(&self, saga_id: &str, obligations: Obligations) -> Result<()> {
+        if let Some(command) = obligations.command {
+            let message = command.to_message(&self.inner.source)?;
+            tracing::info_span!(
+                "eventflow.saga.step",
+                saga_id = %saga_id,
+                saga_type = %self.inner.definition.name,
+                step = %command.step,
+                kind = %command.kind,
+                attempt = command.attempt,
+                correlation_id = command.correlation_id.as_deref().unwrap_or(""),
+            )
+            .in_scope(|| tracing::info!(command = %command.command_type, "saga command sent"));
+            self.inner.bus.publish(vec![message]).await?;
+            bump(&self.inner.counters.commands_sent);
+        }
+        self.set_timer(saga_id, obligations.timer);
+        Ok(())
+    }
+
+    async fn finish(&self, saga_id: &str, outcome: SagaOutcome, failure: Option<String>) {
+        let counters = &self.inner.counters;
+        match outcome {
+            SagaOutcome::Completed => bump(&counters.completed),
+            SagaOutcome::Compensated => bump(&counters.compensated),
+        }
+        tracing::info!(%saga_id, ?outcome, reason = failure.as_deref().unwrap_or(""), "saga finished");
+        // Best effort: if this fails, `resume` settles the saga later; queries load it meanwhile.
+        if let Err(error) = self.inner.index.settle(saga_id, outcome, failure).await {
+            tracing::warn!(%saga_id, %error, "could not settle the saga in the index; resume will");
+        }
+        self.set_timer(saga_id, None);
+        self.inner.finished.notify_waiters();
+    }
+}

@@ -112,7 +112,22 @@ impl Message {
 
     /// The serialised size in bytes: what adapters compare with their service's limits.
     pub fn encoded_len(&self) -> usize {
-        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+        /// Counts bytes instead of keeping them.
+        struct Count(usize);
+        impl std::io::Write for Count {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut count = Count(0);
+        match serde_json::to_writer(&mut count, self) {
+            Ok(()) => count.0,
+            Err(_) => usize::MAX,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::store::{EventStore, RecordedEvent};
 /// a [`ProjectionRunner`](crate::ProjectionRunner) needs one, so handing it a store without a global
 /// order (DynamoDB has none across partitions) is a compile error, not a production failure. Such
 /// stores feed projections through the outbox and a bus instead
-/// ([`ProjectionHandler`](crate::ProjectionHandler)).
+/// ([`Projector`](crate::Projector) is a bus handler).
 #[async_trait]
 pub trait GlobalFeed: EventStore {
     /// Reads at most `max_count` events with position `>= from_position` (positions are 1-based),

@@ -34,7 +34,7 @@ pub use memory::{
     InMemorySnapshotStore,
 };
 pub use metadata::Metadata;
-pub use outbox::{Outbox, OutboxRelay};
+pub use outbox::{Outbox, OutboxRelay, ParkedEntries, ParkedEntry};
 pub use projection::{Applied, CheckpointStore, Projection, ProjectionRunner, Projector};
 pub use repository::{
     CommandContext, CommandError, DeciderRepository, Envelope, Executed, Loaded, Repository,

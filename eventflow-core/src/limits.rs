@@ -17,6 +17,8 @@ pub mod names {
     pub const STREAM_ID_BYTES: &str = "stream id size in bytes";
     /// A stream id's length, when the append writes outbox entries.
     pub const OUTBOX_STREAM_ID_BYTES: &str = "stream id size in bytes (with outbox entries)";
+    /// The payload of an event with an outbox entry: what the bus carries.
+    pub const OUTBOX_PAYLOAD_BYTES: &str = "outbox event payload size in bytes";
     /// An idempotency key's length.
     pub const IDEMPOTENCY_KEY_BYTES: &str = "idempotency key size in bytes";
 }
@@ -42,6 +44,9 @@ pub struct StoreLimits {
     pub max_outbox_stream_id_bytes: Option<u64>,
     /// Longest idempotency key.
     pub max_idempotency_key_bytes: Option<u64>,
+    /// Largest payload of an event appended with an outbox entry: what the bus it is relayed to
+    /// carries (an entry the bus cannot take is refused at append rather than relayed).
+    pub max_outbox_payload_bytes: Option<u64>,
 }
 
 /// Attribute names, version number, timestamp and event id of a stored event item.
@@ -52,10 +57,21 @@ const OUTBOX_OVERHEAD_BYTES: u64 = 96;
 /// and a timestamp.
 const KEY_OVERHEAD_BYTES: u64 = 96;
 
+/// The largest event payload an outbox entry may carry by default: EventBridge and SQS take
+/// 256 KiB per message (Pub/Sub 10 MB), and the message wraps the payload in its envelope
+/// (type, source, attributes), so 8 KiB are left for that.
+pub const OUTBOX_PAYLOAD_BYTES: u64 = 256 * 1024 - 8 * 1024;
+
 impl StoreLimits {
+    /// Sets [`max_outbox_payload_bytes`](Self::max_outbox_payload_bytes) (`None`: unlimited).
+    pub const fn with_max_outbox_payload_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_outbox_payload_bytes = max;
+        self
+    }
+
     /// DynamoDB's limits: 100 items and 4 MB per transaction, 400 KB per item, 2,048-byte
     /// partition keys, and 1,024-byte sort keys (an outbox entry's sort key is the stream id, a
-    /// separator and a 20-digit version).
+    /// separator and a 20-digit version); outbox payloads up to [`OUTBOX_PAYLOAD_BYTES`].
     pub const fn dynamodb() -> Self {
         StoreLimits {
             max_items_per_append: Some(100),
@@ -65,6 +81,7 @@ impl StoreLimits {
             max_outbox_stream_id_bytes: Some(1024 - 1 - 20),
             // The key item's partition key is the key behind the 12-byte prefix `idempotency#`.
             max_idempotency_key_bytes: Some(2048 - 12),
+            max_outbox_payload_bytes: Some(OUTBOX_PAYLOAD_BYTES),
         }
     }
 
@@ -77,6 +94,7 @@ impl StoreLimits {
             max_stream_id_bytes: None,
             max_outbox_stream_id_bytes: None,
             max_idempotency_key_bytes: None,
+            max_outbox_payload_bytes: None,
         }
     }
 
@@ -116,6 +134,9 @@ impl StoreLimits {
             for event in events {
                 let size = event_bytes(stream_bytes, event);
                 exceeds(names::EVENT_BYTES, size, self.max_event_bytes)?;
+                if request.outbox {
+                    check_outbox_entry(event, self.max_outbox_payload_bytes)?;
+                }
                 bytes += size;
                 if request.outbox {
                     bytes += stream_bytes + OUTBOX_OVERHEAD_BYTES;
@@ -132,6 +153,24 @@ impl Default for StoreLimits {
     fn default() -> Self {
         StoreLimits::dynamodb()
     }
+}
+
+/// Refuses, before anything is written, an event whose outbox entry no bus could carry: a payload
+/// that is not JSON (a message payload is a JSON value) or larger than `max_payload_bytes`.
+/// Backends call it for every event of an append with outbox entries.
+pub fn check_outbox_entry(event: &NewEvent, max_payload_bytes: Option<u64>) -> Result<()> {
+    exceeds(
+        names::OUTBOX_PAYLOAD_BYTES,
+        event.payload.len() as u64,
+        max_payload_bytes,
+    )?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).map_err(|e| {
+        Error::InvalidRequest(format!(
+            "the payload of a {} event is not JSON, so no bus can carry its outbox entry: {e}",
+            event.event_type
+        ))
+    })?;
+    Ok(())
 }
 
 fn event_bytes(stream_bytes: u64, event: &NewEvent) -> u64 {
@@ -168,13 +207,19 @@ mod tests {
     use super::*;
     use crate::store::StreamId;
 
+    /// An event whose payload is a JSON string of `payload_bytes` bytes.
     fn event(payload_bytes: usize) -> NewEvent {
-        NewEvent::new(
-            "Big",
-            1,
-            Bytes::from(vec![b'x'; payload_bytes]),
-            Metadata::new(),
-        )
+        let payload = format!("\"{}\"", "x".repeat(payload_bytes.saturating_sub(2)));
+        NewEvent::new("Big", 1, Bytes::from(payload), Metadata::new())
+    }
+
+    #[test]
+    fn outbox_entries_must_be_json() {
+        let not_json = NewEvent::new("Raw", 1, Bytes::from_static(b"not json"), Metadata::new());
+        let limits = StoreLimits::dynamodb();
+        assert!(limits.check(&request(vec![not_json.clone()])).is_ok());
+        let relayed = request(vec![not_json]).with_outbox(true);
+        assert!(matches!(limits.check(&relayed), Err(Error::InvalidRequest(_))));
     }
 
     fn request(events: Vec<NewEvent>) -> AppendRequest {
@@ -185,6 +230,12 @@ mod tests {
     fn dynamodb_limits_refuse_what_dynamodb_would() {
         let limits = StoreLimits::dynamodb();
         assert!(limits.check(&request(vec![event(300 * 1024)])).is_ok());
+        // The same event with an outbox entry is more than a bus message carries.
+        let relayed = request(vec![event(300 * 1024)]).with_outbox(true);
+        assert!(matches!(
+            limits.check(&relayed),
+            Err(Error::LimitExceeded { limit: names::OUTBOX_PAYLOAD_BYTES, .. })
+        ));
         let refused = limits.check(&request(vec![event(400 * 1024)]));
         assert!(matches!(
             refused,

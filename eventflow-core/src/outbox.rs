@@ -1,6 +1,11 @@
 //! The transactional outbox: events written with their outbox entries in one atomic append, relayed
 //! to the bus at least once. There is no dual write: if the relay crashes after publishing and
 //! before marking, the entry is published again, and consumers deduplicate by message id (= event id).
+//!
+//! An entry the bus refuses for good (too large for it, not a valid message) is **parked**: set
+//! aside with the reason, listed by [`ParkedEntries::parked`] and put back by
+//! [`ParkedEntries::redrive`]. It holds back the later entries of its own stream (their order
+//! matters) and nothing else; transient failures are retried on the next round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +23,17 @@ use crate::store::{RecordedEvent, StreamId};
 /// The outbox side of an event store.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Up to `max` unpublished entries; entries of one stream come in version order.
+    /// Up to `max` unpublished entries; entries of one stream come in version order. A stream
+    /// with a parked entry contributes nothing until the entry is redriven.
     async fn pending(&self, max: usize) -> Result<Vec<RecordedEvent>>;
 
     /// Marks entries as published, so `pending` no longer returns them. Marking an entry that is
     /// already marked is not an error.
     async fn mark_published(&self, events: &[RecordedEvent]) -> Result<()>;
+
+    /// Sets aside an entry the bus refused for good, with the reason. Parking an entry that is
+    /// not pending is not an error.
+    async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<()>;
 }
 
 #[async_trait]
@@ -34,6 +44,55 @@ impl<O: Outbox + ?Sized> Outbox for Arc<O> {
     async fn mark_published(&self, events: &[RecordedEvent]) -> Result<()> {
         (**self).mark_published(events).await
     }
+    async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<()> {
+        (**self).park(event, reason).await
+    }
+}
+
+/// An outbox entry set aside because the bus refused it for good.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ParkedEntry {
+    /// The event whose entry it is.
+    pub event: RecordedEvent,
+    /// Why the bus refused it.
+    pub reason: String,
+    /// When it was parked.
+    pub parked_at: DateTime<Utc>,
+}
+
+impl ParkedEntry {
+    /// Builds an entry (used by backends).
+    pub fn new(event: RecordedEvent, reason: impl Into<String>, parked_at: DateTime<Utc>) -> Self {
+        ParkedEntry {
+            event,
+            reason: reason.into(),
+            parked_at,
+        }
+    }
+}
+
+/// An operator's view of the parked outbox entries.
+#[async_trait]
+pub trait ParkedEntries: Send + Sync {
+    /// Up to `max` parked entries, in (stream, version) order.
+    async fn parked(&self, max: usize) -> Result<Vec<ParkedEntry>>;
+
+    /// Puts the parked entry of `stream` at `version` back into the outbox (e.g. after the bus's
+    /// limit was raised); `false` when there was none.
+    async fn redrive(&self, stream: &StreamId, version: u64) -> Result<bool>;
+}
+
+/// Whether a publish failure is the message's own fault (it will never be accepted) rather than
+/// the bus's (it may be on the next try).
+fn refused_for_good(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::LimitExceeded { .. }
+            | Error::InvalidRequest(_)
+            | Error::Serialization { .. }
+            | Error::Decode { .. }
+    )
 }
 
 /// Attribute names under which a relayed event's envelope travels on the bus.
@@ -174,6 +233,11 @@ impl OutboxRelay {
 
     /// Publishes what is pending, batch by batch, until the outbox is empty; returns how many
     /// entries were published. An entry is marked only after the bus accepted it.
+    ///
+    /// When the bus refuses a batch for a reason that will not pass (an entry too large for it,
+    /// not a valid message), the batch is published entry by entry: the entries it refuses are
+    /// parked, the later entries of their streams wait, and everything else goes out. A transient
+    /// failure ends the round with the error; the entries stay pending for the next one.
     pub async fn relay_pending(&self) -> Result<usize> {
         let mut published = 0;
         loop {
@@ -181,15 +245,60 @@ impl OutboxRelay {
             if batch.is_empty() {
                 return Ok(published);
             }
-            let messages = batch
-                .iter()
-                .map(|event| event_to_message(event, &self.source))
-                .collect::<Result<Vec<_>>>()?;
-            let span = tracing::info_span!("eventflow.outbox.relay", count = messages.len());
-            (*self.bus).publish(messages).instrument(span).await?;
-            (*self.outbox).mark_published(&batch).await?;
-            published += batch.len();
+            let span = tracing::info_span!("eventflow.outbox.relay", count = batch.len());
+            published += self.relay_batch(batch).instrument(span).await?;
         }
+    }
+
+    async fn relay_batch(&self, batch: Vec<RecordedEvent>) -> Result<usize> {
+        let messages: Result<Vec<Message>> = batch
+            .iter()
+            .map(|event| event_to_message(event, &self.source))
+            .collect();
+        if let Ok(messages) = messages {
+            match (*self.bus).publish(messages).await {
+                Ok(()) => {
+                    (*self.outbox).mark_published(&batch).await?;
+                    return Ok(batch.len());
+                }
+                Err(error) if !refused_for_good(&error) => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "the bus refused a batch; relaying entry by entry");
+                }
+            }
+        }
+        let mut published = 0;
+        let mut held_back: Vec<&StreamId> = Vec::new();
+        for event in &batch {
+            if held_back.contains(&&event.stream_id) {
+                continue;
+            }
+            // Rebuilt rather than cloned up front: this path is the rare one.
+            let refusal = match event_to_message(event, &self.source) {
+                Ok(message) => match (*self.bus).publish(vec![message]).await {
+                    Ok(()) => {
+                        (*self.outbox)
+                            .mark_published(std::slice::from_ref(event))
+                            .await?;
+                        published += 1;
+                        continue;
+                    }
+                    Err(error) if refused_for_good(&error) => error,
+                    Err(error) => return Err(error),
+                },
+                Err(error) => error,
+            };
+            tracing::error!(
+                stream = %event.stream_id,
+                version = event.version,
+                event_type = %event.event_type,
+                error = %refusal,
+                "outbox entry refused by the bus for good; parked, its stream waits"
+            );
+            (*self.outbox).park(event, &refusal.to_string()).await?;
+            held_back.push(&event.stream_id);
+        }
+        Ok(published)
     }
 
     /// Relays every `interval` until `shutdown` resolves. Failures are logged and retried on the next

@@ -336,11 +336,17 @@ impl AppendRequest {
         self.events.len() + self.other_streams.iter().map(|s| s.events.len()).sum::<usize>()
     }
 
-    /// Refuses an empty stream id or a stream named twice, before anything is written.
+    /// Refuses an empty stream id, a stream named twice or an event without a type, before
+    /// anything is written.
     pub fn validate(&self) -> Result<()> {
-        for (i, (stream, _, _)) in self.streams().enumerate() {
+        for (i, (stream, _, events)) in self.streams().enumerate() {
             if stream.as_str().is_empty() {
                 return Err(Error::InvalidRequest("stream id is empty".into()));
+            }
+            if events.iter().any(|e| e.event_type.is_empty()) {
+                return Err(Error::InvalidRequest(format!(
+                    "an event for stream {stream} has an empty event type"
+                )));
             }
             if self.streams().take(i).any(|(earlier, _, _)| earlier == stream) {
                 return Err(Error::InvalidRequest(format!(

@@ -115,6 +115,9 @@ impl Outbox for CrashBeforeMark {
     ) -> eventflow_core::Result<()> {
         Err(Error::transient("test", "relay crashed before marking"))
     }
+    async fn park(&self, event: &eventflow_core::RecordedEvent, reason: &str) -> eventflow_core::Result<()> {
+        self.0.park(event, reason).await
+    }
 }
 
 #[tokio::test]
@@ -246,4 +249,114 @@ async fn relayed_events_reach_subscribers_in_stream_order_with_their_correlation
         .await
         .unwrap();
     assert_eq!(stored.len(), 11);
+}
+
+fn raw_event(event_type: &str, payload: Vec<u8>) -> eventflow_core::NewEvent {
+    eventflow_core::NewEvent::new(event_type, 1, bytes::Bytes::from(payload), Metadata::new())
+}
+
+fn with_outbox(stream: &str, events: Vec<eventflow_core::NewEvent>) -> eventflow_core::AppendRequest {
+    eventflow_core::AppendRequest::new(
+        StreamId::new(stream),
+        eventflow_core::ExpectedVersion::Any,
+        events,
+    )
+    .with_outbox(true)
+}
+
+/// A JSON string payload of `bytes` bytes.
+fn json_of(bytes: usize) -> Vec<u8> {
+    format!("\"{}\"", "x".repeat(bytes - 2)).into_bytes()
+}
+
+/// What no bus could carry is refused when it is appended with an outbox entry, and nothing of
+/// the append is written.
+#[tokio::test]
+async fn entries_no_bus_can_carry_are_refused_at_append() {
+    let store = InMemoryEventStore::new();
+    let oversized = with_outbox("big-1", vec![raw_event("Big", json_of(300 * 1024))]);
+    assert!(matches!(
+        store.append(oversized).await,
+        Err(Error::LimitExceeded { .. })
+    ));
+    let untyped = with_outbox("untyped-1", vec![raw_event("", b"{}".to_vec())]);
+    assert!(matches!(store.append(untyped).await, Err(Error::InvalidRequest(_))));
+    let not_json = with_outbox("raw-1", vec![raw_event("Raw", b"\x00\x01".to_vec())]);
+    assert!(matches!(store.append(not_json).await, Err(Error::InvalidRequest(_))));
+    assert!(store.is_empty());
+}
+
+/// An entry the bus refuses for good (here: a store allowed to take it, a bus that does not) is
+/// parked; the entries of other streams behind it are published, its own stream waits, and a
+/// redrive publishes both in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_bus_refuses_is_parked_and_holds_back_only_its_stream() {
+    use eventflow_core::{ParkedEntries, StoreLimits};
+    let limits = StoreLimits::dynamodb().with_max_outbox_payload_bytes(None);
+    let store = Arc::new(InMemoryEventStore::new().with_limits(limits));
+    store
+        .append(with_outbox("a-1", vec![raw_event("Small", b"{\"n\":1}".to_vec())]))
+        .await
+        .unwrap();
+    store
+        .append(with_outbox(
+            "b-1",
+            vec![
+                raw_event("Big", json_of(300 * 1024)),
+                raw_event("Small", b"{\"n\":2}".to_vec()),
+            ],
+        ))
+        .await
+        .unwrap();
+    store
+        .append(with_outbox("c-1", vec![raw_event("Small", b"{\"n\":3}".to_vec())]))
+        .await
+        .unwrap();
+    let bus = Arc::new(InMemoryBus::new());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let recorder = {
+        let received = received.clone();
+        handler_fn(move |delivery: Delivery| {
+            let received = received.clone();
+            async move {
+                let event = message_to_event(&delivery.message)?;
+                received
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}@{}", event.stream_id, event.version));
+                Ok::<(), HandlerError>(())
+            }
+        })
+    };
+    let _subscription = bus
+        .subscribe(Subscription::new("all").with_max_in_flight(1), recorder)
+        .await
+        .unwrap();
+    let relay = OutboxRelay::new(store.clone(), bus.clone(), "test");
+    assert_eq!(relay.relay_pending().await.unwrap(), 2, "a-1 and c-1 go out");
+    assert!(wait_until(Duration::from_secs(5), || async { received.lock().unwrap().len() == 2 }).await);
+    assert_eq!(*received.lock().unwrap(), vec!["a-1@1", "c-1@1"]);
+    let parked = store.parked(10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!((parked[0].event.stream_id.as_str(), parked[0].event.version), ("b-1", 1));
+    assert!(parked[0].reason.contains("size"), "{}", parked[0].reason);
+    assert!(
+        store.pending(10).await.unwrap().is_empty(),
+        "b-1's later entry waits behind the parked one"
+    );
+    assert_eq!(relay.relay_pending().await.unwrap(), 0, "later rounds do not stall or retry it");
+
+    // The bus's limit is raised (here: a bus without one); the operator redrives the entry.
+    let roomy = Arc::new(InMemoryBus::with_options(
+        eventflow_core::InMemoryBusOptions::new().max_message_bytes(None),
+    ));
+    assert!(store.redrive(&StreamId::new("b-1"), 1).await.unwrap());
+    assert!(!store.redrive(&StreamId::new("b-1"), 1).await.unwrap(), "once");
+    let versions: Vec<u64> = store.pending(10).await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 2], "in order again");
+    assert_eq!(
+        OutboxRelay::new(store.clone(), roomy, "test").relay_pending().await.unwrap(),
+        2
+    );
+    assert!(store.parked(10).await.unwrap().is_empty());
 }

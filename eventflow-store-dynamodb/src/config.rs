@@ -26,6 +26,7 @@ pub struct DynamoDbConfig {
     outbox_shards: u32,
     retry: RetryPolicy,
     any_attempts: u32,
+    max_outbox_payload_bytes: Option<u64>,
 }
 
 impl DynamoDbConfig {
@@ -38,6 +39,7 @@ impl DynamoDbConfig {
             outbox_shards: 1,
             retry: RetryPolicy::default(),
             any_attempts: 10,
+            max_outbox_payload_bytes: Some(eventflow_core::limits::OUTBOX_PAYLOAD_BYTES),
         }
     }
 
@@ -83,6 +85,20 @@ impl DynamoDbConfig {
     pub fn with_any_attempts(mut self, attempts: u32) -> Self {
         self.any_attempts = attempts.max(1);
         self
+    }
+
+    /// The largest payload of an event appended with an outbox entry (default
+    /// [`OUTBOX_PAYLOAD_BYTES`](eventflow_core::limits::OUTBOX_PAYLOAD_BYTES), what EventBridge
+    /// and SQS carry); `None` for no limit (a bus that takes more, such as Pub/Sub). A larger
+    /// payload is refused at append rather than parked by the relay.
+    pub fn with_max_outbox_payload_bytes(mut self, max: Option<u64>) -> Self {
+        self.max_outbox_payload_bytes = max;
+        self
+    }
+
+    /// The largest payload of an event appended with an outbox entry.
+    pub fn max_outbox_payload_bytes(&self) -> Option<u64> {
+        self.max_outbox_payload_bytes
     }
 
     /// The events table's name.

@@ -46,6 +46,8 @@ pub(crate) mod meta_attr {
     pub(crate) const FORMAT_VERSION: &str = "format_version";
     pub(crate) const STATE: &str = "state";
     pub(crate) const TAKEN_AT: &str = "taken_at";
+    pub(crate) const REASON: &str = "reason";
+    pub(crate) const PARKED_AT: &str = "parked_at";
 }
 
 /// Prefix of an idempotency key's partition key in the meta table.
@@ -54,6 +56,8 @@ pub(crate) const IDEMPOTENCY_PREFIX: &str = "idempotency#";
 pub(crate) const IDEMPOTENCY_SK: &str = "idempotency";
 /// Prefix of an outbox shard's partition key in the meta table.
 pub(crate) const OUTBOX_PREFIX: &str = "outbox#";
+/// Partition key of the parked outbox entries in the meta table.
+pub(crate) const PARKED_PK: &str = "outbox-parked";
 /// Prefix of a snapshot's partition key in the meta table.
 pub(crate) const SNAPSHOT_PREFIX: &str = "snapshot#";
 /// Sort key of a snapshot item.
@@ -216,14 +220,48 @@ pub(crate) fn outbox_pk(shard: u32) -> String {
 /// The meta-table key of the outbox entry of event `version` of `stream`. The sort key,
 /// `<stream>#<version, zero-padded to 20 digits>`, orders a stream's entries by version.
 pub(crate) fn outbox_key(stream: &StreamId, version: u64, shards: u32) -> Item {
+    entry_key(outbox_pk(outbox_shard(stream, shards)), stream, version)
+}
+
+/// The meta-table key of the parked outbox entry of event `version` of `stream`.
+pub(crate) fn parked_key(stream: &StreamId, version: u64) -> Item {
+    entry_key(PARKED_PK.to_owned(), stream, version)
+}
+
+fn entry_key(pk: String, stream: &StreamId, version: u64) -> Item {
     let sk = format!("{}#{version:0VERSION_DIGITS$}", stream.as_str());
     HashMap::from([
-        (
-            meta_attr::PK.to_owned(),
-            s(outbox_pk(outbox_shard(stream, shards))),
-        ),
+        (meta_attr::PK.to_owned(), s(pk)),
         (meta_attr::SK.to_owned(), s(sk)),
     ])
+}
+
+/// A parked outbox entry: the pointer to its event, why the bus refused it, and when.
+pub(crate) fn parked_item(
+    stream: &StreamId,
+    version: u64,
+    event_id: Uuid,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Item {
+    let mut item = parked_key(stream, version);
+    item.insert(meta_attr::STREAM_ID.to_owned(), s(stream.as_str()));
+    item.insert(meta_attr::VERSION.to_owned(), n(version));
+    item.insert(meta_attr::EVENT_ID.to_owned(), s(event_id.to_string()));
+    item.insert(meta_attr::REASON.to_owned(), s(reason));
+    item.insert(meta_attr::PARKED_AT.to_owned(), timestamp(at));
+    item
+}
+
+/// Stream, version, reason and time of a parked entry.
+pub(crate) fn decode_parked(item: &Item) -> Result<(StreamId, u64, String, DateTime<Utc>)> {
+    let (stream, version) = decode_outbox(item)?;
+    Ok((
+        stream,
+        version,
+        get_s(item, meta_attr::REASON)?.to_owned(),
+        get_time(item, meta_attr::PARKED_AT)?,
+    ))
 }
 
 /// The outbox entry of an event: a pointer (stream, version, event id) to the event item, so the

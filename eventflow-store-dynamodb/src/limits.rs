@@ -71,7 +71,7 @@ pub(crate) fn condition_checks(expected: ExpectedVersion, events: usize) -> u64 
 /// Checks keys, item sizes, item count and transaction size of `request`, over all its streams,
 /// before any call. Sizes are upper bounds (the largest possible version number and timestamp are
 /// assumed), so a request that passes never fails remotely on a limit, whatever versions it lands at.
-pub(crate) fn check(request: &AppendRequest) -> Result<Footprint> {
+pub(crate) fn check(request: &AppendRequest, max_outbox_payload_bytes: Option<u64>) -> Result<Footprint> {
     request.validate()?;
     let mut items = 0;
     let mut bytes = 0;
@@ -88,6 +88,9 @@ pub(crate) fn check(request: &AppendRequest) -> Result<Footprint> {
         for event in events {
             let size = event_item_size(stream_bytes, event)?;
             exceeds(names::ITEM_BYTES, size, MAX_ITEM_BYTES)?;
+            if request.outbox {
+                eventflow_core::limits::check_outbox_entry(event, max_outbox_payload_bytes)?;
+            }
             bytes += size;
         }
         let event_key_bytes = event_attr::STREAM_ID.len() as u64
@@ -202,12 +205,9 @@ mod tests {
     fn events(count: usize, payload_bytes: usize) -> Vec<NewEvent> {
         (0..count)
             .map(|_| {
-                NewEvent::new(
-                    "Sized",
-                    1,
-                    Bytes::from(vec![b'x'; payload_bytes]),
-                    Metadata::new(),
-                )
+                // A JSON string, so an outbox entry of it is a valid message.
+                let payload = format!("\"{}\"", "x".repeat(payload_bytes.saturating_sub(2)));
+                NewEvent::new("Sized", 1, Bytes::from(payload), Metadata::new())
             })
             .collect()
     }
@@ -226,28 +226,28 @@ mod tests {
     #[test]
     fn item_count_includes_outbox_key_and_condition_checks() {
         let r = request(ExpectedVersion::NoStream, events(100, 10));
-        assert_eq!(check(&r).unwrap().items, 100);
+        assert_eq!(check(&r, None).unwrap().items, 100);
         let r = request(ExpectedVersion::NoStream, events(101, 10));
-        assert_eq!(limit_of(check(&r)), names::TRANSACTION_ITEMS);
+        assert_eq!(limit_of(check(&r, None)), names::TRANSACTION_ITEMS);
         // 49 events + 49 outbox entries + key + check of item 7 = 100.
         let r = request(ExpectedVersion::Exact(7), events(49, 10))
             .with_outbox(true)
             .with_idempotency_key("k");
-        assert_eq!(check(&r).unwrap().items, 100);
+        assert_eq!(check(&r, None).unwrap().items, 100);
         let r = request(ExpectedVersion::Exact(7), events(50, 10)).with_outbox(true);
-        assert_eq!(limit_of(check(&r)), names::TRANSACTION_ITEMS);
+        assert_eq!(limit_of(check(&r, None)), names::TRANSACTION_ITEMS);
         // An empty append with a key checks item 7 exists and item 8 does not.
         let r = request(ExpectedVersion::Exact(7), Vec::new()).with_idempotency_key("k");
-        assert_eq!(check(&r).unwrap().items, 3);
+        assert_eq!(check(&r, None).unwrap().items, 3);
     }
 
     #[test]
     fn sizes_are_checked_per_item_and_per_transaction() {
         let r = request(ExpectedVersion::Any, events(1, 400 * 1024));
-        assert_eq!(limit_of(check(&r)), names::ITEM_BYTES);
+        assert_eq!(limit_of(check(&r, None)), names::ITEM_BYTES);
         let r = request(ExpectedVersion::Any, events(12, 350 * 1024));
-        assert_eq!(limit_of(check(&r)), names::TRANSACTION_BYTES);
-        assert!(check(&request(ExpectedVersion::Any, events(11, 350 * 1024))).is_ok());
+        assert_eq!(limit_of(check(&r, None)), names::TRANSACTION_BYTES);
+        assert!(check(&request(ExpectedVersion::Any, events(11, 350 * 1024)), None).is_ok());
     }
 
     #[test]
@@ -261,7 +261,7 @@ mod tests {
                 events(30, 10),
             );
         }
-        assert_eq!(limit_of(check(&r)), names::TRANSACTION_ITEMS);
+        assert_eq!(limit_of(check(&r, None)), names::TRANSACTION_ITEMS);
         // 12 streams of one 350 KB event each: over 4 MB together.
         let mut r = request(ExpectedVersion::Any, events(1, 350 * 1024));
         for i in 2..=12 {
@@ -271,32 +271,32 @@ mod tests {
                 events(1, 350 * 1024),
             );
         }
-        assert_eq!(limit_of(check(&r)), names::TRANSACTION_BYTES);
+        assert_eq!(limit_of(check(&r, None)), names::TRANSACTION_BYTES);
         // A checked stream without events counts its condition checks.
         let r = request(ExpectedVersion::NoStream, events(1, 10)).with_stream(
             StreamId::new("s-2"),
             ExpectedVersion::Exact(4),
             Vec::new(),
         );
-        assert_eq!(check(&r).unwrap().items, 3);
+        assert_eq!(check(&r, None).unwrap().items, 3);
     }
 
     #[test]
     fn keys_are_checked() {
         let long = "x".repeat(2049);
         let r = AppendRequest::new(StreamId::new(&long), ExpectedVersion::Any, events(1, 1));
-        assert_eq!(limit_of(check(&r)), names::STREAM_ID_BYTES);
+        assert_eq!(limit_of(check(&r, None)), names::STREAM_ID_BYTES);
         let r = AppendRequest::new(
             StreamId::new(&long[..1100]),
             ExpectedVersion::Any,
             events(1, 1),
         )
         .with_outbox(true);
-        assert_eq!(limit_of(check(&r)), names::OUTBOX_STREAM_ID_BYTES);
+        assert_eq!(limit_of(check(&r, None)), names::OUTBOX_STREAM_ID_BYTES);
         let r = request(ExpectedVersion::Any, events(1, 1)).with_idempotency_key(long);
-        assert_eq!(limit_of(check(&r)), names::IDEMPOTENCY_KEY_BYTES);
+        assert_eq!(limit_of(check(&r, None)), names::IDEMPOTENCY_KEY_BYTES);
         let r = AppendRequest::new(StreamId::new(""), ExpectedVersion::Any, events(1, 1));
-        assert!(matches!(check(&r), Err(Error::InvalidRequest(_))));
+        assert!(matches!(check(&r, None), Err(Error::InvalidRequest(_))));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::Utc;
 use eventflow_core::{
-    AppendRequest, AppendResult, Error, EventStore, ExpectedVersion, Outbox, RecordedEvent, Result,
-    StreamId,
+    AppendRequest, AppendResult, Error, EventStore, ExpectedVersion, Outbox, ParkedEntries,
+    ParkedEntry, RecordedEvent, Result, StreamId,
 };
 use tracing::Instrument;
 
@@ -439,12 +439,33 @@ impl DynamoDbEventStore {
         }
     }
 
-    /// Up to `max` outbox pointers of `shard`, in (stream, version) order.
+    /// Up to `max` outbox pointers of `shard`, in (stream, version) order, skipping the streams
+    /// in `held` (those with a parked entry).
     async fn outbox_shard(
         &self,
         shard: u32,
         max: usize,
+        held: &HashSet<StreamId>,
         into: &mut Vec<(StreamId, u64)>,
+    ) -> Result<()> {
+        self.query_entries(&items::outbox_pk(shard), max, |item, into| {
+            let (stream, version) = items::decode_outbox(item)?;
+            if !held.contains(&stream) {
+                into.push((stream, version));
+            }
+            Ok(())
+        }, into)
+        .await
+    }
+
+    /// Reads the items of meta partition `pk` in sort-key order, strongly consistent, handing each
+    /// to `keep`, until `into` holds `max` or the partition ends.
+    async fn query_entries<T>(
+        &self,
+        pk: &str,
+        max: usize,
+        keep: impl Fn(&Item, &mut Vec<T>) -> Result<()>,
+        into: &mut Vec<T>,
     ) -> Result<()> {
         let mut start: Option<Item> = None;
         loop {
@@ -459,14 +480,14 @@ impl DynamoDbEventStore {
                 .consistent_read(true)
                 .key_condition_expression("#pk = :pk")
                 .expression_attribute_names("#pk", meta_attr::PK)
-                .expression_attribute_values(":pk", s(items::outbox_pk(shard)))
+                .expression_attribute_values(":pk", s(pk))
                 .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| sdk_error("Query", e))?;
             for item in output.items() {
-                into.push(items::decode_outbox(item)?);
+                keep(item, into)?;
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -633,7 +654,7 @@ fn condition_check(table: &str, key: Item, exists: bool) -> Result<TransactWrite
 #[async_trait]
 impl EventStore for DynamoDbEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        let footprint = limits::check(&request)?;
+        let footprint = limits::check(&request, self.config.max_outbox_payload_bytes())?;
         let span = tracing::debug_span!(
             "eventflow.dynamodb.append",
             stream = %request.stream,
@@ -718,12 +739,18 @@ impl Outbox for DynamoDbEventStore {
         }
         let shards = self.config.outbox_shards();
         let first = self.next_shard.fetch_add(1, Ordering::Relaxed) % shards;
+        let held: HashSet<StreamId> = self
+            .parked_pointers(usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(stream, ..)| stream)
+            .collect();
         let mut keys = Vec::new();
         for i in 0..shards {
             if keys.len() >= max {
                 break;
             }
-            self.outbox_shard((first + i) % shards, max, &mut keys)
+            self.outbox_shard((first + i) % shards, max, &held, &mut keys)
                 .await?;
         }
         if keys.is_empty() {
@@ -749,6 +776,121 @@ impl Outbox for DynamoDbEventStore {
             requests.push(WriteRequest::builder().delete_request(delete).build());
         }
         self.batch_write(self.config.meta_table(), requests).await
+    }
+
+    /// Moves the entry from its outbox shard to the parked partition, in one transaction; an
+    /// entry that is no longer pending (published meanwhile) is left alone.
+    async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<()> {
+        let shards = self.config.outbox_shards();
+        let (stream, version) = (&event.stream_id, event.version);
+        let parked = items::parked_item(stream, version, event.event_id, reason, Utc::now());
+        let moved = self
+            .move_entry(items::outbox_key(stream, version, shards), parked)
+            .await?;
+        if !moved {
+            tracing::debug!(%stream, version, "outbox entry to park was no longer pending");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ParkedEntries for DynamoDbEventStore {
+    async fn parked(&self, max: usize) -> Result<Vec<ParkedEntry>> {
+        let pointers = self.parked_pointers(max).await?;
+        let keys: Vec<(StreamId, u64)> = pointers
+            .iter()
+            .map(|(stream, version, ..)| (stream.clone(), *version))
+            .collect();
+        let mut events: HashMap<(StreamId, u64), RecordedEvent> = self
+            .batch_get_events(&keys)
+            .await?
+            .into_iter()
+            .map(|e| ((e.stream_id.clone(), e.version), e))
+            .collect();
+        Ok(pointers
+            .into_iter()
+            .filter_map(|(stream, version, reason, at)| {
+                let event = events.remove(&(stream, version))?;
+                Some(ParkedEntry::new(event, reason, at))
+            })
+            .collect())
+    }
+
+    async fn redrive(&self, stream: &StreamId, version: u64) -> Result<bool> {
+        let Some(event_id) = self
+            .read_stream(stream, version, 1)
+            .await?
+            .into_iter()
+            .find(|e| e.version == version)
+            .map(|e| e.event_id)
+        else {
+            return Ok(false);
+        };
+        let shards = self.config.outbox_shards();
+        let entry = items::outbox_item(stream, version, event_id, shards);
+        self.move_entry(items::parked_key(stream, version), entry).await
+    }
+}
+
+impl DynamoDbEventStore {
+    /// The parked entries' pointers: (stream, version, reason, parked at), at most `max`.
+    async fn parked_pointers(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(StreamId, u64, String, chrono::DateTime<Utc>)>> {
+        let mut pointers = Vec::new();
+        self.query_entries(items::PARKED_PK, max, |item, into| {
+            into.push(items::decode_parked(item)?);
+            Ok(())
+        }, &mut pointers)
+        .await?;
+        Ok(pointers)
+    }
+
+    /// Deletes the meta item `from` (which must exist) and puts `to`, in one transaction; false
+    /// when `from` was not there.
+    async fn move_entry(&self, from: Item, to: Item) -> Result<bool> {
+        let table = self.config.meta_table();
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(table)
+            .set_key(Some(from))
+            .condition_expression("attribute_exists(#pk)")
+            .set_expression_attribute_names(Some(names(meta_attr::PK)))
+            .build()
+            .map_err(|e| other_error("TransactWriteItems", e.to_string(), false))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(table)
+                        .set_item(Some(to))
+                        .build()
+                        .map_err(|e| other_error("TransactWriteItems", e.to_string(), false))?,
+                )
+                .build(),
+        ];
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(service))
+                if matches!(
+                    service.err(),
+                    TransactWriteItemsError::TransactionCanceledException(c)
+                        if c.cancellation_reasons().first().and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(sdk_error("TransactWriteItems", error)),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ fn assert_report(report: &ConformanceReport) {
             "idempotency_keys",
             "concurrent_idempotency",
             "outbox",
+            "outbox_parking",
             "invalid_stream_id",
             "multi_stream_appends",
             "multi_stream_all_or_nothing",

@@ -21,19 +21,38 @@ use crate::error::{Error, Result};
 /// The backend name in errors.
 const BACKEND: &str = "in-memory bus";
 
-/// Options of an [`InMemoryBus`]. The defaults deliver each message once per attempt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Options of an [`InMemoryBus`]. The defaults deliver each message once per attempt and refuse
+/// messages larger than EventBridge and SQS take.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct InMemoryBusOptions {
     /// Deliver every message a second time after it was acknowledged, as a broker does when an
     /// acknowledgement is lost. Turn it on to prove that handlers are idempotent.
     pub duplicate_deliveries: bool,
+    /// The largest message (its JSON form) a publish accepts; `None`: any. Default 256 KiB, the
+    /// limit of EventBridge and SQS, so a message too large for them fails in tests too.
+    pub max_message_bytes: Option<usize>,
+}
+
+impl Default for InMemoryBusOptions {
+    fn default() -> Self {
+        InMemoryBusOptions {
+            duplicate_deliveries: false,
+            max_message_bytes: Some(256 * 1024),
+        }
+    }
 }
 
 impl InMemoryBusOptions {
     /// The default options.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets [`max_message_bytes`](Self::max_message_bytes).
+    pub fn max_message_bytes(mut self, max: Option<usize>) -> Self {
+        self.max_message_bytes = max;
+        self
     }
 
     /// Sets [`duplicate_deliveries`](Self::duplicate_deliveries).
@@ -146,7 +165,17 @@ impl InMemoryBus {
         &self.shared.options
     }
 
-    fn validate(message: &Message) -> Result<()> {
+    fn validate(&self, message: &Message) -> Result<()> {
+        if let Some(max) = self.shared.options.max_message_bytes {
+            let size = message.encoded_len();
+            if size > max {
+                return Err(Error::LimitExceeded {
+                    limit: "in-memory bus message size in bytes",
+                    actual: size as u64,
+                    max: max as u64,
+                });
+            }
+        }
         if message.id.is_empty() {
             return Err(Error::InvalidRequest("message id is empty".into()));
         }
@@ -160,7 +189,7 @@ impl InMemoryBus {
     }
 
     fn publish_now(&self, messages: Vec<Message>) -> Result<()> {
-        messages.iter().try_for_each(Self::validate)?;
+        messages.iter().try_for_each(|m| self.validate(m))?;
         // A snapshot: a subscription added after this point does not get these messages, one that
         // is closing refuses them in `enqueue`.
         let subscriptions: Vec<Arc<SubscriptionState>> =

@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Result};
 use crate::feed::GlobalFeed;
 use crate::limits::StoreLimits;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, ParkedEntries, ParkedEntry};
 use crate::store::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId,
 };
@@ -36,6 +36,8 @@ struct Inner {
     idempotency: HashMap<String, AppendResult>,
     /// Log indices of events not yet relayed.
     outbox: BTreeSet<usize>,
+    /// Log indices of entries the bus refused for good, with the reason and when.
+    parked: BTreeMap<usize, (String, DateTime<Utc>)>,
 }
 
 impl InMemoryEventStore {
@@ -216,11 +218,18 @@ impl GlobalFeed for InMemoryEventStore {
 impl Outbox for InMemoryEventStore {
     async fn pending(&self, max: usize) -> Result<Vec<RecordedEvent>> {
         let inner = self.lock();
+        let held: HashSet<&StreamId> = inner
+            .parked
+            .keys()
+            .map(|&i| &inner.log[i].stream_id)
+            .collect();
         Ok(inner
             .outbox
             .iter()
+            .map(|&i| &inner.log[i])
+            .filter(|event| !held.contains(&event.stream_id))
             .take(max)
-            .map(|&i| inner.log[i].clone())
+            .cloned()
             .collect())
     }
 
@@ -232,5 +241,51 @@ impl Outbox for InMemoryEventStore {
             }
         }
         Ok(())
+    }
+
+    async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<()> {
+        let now = Utc::now();
+        let mut inner = self.lock();
+        if let Some(position) = event.position
+            && inner.outbox.remove(&(position as usize - 1))
+        {
+            inner
+                .parked
+                .insert(position as usize - 1, (reason.to_owned(), now));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ParkedEntries for InMemoryEventStore {
+    async fn parked(&self, max: usize) -> Result<Vec<ParkedEntry>> {
+        let inner = self.lock();
+        let mut entries: Vec<ParkedEntry> = inner
+            .parked
+            .iter()
+            .map(|(&i, (reason, at))| ParkedEntry::new(inner.log[i].clone(), reason.as_str(), *at))
+            .collect();
+        entries.sort_by(|a, b| {
+            (&a.event.stream_id, a.event.version).cmp(&(&b.event.stream_id, b.event.version))
+        });
+        entries.truncate(max);
+        Ok(entries)
+    }
+
+    async fn redrive(&self, stream: &StreamId, version: u64) -> Result<bool> {
+        let mut inner = self.lock();
+        let Some(&index) = inner
+            .streams
+            .get(stream)
+            .and_then(|indices| indices.get(version.saturating_sub(1) as usize))
+        else {
+            return Ok(false);
+        };
+        if inner.parked.remove(&index).is_none() {
+            return Ok(false);
+        }
+        inner.outbox.insert(index);
+        Ok(true)
     }
 }

@@ -10,7 +10,7 @@ use super::ConformanceReport;
 use crate::error::Error;
 use crate::feed::GlobalFeed;
 use crate::metadata::Metadata;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, ParkedEntries};
 use crate::store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent, StreamId,
 };
@@ -32,7 +32,7 @@ use crate::store::{
 /// ```
 pub async fn store_conformance<S, F, Fut>(backend: &str, factory: F) -> ConformanceReport
 where
-    S: EventStore + Outbox + 'static,
+    S: EventStore + Outbox + ParkedEntries + 'static,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
@@ -55,6 +55,8 @@ where
     report.pass("concurrent_idempotency");
     outbox(&factory().await).await;
     report.pass("outbox");
+    outbox_parking(&factory().await).await;
+    report.pass("outbox_parking");
     invalid_stream_id(&factory().await).await;
     report.pass("invalid_stream_id");
     multi_stream_appends(&factory().await).await;
@@ -883,4 +885,64 @@ async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<S>) {
             "concurrent_multi_stream: every own-stream event has its partner in the shared stream"
         );
     }
+}
+
+async fn outbox_parking<S: EventStore + Outbox + ParkedEntries>(store: &S) {
+    let (a, b) = (stream("park-a"), stream("park-b"));
+    for s in [&a, &b] {
+        store
+            .append(AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1, 2)).with_outbox(true))
+            .await
+            .or_fail("outbox_parking: append");
+    }
+    let pending = store.pending(100).await.or_fail("outbox_parking");
+    let first_of_a = pending
+        .iter()
+        .find(|e| e.stream_id == a && e.version == 1)
+        .cloned()
+        .unwrap_or_else(|| panic!("outbox_parking: a's first entry is pending"));
+    store
+        .park(&first_of_a, "too large for the bus")
+        .await
+        .or_fail("outbox_parking: park");
+    let pending = store.pending(100).await.or_fail("outbox_parking");
+    assert!(
+        pending.iter().all(|e| e.stream_id != a),
+        "outbox_parking: a parked entry holds back the rest of its stream"
+    );
+    assert_eq!(
+        pending.iter().filter(|e| e.stream_id == b).count(),
+        2,
+        "outbox_parking: other streams are not held back"
+    );
+    let parked = store.parked(10).await.or_fail("outbox_parking: parked");
+    assert_eq!(parked.len(), 1, "outbox_parking: one parked entry");
+    assert_eq!(
+        (&parked[0].event.stream_id, parked[0].event.version, parked[0].event.event_id),
+        (&a, 1, first_of_a.event_id),
+        "outbox_parking: the parked entry is the event"
+    );
+    assert_eq!(parked[0].reason, "too large for the bus", "outbox_parking: the reason");
+    store
+        .park(&first_of_a, "again")
+        .await
+        .or_fail("outbox_parking: parking what is not pending is harmless");
+    assert!(
+        store.redrive(&a, 1).await.or_fail("outbox_parking: redrive"),
+        "outbox_parking: redrive finds the entry"
+    );
+    assert!(
+        !store.redrive(&a, 1).await.or_fail("outbox_parking: redrive"),
+        "outbox_parking: a second redrive finds nothing"
+    );
+    assert!(store.parked(10).await.or_fail("outbox_parking").is_empty());
+    let versions: Vec<u64> = store
+        .pending(100)
+        .await
+        .or_fail("outbox_parking")
+        .iter()
+        .filter(|e| e.stream_id == a)
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2], "outbox_parking: redriven, in order");
 }

@@ -25,7 +25,7 @@ use eventflow_core::{
     EventBus, InMemoryBus, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };
 
-use crate::work_queue::{InMemoryWorkQueue, QueueSettings, WorkQueue};
+use crate::work_queue::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings};
 
 /// The adapter variable.
 pub const ADAPTER_VAR: &str = "EVENT_BUS_ADAPTER";
@@ -344,7 +344,7 @@ async fn pubsub(
 /// [`InMemoryWorkQueue`], `sqs` an [`SqsWorkQueue`](crate::sqs::SqsWorkQueue) named
 /// `EVENTFLOW_RESOURCE_PREFIX + name`, provisioned with a DLQ after 5 receives unless
 /// `EVENTFLOW_PROVISION=false`.
-pub async fn work_queue_from_env(name: &str) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+pub async fn work_queue_from_env(name: &str) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
     work_queue_from_lookup(name, |n| std::env::var(n).ok()).await
 }
 
@@ -352,7 +352,7 @@ pub async fn work_queue_from_env(name: &str) -> Result<Arc<dyn WorkQueue>, Confi
 pub async fn work_queue_from_lookup(
     name: &str,
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
     let get = |n: &str| {
         lookup(n)
             .map(|v| v.trim().to_owned())
@@ -380,7 +380,7 @@ async fn sqs_queue(
     name: &str,
     get: &impl Fn(&str) -> Option<String>,
     provision: bool,
-) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
     use crate::sqs::{SqsQueueOptions, SqsWorkQueue};
     let sdk = aws_sdk_config(get, "sqs").await?;
     let client = aws_sdk_sqs::Client::new(&sdk);
@@ -409,7 +409,7 @@ async fn sqs_queue(
     _name: &str,
     _get: &impl Fn(&str) -> Option<String>,
     _provision: bool,
-) -> Result<Arc<dyn WorkQueue>, ConfigError> {
+) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
     Err(ConfigError::NotCompiled {
         adapter: "sqs",
         feature: "sqs",

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use crate::aws::{is_transient_code, resource_name, sdk_error};
 use crate::envelope;
 use crate::sqs::{self, SqsQueueOptions, SqsWorkQueue};
-use crate::work_queue::{WorkQueue, Worker, WorkerOptions};
+use crate::work_queue::{DeadLetterQueue, WorkQueue, Worker, WorkerOptions};
 
 /// The backend name in errors.
 const BACKEND: &str = "eventbridge";

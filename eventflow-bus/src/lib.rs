@@ -26,7 +26,9 @@ pub use eventbridge::{EventBridgeBus, EventBridgeConfig};
 pub use pubsub::{PubSubBus, PubSubConfig};
 #[cfg(feature = "sqs")]
 pub use sqs::{SqsQueueOptions, SqsWorkQueue};
-pub use work_queue::{InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions};
+pub use work_queue::{
+    DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Settlement, WorkQueue, Worker, WorkerOptions,
+};
 
 /// Types users move across tasks must stay `Send + Sync`; this fails to compile if one stops being so.
 const _: () = {

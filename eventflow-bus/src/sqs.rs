@@ -21,7 +21,9 @@ use serde_json::json;
 
 use crate::aws::{error_code, is_transient_code, resource_name, sdk_error};
 use crate::envelope;
-use crate::work_queue::{QueueSettings, Receipt, ReceivedMessage, WorkQueue};
+use crate::work_queue::{
+    DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue,
+};
 
 /// The backend name in errors.
 pub(crate) const BACKEND: &str = "sqs";
@@ -589,29 +591,16 @@ impl WorkQueue for SqsWorkQueue {
         Ok(received)
     }
 
-    async fn ack(&self, receipt: &Receipt) -> Result<()> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt.as_str())
-            .send()
-            .await
-            .map_err(|e| sdk_error(BACKEND, "DeleteMessage", e))?;
-        Ok(())
+    async fn settle(&self, receipt: &Receipt, settlement: Settlement) -> Result<()> {
+        match settlement {
+            Settlement::Ack => self.delete_message(receipt).await,
+            Settlement::Hide(timeout) => self.hide(receipt, timeout).await,
+        }
     }
+}
 
-    async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt.as_str())
-            .visibility_timeout(whole_seconds(timeout, MAX_VISIBILITY_SECONDS) as i32)
-            .send()
-            .await
-            .map_err(|e| sdk_error(BACKEND, "ChangeMessageVisibility", e))?;
-        Ok(())
-    }
-
+#[async_trait]
+impl DeadLetterQueue for SqsWorkQueue {
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
         let Some(dlq) = self.dlq_url.as_deref() else {
             return Ok(Vec::new());
@@ -693,6 +682,31 @@ impl WorkQueue for SqsWorkQueue {
         }
         tracing::info!(queue = %self.settings.name, moved, "dead letters redriven");
         Ok(moved)
+    }
+}
+
+impl SqsWorkQueue {
+    async fn delete_message(&self, receipt: &Receipt) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt.as_str())
+            .send()
+            .await
+            .map_err(|e| sdk_error(BACKEND, "DeleteMessage", e))?;
+        Ok(())
+    }
+
+    async fn hide(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt.as_str())
+            .visibility_timeout(whole_seconds(timeout, MAX_VISIBILITY_SECONDS) as i32)
+            .send()
+            .await
+            .map_err(|e| sdk_error(BACKEND, "ChangeMessageVisibility", e))?;
+        Ok(())
     }
 }
 

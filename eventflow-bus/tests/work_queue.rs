@@ -11,7 +11,7 @@ use std::time::Duration;
 use eventflow_bus::sqs::SqsQueueOptions;
 use eventflow_bus::testkit;
 use eventflow_bus::work_queue::{
-    InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
+    InMemoryWorkQueue, DeadLetterQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
 };
 use eventflow_core::bus::{Message, RetryPolicy};
 use eventflow_core::testkit::wait_until;
@@ -19,7 +19,7 @@ use serde_json::json;
 use support::Recorder;
 
 /// A fresh queue with a 3 s visibility timeout and a DLQ after 3 receives.
-async fn memory() -> Option<Arc<dyn WorkQueue>> {
+async fn memory() -> Option<Arc<dyn DeadLetterQueue>> {
     Some(Arc::new(InMemoryWorkQueue::new(
         QueueSettings::new("jobs")
             .with_visibility_timeout(Duration::from_secs(3))
@@ -27,7 +27,7 @@ async fn memory() -> Option<Arc<dyn WorkQueue>> {
     )))
 }
 
-async fn sqs() -> Option<Arc<dyn WorkQueue>> {
+async fn sqs() -> Option<Arc<dyn DeadLetterQueue>> {
     let options = SqsQueueOptions::new()
         .with_visibility_timeout(Duration::from_secs(3))
         .with_max_receives(Some(3));
@@ -57,7 +57,7 @@ async fn receive_all(
     }
 }
 
-async fn competing_consumers_share_the_work(queue: Arc<dyn WorkQueue>) {
+async fn competing_consumers_share_the_work(queue: Arc<dyn DeadLetterQueue>) {
     let sent = jobs(25);
     queue.send(sent.clone()).await.expect("send");
     let first = queue
@@ -91,7 +91,7 @@ async fn competing_consumers_share_the_work(queue: Arc<dyn WorkQueue>) {
     );
 }
 
-async fn visibility_timeout_and_dead_letters(queue: Arc<dyn WorkQueue>) {
+async fn visibility_timeout_and_dead_letters(queue: Arc<dyn DeadLetterQueue>) {
     let sent = jobs(1);
     queue.send(sent.clone()).await.expect("send");
     let first = queue
@@ -156,7 +156,7 @@ async fn visibility_timeout_and_dead_letters(queue: Arc<dyn WorkQueue>) {
     queue.ack(&again[0].receipt).await.expect("ack");
 }
 
-async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn WorkQueue>) {
+async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn DeadLetterQueue>) {
     let recorder = Recorder::default();
     // Poison always fails; Slow takes longer than the visibility timeout once.
     let handler = {
@@ -173,7 +173,7 @@ async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn WorkQueue>) {
         })
     };
     let _ = &recorder;
-    let worker = Worker::new(Arc::clone(&queue), handler)
+    let worker = Worker::new(queue.clone() as Arc<dyn WorkQueue>, handler)
         .with_options(
             WorkerOptions::new()
                 .with_retry(RetryPolicy::new(
@@ -214,9 +214,9 @@ async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn WorkQueue>) {
     );
 }
 
-async fn a_thousand_messages_none_lost(queue: Arc<dyn WorkQueue>) {
+async fn a_thousand_messages_none_lost(queue: Arc<dyn DeadLetterQueue>) {
     let recorder = Recorder::default();
-    let worker = Worker::new(Arc::clone(&queue), recorder.acking())
+    let worker = Worker::new(queue.clone() as Arc<dyn WorkQueue>, recorder.acking())
         .with_options(
             WorkerOptions::new()
                 .with_wait_time(Duration::from_secs(1))

@@ -12,7 +12,7 @@ use eventflow_core::{Error, Message, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{QueueSettings, Receipt, ReceivedMessage, WorkQueue};
+use super::{DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue};
 
 /// A [`WorkQueue`] in memory that behaves like an SQS standard queue with a redrive policy:
 /// receives hide messages for the visibility timeout and count, stale receipts are refused by
@@ -215,41 +215,16 @@ impl WorkQueue for InMemoryWorkQueue {
         }
     }
 
-    async fn ack(&self, receipt: &Receipt) -> Result<()> {
-        let mut state = lock(&self.inner.state);
-        if let Some(index) = state
-            .messages
-            .iter()
-            .position(|e| e.receipt.as_deref() == Some(receipt.as_str()))
-        {
-            state.messages.remove(index);
-        } else {
-            tracing::debug!(queue = %self.inner.settings.name, ?receipt, "ack of a message that is gone or was received again");
+    async fn settle(&self, receipt: &Receipt, settlement: Settlement) -> Result<()> {
+        match settlement {
+            Settlement::Ack => self.delete_message(receipt).await,
+            Settlement::Hide(timeout) => self.hide(receipt, timeout).await,
         }
-        Ok(())
     }
+}
 
-    async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
-        let now = Instant::now();
-        let mut state = lock(&self.inner.state);
-        let entry = state
-            .messages
-            .iter_mut()
-            .find(|e| e.receipt.as_deref() == Some(receipt.as_str()) && e.visible_at > now)
-            .ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "{receipt:?} of queue {} is not in flight (acknowledged, expired or received again)",
-                    self.inner.settings.name
-                ))
-            })?;
-        entry.visible_at = now + timeout;
-        drop(state);
-        if timeout.is_zero() {
-            self.inner.arrived.notify_waiters();
-        }
-        Ok(())
-    }
-
+#[async_trait]
+impl DeadLetterQueue for InMemoryWorkQueue {
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>> {
         Ok(lock(&self.inner.state)
             .dead
@@ -276,6 +251,43 @@ impl WorkQueue for InMemoryWorkQueue {
         self.inner.arrived.notify_waiters();
         tracing::info!(queue = %self.inner.settings.name, count, "dead letters redriven");
         Ok(count)
+    }
+}
+
+impl InMemoryWorkQueue {
+    async fn delete_message(&self, receipt: &Receipt) -> Result<()> {
+        let mut state = lock(&self.inner.state);
+        if let Some(index) = state
+            .messages
+            .iter()
+            .position(|e| e.receipt.as_deref() == Some(receipt.as_str()))
+        {
+            state.messages.remove(index);
+        } else {
+            tracing::debug!(queue = %self.inner.settings.name, ?receipt, "ack of a message that is gone or was received again");
+        }
+        Ok(())
+    }
+
+    async fn hide(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
+        let now = Instant::now();
+        let mut state = lock(&self.inner.state);
+        let entry = state
+            .messages
+            .iter_mut()
+            .find(|e| e.receipt.as_deref() == Some(receipt.as_str()) && e.visible_at > now)
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "{receipt:?} of queue {} is not in flight (acknowledged, expired or received again)",
+                    self.inner.settings.name
+                ))
+            })?;
+        entry.visible_at = now + timeout;
+        drop(state);
+        if timeout.is_zero() {
+            self.inner.arrived.notify_waiters();
+        }
+        Ok(())
     }
 }
 

@@ -13,8 +13,9 @@
 //!   hides it for a new duration from now (0 makes it visible at once: a *nack*; a longer one
 //!   extends a lease or delays the retry).
 //! - A message received `max_receives` times without being deleted moves to the dead-letter queue
-//!   when it would be received once more. [`dead_letters`](WorkQueue::dead_letters) lists them
-//!   without removing them; [`redrive`](WorkQueue::redrive) sends them back as new messages.
+//!   when it would be received once more. [`dead_letters`](DeadLetterQueue::dead_letters) lists
+//!   them without removing them; [`redrive`](DeadLetterQueue::redrive) sends them back as new
+//!   messages.
 //!
 //! Delivery is at least once: a consumer that crashes, or is slower than the visibility timeout
 //! without extending it, lets the message go to another consumer.
@@ -118,9 +119,21 @@ impl ReceivedMessage {
     }
 }
 
+/// What becomes of a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// Done: delete it.
+    Ack,
+    /// Hide it for this long from now: `Duration::ZERO` makes it visible at once (a nack), a
+    /// longer time delays the retry or extends the lease.
+    Hide(Duration),
+}
+
 /// A queue of work items with competing consumers; see the [module docs](self) for the semantics.
 ///
-/// Object-safe (`Arc<dyn WorkQueue>`), because the implementation is chosen by configuration.
+/// Object-safe (`Arc<dyn WorkQueue>`), because the implementation is chosen by configuration. A
+/// queue with a dead-letter queue is also a [`DeadLetterQueue`].
 #[async_trait]
 pub trait WorkQueue: Send + Sync + 'static {
     /// The queue's settings.
@@ -133,12 +146,26 @@ pub trait WorkQueue: Send + Sync + 'static {
     /// first one and returns an empty list if none came.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
 
-    /// Deletes a received message. Acknowledging a message that is already gone is not an error.
-    async fn ack(&self, receipt: &Receipt) -> Result<()>;
+    /// Settles a received message: deletes it, or hides it for a while. Settling a message that
+    /// is already gone is not an error.
+    async fn settle(&self, receipt: &Receipt, settlement: Settlement) -> Result<()>;
 
-    /// Hides a received message for `timeout` from now (`Duration::ZERO`: visible at once).
-    async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<()>;
+    /// Deletes a received message ([`Settlement::Ack`]).
+    async fn ack(&self, receipt: &Receipt) -> Result<()> {
+        self.settle(receipt, Settlement::Ack).await
+    }
 
+    /// Hides a received message for `timeout` from now ([`Settlement::Hide`]; `Duration::ZERO`:
+    /// visible at once).
+    async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
+        self.settle(receipt, Settlement::Hide(timeout)).await
+    }
+}
+
+/// A [`WorkQueue`] whose messages go to a dead-letter queue after
+/// [`max_receives`](QueueSettings::max_receives), where they can be inspected and sent back.
+#[async_trait]
+pub trait DeadLetterQueue: WorkQueue {
     /// Up to `max` dead letters, oldest first, without removing them.
     async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>>;
 

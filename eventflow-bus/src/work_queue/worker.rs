@@ -303,6 +303,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::work_queue::DeadLetterQueue;
     use crate::work_queue::{InMemoryWorkQueue, QueueSettings};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

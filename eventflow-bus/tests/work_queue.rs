@@ -11,7 +11,7 @@ use std::time::Duration;
 use eventflow_bus::sqs::SqsQueueOptions;
 use eventflow_bus::testkit;
 use eventflow_bus::work_queue::{
-    InMemoryWorkQueue, DeadLetterQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
+    DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
 };
 use eventflow_core::bus::{Message, RetryPolicy};
 use eventflow_core::testkit::wait_until;

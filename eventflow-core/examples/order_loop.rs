@@ -100,7 +100,11 @@ impl Projection for OrderSummaries {
 
     // The framework decodes (and upcasts), skips redeliveries and keeps each stream in order:
     // this is only the read model's own logic.
-    async fn apply(&self, order_id: &str, event: &Envelope<OrderEvent>) -> eventflow_core::Result<()> {
+    async fn apply(
+        &self,
+        order_id: &str,
+        event: &Envelope<OrderEvent>,
+    ) -> eventflow_core::Result<()> {
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         let row = rows.entry(order_id.to_owned()).or_default();
         match &event.event {

@@ -20,11 +20,11 @@ pub mod store;
 pub mod testkit;
 
 pub use aggregate::Aggregate;
-pub use decider::{AggregateDecider, Decider};
 pub use bus::{
     DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message, MessageHandler,
     RetryPolicy, Subscription, SubscriptionHandle, handler_fn,
 };
+pub use decider::{AggregateDecider, Decider};
 pub use error::{Error, Result};
 pub use event::{DomainEvent, Upcaster, Upcasters};
 pub use feed::GlobalFeed;

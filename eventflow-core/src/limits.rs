@@ -188,8 +188,16 @@ fn metadata_bytes(metadata: &Metadata) -> u64 {
         &metadata.actor,
         &metadata.traceparent,
     ];
-    let fields: usize = optional.iter().filter_map(|f| f.as_ref()).map(|f| f.len() + 16).sum();
-    let headers: usize = metadata.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let fields: usize = optional
+        .iter()
+        .filter_map(|f| f.as_ref())
+        .map(|f| f.len() + 16)
+        .sum();
+    let headers: usize = metadata
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     (fields + headers) as u64
 }
 
@@ -219,7 +227,10 @@ mod tests {
         let limits = StoreLimits::dynamodb();
         assert!(limits.check(&request(vec![not_json.clone()])).is_ok());
         let relayed = request(vec![not_json]).with_outbox(true);
-        assert!(matches!(limits.check(&relayed), Err(Error::InvalidRequest(_))));
+        assert!(matches!(
+            limits.check(&relayed),
+            Err(Error::InvalidRequest(_))
+        ));
     }
 
     fn request(events: Vec<NewEvent>) -> AppendRequest {
@@ -234,22 +245,35 @@ mod tests {
         let relayed = request(vec![event(300 * 1024)]).with_outbox(true);
         assert!(matches!(
             limits.check(&relayed),
-            Err(Error::LimitExceeded { limit: names::OUTBOX_PAYLOAD_BYTES, .. })
+            Err(Error::LimitExceeded {
+                limit: names::OUTBOX_PAYLOAD_BYTES,
+                ..
+            })
         ));
         let refused = limits.check(&request(vec![event(400 * 1024)]));
         assert!(matches!(
             refused,
-            Err(Error::LimitExceeded { limit: names::EVENT_BYTES, .. })
+            Err(Error::LimitExceeded {
+                limit: names::EVENT_BYTES,
+                ..
+            })
         ));
         let hundred: Vec<_> = (0..100).map(|_| event(10)).collect();
         assert!(limits.check(&request(hundred.clone())).is_ok());
         let with_outbox = request(hundred).with_outbox(true);
         assert!(matches!(
             limits.check(&with_outbox),
-            Err(Error::LimitExceeded { limit: names::ITEMS_PER_APPEND, actual: 200, max: 100 })
+            Err(Error::LimitExceeded {
+                limit: names::ITEMS_PER_APPEND,
+                actual: 200,
+                max: 100
+            })
         ));
-        let spread = request(vec![event(390 * 1024)])
-            .with_stream(StreamId::new("s-2"), ExpectedVersion::Any, vec![event(390 * 1024)]);
+        let spread = request(vec![event(390 * 1024)]).with_stream(
+            StreamId::new("s-2"),
+            ExpectedVersion::Any,
+            vec![event(390 * 1024)],
+        );
         assert!(limits.check(&spread).is_ok(), "the size limit is per event");
         let mut too_big = request(Vec::new());
         for i in 0..11 {
@@ -261,7 +285,10 @@ mod tests {
         }
         assert!(matches!(
             limits.check(&too_big),
-            Err(Error::LimitExceeded { limit: names::APPEND_BYTES, .. })
+            Err(Error::LimitExceeded {
+                limit: names::APPEND_BYTES,
+                ..
+            })
         ));
         assert!(StoreLimits::unlimited().check(&too_big).is_ok());
     }
@@ -276,12 +303,18 @@ mod tests {
         );
         assert!(matches!(
             limits.check(&long_stream),
-            Err(Error::LimitExceeded { limit: names::STREAM_ID_BYTES, .. })
+            Err(Error::LimitExceeded {
+                limit: names::STREAM_ID_BYTES,
+                ..
+            })
         ));
         let long_key = request(vec![event(1)]).with_idempotency_key("k".repeat(3000));
         assert!(matches!(
             limits.check(&long_key),
-            Err(Error::LimitExceeded { limit: names::IDEMPOTENCY_KEY_BYTES, .. })
+            Err(Error::LimitExceeded {
+                limit: names::IDEMPOTENCY_KEY_BYTES,
+                ..
+            })
         ));
     }
 }

@@ -146,7 +146,12 @@ impl<P: Projection> Projector<P> {
     /// Waits until `stream` has been applied up to `version`, at most `timeout`; true when it
     /// was. This is how a query reads its own write: the command returns the stream's version,
     /// the query waits for the projection to reach it.
-    pub async fn wait_for(&self, stream: &StreamId, version: u64, timeout: Duration) -> Result<bool> {
+    pub async fn wait_for(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
         let mut progress = self.progress.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -280,7 +285,10 @@ impl<P: Projection> ProjectionRunner<P> {
 
     /// The feed position this projection has applied up to.
     pub async fn position(&self) -> Result<u64> {
-        let saved = self.checkpoints.load(self.name(), FEED_POSITION_KEY).await?;
+        let saved = self
+            .checkpoints
+            .load(self.name(), FEED_POSITION_KEY)
+            .await?;
         Ok(saved.unwrap_or(0))
     }
 

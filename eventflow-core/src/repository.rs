@@ -318,7 +318,10 @@ impl<D: Decider> DeciderRepository<D> {
 
     /// The events of `id`'s stream, decoded and upcasted, oldest first.
     pub async fn read_events(&self, id: &str) -> Result<Vec<Envelope<D::Event>>> {
-        let recorded = self.dyn_store().read_stream_to_end(&self.stream_id(id), 1).await?;
+        let recorded = self
+            .dyn_store()
+            .read_stream_to_end(&self.stream_id(id), 1)
+            .await?;
         recorded
             .into_iter()
             .map(|r| {
@@ -339,7 +342,8 @@ impl<D: Decider> DeciderRepository<D> {
                 self.decider.stream_type()
             )));
         };
-        let bytes = (snapshots.encode)(&loaded.state).map_err(|e| Error::serialization("snapshot", e))?;
+        let bytes =
+            (snapshots.encode)(&loaded.state).map_err(|e| Error::serialization("snapshot", e))?;
         let snapshot = Snapshot::new(
             self.stream_id(id),
             loaded.version,

@@ -221,7 +221,8 @@ impl RecordedEvent {
     /// [`Upcasters::decode`](crate::Upcasters::decode) (the repository and projections do).
     /// A failure is [`Error::Decode`], naming the stream, version, type and serde's reason.
     pub fn decode_as_stored<E: serde::de::DeserializeOwned>(&self) -> Result<E> {
-        serde_json::from_slice(&self.payload).map_err(|source| self.decode_error(self.schema_version, source))
+        serde_json::from_slice(&self.payload)
+            .map_err(|source| self.decode_error(self.schema_version, source))
     }
 
     /// The [`Error::Decode`] of this event, whose payload had `schema_version` when serde refused it.
@@ -333,7 +334,12 @@ impl AppendRequest {
 
     /// How many events the request appends, over all its streams.
     pub fn event_count(&self) -> usize {
-        self.events.len() + self.other_streams.iter().map(|s| s.events.len()).sum::<usize>()
+        self.events.len()
+            + self
+                .other_streams
+                .iter()
+                .map(|s| s.events.len())
+                .sum::<usize>()
     }
 
     /// Refuses an empty stream id, a stream named twice or an event without a type, before
@@ -348,7 +354,11 @@ impl AppendRequest {
                     "an event for stream {stream} has an empty event type"
                 )));
             }
-            if self.streams().take(i).any(|(earlier, _, _)| earlier == stream) {
+            if self
+                .streams()
+                .take(i)
+                .any(|(earlier, _, _)| earlier == stream)
+            {
                 return Err(Error::InvalidRequest(format!(
                     "stream {stream} appears twice in one append"
                 )));

@@ -115,7 +115,11 @@ impl Outbox for CrashBeforeMark {
     ) -> eventflow_core::Result<()> {
         Err(Error::transient("test", "relay crashed before marking"))
     }
-    async fn park(&self, event: &eventflow_core::RecordedEvent, reason: &str) -> eventflow_core::Result<()> {
+    async fn park(
+        &self,
+        event: &eventflow_core::RecordedEvent,
+        reason: &str,
+    ) -> eventflow_core::Result<()> {
         self.0.park(event, reason).await
     }
 }
@@ -255,7 +259,10 @@ fn raw_event(event_type: &str, payload: Vec<u8>) -> eventflow_core::NewEvent {
     eventflow_core::NewEvent::new(event_type, 1, bytes::Bytes::from(payload), Metadata::new())
 }
 
-fn with_outbox(stream: &str, events: Vec<eventflow_core::NewEvent>) -> eventflow_core::AppendRequest {
+fn with_outbox(
+    stream: &str,
+    events: Vec<eventflow_core::NewEvent>,
+) -> eventflow_core::AppendRequest {
     eventflow_core::AppendRequest::new(
         StreamId::new(stream),
         eventflow_core::ExpectedVersion::Any,
@@ -280,9 +287,15 @@ async fn entries_no_bus_can_carry_are_refused_at_append() {
         Err(Error::LimitExceeded { .. })
     ));
     let untyped = with_outbox("untyped-1", vec![raw_event("", b"{}".to_vec())]);
-    assert!(matches!(store.append(untyped).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        store.append(untyped).await,
+        Err(Error::InvalidRequest(_))
+    ));
     let not_json = with_outbox("raw-1", vec![raw_event("Raw", b"\x00\x01".to_vec())]);
-    assert!(matches!(store.append(not_json).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        store.append(not_json).await,
+        Err(Error::InvalidRequest(_))
+    ));
     assert!(store.is_empty());
 }
 
@@ -295,7 +308,10 @@ async fn an_entry_the_bus_refuses_is_parked_and_holds_back_only_its_stream() {
     let limits = StoreLimits::dynamodb().with_max_outbox_payload_bytes(None);
     let store = Arc::new(InMemoryEventStore::new().with_limits(limits));
     store
-        .append(with_outbox("a-1", vec![raw_event("Small", b"{\"n\":1}".to_vec())]))
+        .append(with_outbox(
+            "a-1",
+            vec![raw_event("Small", b"{\"n\":1}".to_vec())],
+        ))
         .await
         .unwrap();
     store
@@ -309,7 +325,10 @@ async fn an_entry_the_bus_refuses_is_parked_and_holds_back_only_its_stream() {
         .await
         .unwrap();
     store
-        .append(with_outbox("c-1", vec![raw_event("Small", b"{\"n\":3}".to_vec())]))
+        .append(with_outbox(
+            "c-1",
+            vec![raw_event("Small", b"{\"n\":3}".to_vec())],
+        ))
         .await
         .unwrap();
     let bus = Arc::new(InMemoryBus::new());
@@ -333,29 +352,57 @@ async fn an_entry_the_bus_refuses_is_parked_and_holds_back_only_its_stream() {
         .await
         .unwrap();
     let relay = OutboxRelay::new(store.clone(), bus.clone(), "test");
-    assert_eq!(relay.relay_pending().await.unwrap(), 2, "a-1 and c-1 go out");
-    assert!(wait_until(Duration::from_secs(5), || async { received.lock().unwrap().len() == 2 }).await);
+    assert_eq!(
+        relay.relay_pending().await.unwrap(),
+        2,
+        "a-1 and c-1 go out"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            received.lock().unwrap().len() == 2
+        })
+        .await
+    );
     assert_eq!(*received.lock().unwrap(), vec!["a-1@1", "c-1@1"]);
     let parked = store.parked(10).await.unwrap();
     assert_eq!(parked.len(), 1);
-    assert_eq!((parked[0].event.stream_id.as_str(), parked[0].event.version), ("b-1", 1));
+    assert_eq!(
+        (parked[0].event.stream_id.as_str(), parked[0].event.version),
+        ("b-1", 1)
+    );
     assert!(parked[0].reason.contains("size"), "{}", parked[0].reason);
     assert!(
         store.pending(10).await.unwrap().is_empty(),
         "b-1's later entry waits behind the parked one"
     );
-    assert_eq!(relay.relay_pending().await.unwrap(), 0, "later rounds do not stall or retry it");
+    assert_eq!(
+        relay.relay_pending().await.unwrap(),
+        0,
+        "later rounds do not stall or retry it"
+    );
 
     // The bus's limit is raised (here: a bus without one); the operator redrives the entry.
     let roomy = Arc::new(InMemoryBus::with_options(
         eventflow_core::InMemoryBusOptions::new().max_message_bytes(None),
     ));
     assert!(store.redrive(&StreamId::new("b-1"), 1).await.unwrap());
-    assert!(!store.redrive(&StreamId::new("b-1"), 1).await.unwrap(), "once");
-    let versions: Vec<u64> = store.pending(10).await.unwrap().iter().map(|e| e.version).collect();
+    assert!(
+        !store.redrive(&StreamId::new("b-1"), 1).await.unwrap(),
+        "once"
+    );
+    let versions: Vec<u64> = store
+        .pending(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
     assert_eq!(versions, vec![1, 2], "in order again");
     assert_eq!(
-        OutboxRelay::new(store.clone(), roomy, "test").relay_pending().await.unwrap(),
+        OutboxRelay::new(store.clone(), roomy, "test")
+            .relay_pending()
+            .await
+            .unwrap(),
         2
     );
     assert!(store.parked(10).await.unwrap().is_empty());

@@ -15,10 +15,10 @@ use bytes::Bytes;
 use common::{Account, AccountCommand, AccountEvent};
 use eventflow_core::outbox::event_to_message;
 use eventflow_core::{
-    AppendRequest, Applied, CheckpointStore, CommandContext, Delivery, Envelope, Error,
-    EventBus, EventStore, EventStoreExt, ExpectedVersion, InMemoryBus, InMemoryCheckpointStore,
-    InMemoryEventStore, MessageHandler, HandlerError, handler_fn, Metadata, NewEvent, OutboxRelay, Projection,
-    ProjectionRunner, Projector, Repository, StreamId, Subscription,
+    AppendRequest, Applied, CheckpointStore, CommandContext, Delivery, Envelope, Error, EventBus,
+    EventStore, EventStoreExt, ExpectedVersion, HandlerError, InMemoryBus, InMemoryCheckpointStore,
+    InMemoryEventStore, MessageHandler, Metadata, NewEvent, OutboxRelay, Projection,
+    ProjectionRunner, Projector, Repository, StreamId, Subscription, handler_fn,
 };
 
 /// Owner and balance per account, and how many events it was handed.
@@ -74,13 +74,21 @@ impl Projection for Balances {
 }
 
 async fn open_and_deposit(repo: &Repository<Account>, id: &str, deposits: i64) {
-    repo.execute(id, &AccountCommand::Open { owner: id.into() }, CommandContext::new())
+    repo.execute(
+        id,
+        &AccountCommand::Open { owner: id.into() },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
+    for amount in 1..=deposits {
+        repo.execute(
+            id,
+            &AccountCommand::Deposit { amount },
+            CommandContext::new(),
+        )
         .await
         .unwrap();
-    for amount in 1..=deposits {
-        repo.execute(id, &AccountCommand::Deposit { amount }, CommandContext::new())
-            .await
-            .unwrap();
     }
 }
 
@@ -98,7 +106,11 @@ async fn catches_up_resumes_and_rebuilds() {
     open_and_deposit(&repo, "b", 5).await;
     assert_eq!(runner.lag().await.unwrap(), 12);
     assert_eq!(runner.catch_up().await.unwrap(), 12);
-    assert_eq!(balances.balance("a"), Some(15), "ids come without the stream prefix");
+    assert_eq!(
+        balances.balance("a"),
+        Some(15),
+        "ids come without the stream prefix"
+    );
     assert_eq!(runner.position().await.unwrap(), 12);
     assert_eq!(runner.lag().await.unwrap(), 0);
     assert_eq!(runner.catch_up().await.unwrap(), 0, "nothing new");
@@ -106,24 +118,44 @@ async fn catches_up_resumes_and_rebuilds() {
     // A failure stops at the last completed batch; the next run resumes there and the events of
     // the failed batch that were applied are skipped by the framework.
     for (id, amount) in [("a", 100), ("b", 7)] {
-        repo.execute(id, &AccountCommand::Deposit { amount }, CommandContext::new())
-            .await
-            .unwrap();
+        repo.execute(
+            id,
+            &AccountCommand::Deposit { amount },
+            CommandContext::new(),
+        )
+        .await
+        .unwrap();
     }
     *balances.fail_on_amount.lock().unwrap() = Some(7);
     assert!(runner.catch_up().await.is_err());
     assert_eq!(runner.position().await.unwrap(), 12);
-    assert_eq!(balances.balance("a"), Some(115), "applied before the failure");
+    assert_eq!(
+        balances.balance("a"),
+        Some(115),
+        "applied before the failure"
+    );
     *balances.fail_on_amount.lock().unwrap() = None;
-    assert_eq!(runner.catch_up().await.unwrap(), 1, "only the failed event is applied");
-    assert_eq!(balances.balance("a"), Some(115), "the replayed event was skipped");
+    assert_eq!(
+        runner.catch_up().await.unwrap(),
+        1,
+        "only the failed event is applied"
+    );
+    assert_eq!(
+        balances.balance("a"),
+        Some(115),
+        "the replayed event was skipped"
+    );
     assert_eq!(balances.balance("b"), Some(22));
 
     *balances.applied.lock().unwrap() = 0;
     let before = balances.snapshot();
     assert_eq!(runner.rebuild().await.unwrap(), 14);
     assert_eq!(*balances.applied.lock().unwrap(), 14);
-    assert_eq!(balances.snapshot(), before, "a rebuild builds the same read model");
+    assert_eq!(
+        balances.snapshot(),
+        before,
+        "a rebuild builds the same read model"
+    );
 }
 
 /// Streams of other aggregate types never reach the projection's decoder, even when their
@@ -132,7 +164,12 @@ async fn catches_up_resumes_and_rebuilds() {
 async fn other_aggregate_types_are_skipped_before_decoding() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
-    let foreign = NewEvent::new("Shipped", 1, Bytes::from_static(b"[1,2,3]"), Metadata::new());
+    let foreign = NewEvent::new(
+        "Shipped",
+        1,
+        Bytes::from_static(b"[1,2,3]"),
+        Metadata::new(),
+    );
     store
         .append(AppendRequest::new(
             StreamId::new("shipment-1"),
@@ -146,7 +183,11 @@ async fn other_aggregate_types_are_skipped_before_decoding() {
     let runner = ProjectionRunner::new(store.clone(), balances.clone());
     assert_eq!(runner.catch_up().await.unwrap(), 3);
     assert_eq!(balances.balance("a"), Some(3));
-    assert_eq!(runner.lag().await.unwrap(), 0, "skipped events count as read");
+    assert_eq!(
+        runner.lag().await.unwrap(),
+        0,
+        "skipped events count as read"
+    );
 }
 
 /// An old event of schema version 1 is upcasted by the event type's upcasters: a read model built
@@ -160,7 +201,8 @@ async fn upcasted_events_build_the_same_read_model() {
         Bytes::from_static(b"{\"Opened\":{\"name\":\"dee\"}}"),
         Metadata::new(),
     );
-    let deposit = NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, Metadata::new()).unwrap();
+    let deposit =
+        NewEvent::encode(&AccountEvent::Deposited { amount: 5 }, Metadata::new()).unwrap();
     store
         .append(AppendRequest::new(
             StreamId::new("account-dee"),
@@ -170,18 +212,34 @@ async fn upcasted_events_build_the_same_read_model() {
         .await
         .unwrap();
     let old = Arc::new(Balances::default());
-    ProjectionRunner::new(store, old.clone()).catch_up().await.unwrap();
+    ProjectionRunner::new(store, old.clone())
+        .catch_up()
+        .await
+        .unwrap();
 
     let current_store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(current_store.clone());
-    repo.execute("dee", &AccountCommand::Open { owner: "dee".into() }, CommandContext::new())
-        .await
-        .unwrap();
-    repo.execute("dee", &AccountCommand::Deposit { amount: 5 }, CommandContext::new())
-        .await
-        .unwrap();
+    repo.execute(
+        "dee",
+        &AccountCommand::Open {
+            owner: "dee".into(),
+        },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
+    repo.execute(
+        "dee",
+        &AccountCommand::Deposit { amount: 5 },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
     let current = Arc::new(Balances::default());
-    ProjectionRunner::new(current_store, current.clone()).catch_up().await.unwrap();
+    ProjectionRunner::new(current_store, current.clone())
+        .catch_up()
+        .await
+        .unwrap();
 
     assert_eq!(old.snapshot(), current.snapshot());
     assert_eq!(old.snapshot()["dee"], ("dee".to_owned(), 5));
@@ -218,7 +276,11 @@ async fn a_projection_fed_twice_builds_the_same_read_model() {
         .unwrap();
     open_and_deposit(&repo, "a", 4).await;
     let last = repo
-        .execute("a", &AccountCommand::Withdraw { amount: 3 }, CommandContext::new())
+        .execute(
+            "a",
+            &AccountCommand::Withdraw { amount: 3 },
+            CommandContext::new(),
+        )
         .await
         .unwrap();
     OutboxRelay::new(store.clone(), bus.clone(), "accounts")
@@ -239,7 +301,11 @@ async fn a_projection_fed_twice_builds_the_same_read_model() {
     .await;
     assert!(twice, "every event was delivered twice");
     assert_eq!(balances.balance("a"), Some(7));
-    assert_eq!(*balances.applied.lock().unwrap(), 6, "each event applied once");
+    assert_eq!(
+        *balances.applied.lock().unwrap(),
+        6,
+        "each event applied once"
+    );
     subscription.unsubscribe().await;
 }
 
@@ -261,16 +327,26 @@ async fn events_are_applied_in_stream_order() {
         let message = event_to_message(&events[n], "accounts").unwrap();
         Delivery::new(message, "balances", 1)
     };
-    assert!(projector.handle(deliver(1)).await.is_err(), "version 2 before 1");
+    assert!(
+        projector.handle(deliver(1)).await.is_err(),
+        "version 2 before 1"
+    );
     assert_eq!(*balances.applied.lock().unwrap(), 0);
     match projector.apply(events[2].clone()).await {
-        Err(Error::OutOfOrder { expected: 1, actual: 3, .. }) => {}
+        Err(Error::OutOfOrder {
+            expected: 1,
+            actual: 3,
+            ..
+        }) => {}
         other => panic!("expected OutOfOrder, got {other:?}"),
     }
     for n in 0..3 {
         projector.handle(deliver(n)).await.unwrap();
     }
-    assert_eq!(projector.apply(events[1].clone()).await.unwrap(), Applied::AlreadyApplied);
+    assert_eq!(
+        projector.apply(events[1].clone()).await.unwrap(),
+        Applied::AlreadyApplied
+    );
     assert_eq!(balances.balance("a"), Some(3));
     assert_eq!(
         checkpoints.load("balances", "account-a").await.unwrap(),
@@ -279,7 +355,10 @@ async fn events_are_applied_in_stream_order() {
     );
     // A new projector on the same checkpoints (a restarted process) does not apply them again.
     let restarted = Projector::new(balances.clone(), checkpoints);
-    assert_eq!(restarted.apply(events[2].clone()).await.unwrap(), Applied::AlreadyApplied);
+    assert_eq!(
+        restarted.apply(events[2].clone()).await.unwrap(),
+        Applied::AlreadyApplied
+    );
     assert_eq!(*balances.applied.lock().unwrap(), 3);
 }
 
@@ -297,7 +376,13 @@ async fn wait_for_times_out_when_the_projection_is_behind() {
         .unwrap();
     assert!(!reached, "nothing ran the projection");
     runner.catch_up().await.unwrap();
-    assert!(runner.projector().wait_for(&stream, 2, Duration::ZERO).await.unwrap());
+    assert!(
+        runner
+            .projector()
+            .wait_for(&stream, 2, Duration::ZERO)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -317,12 +402,20 @@ async fn run_polls_until_shutdown() {
     };
     open_and_deposit(&repo, "p", 0).await;
     let executed = repo
-        .execute("p", &AccountCommand::Deposit { amount: 3 }, CommandContext::new())
+        .execute(
+            "p",
+            &AccountCommand::Deposit { amount: 3 },
+            CommandContext::new(),
+        )
         .await
         .unwrap();
     let reached = runner
         .projector()
-        .wait_for(&executed.stream_id, executed.version, Duration::from_secs(5))
+        .wait_for(
+            &executed.stream_id,
+            executed.version,
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert!(reached, "the running projection picked up new events");

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::{Account, AccountCommand, AccountError, AccountEvent};
 use eventflow_core::{
-    AppendRequest, AppendResult, CommandContext, CommandError, Envelope, Error, EventStore, EventStoreExt,
-    ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore, Metadata, NewEvent, RecordedEvent,
-    Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
+    AppendRequest, AppendResult, CommandContext, CommandError, Envelope, Error, EventStore,
+    EventStoreExt, ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore, Metadata, NewEvent,
+    RecordedEvent, Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
 };
 
 fn open(owner: &str) -> AccountCommand {
@@ -231,7 +231,14 @@ async fn upcasters_migrate_old_events_while_loading() {
     let error = repo.load("bad").await.unwrap_err();
     let text = error.to_string();
     assert!(
-        matches!(&error, Error::Decode { version: 1, schema_version: 2, .. }),
+        matches!(
+            &error,
+            Error::Decode {
+                version: 1,
+                schema_version: 2,
+                ..
+            }
+        ),
         "{error:?}"
     );
     for part in ["AccountOpened", "account-bad", "version 1", "invalid type"] {
@@ -294,7 +301,10 @@ async fn an_idempotency_key_from_another_stream_is_refused_not_decoded() {
     assert_eq!(repo.id_of(&executed.stream_id), Some("k1"));
     assert!(matches!(
         executed.events[..],
-        [Envelope { event: AccountEvent::Deposited { amount: 1 }, .. }]
+        [Envelope {
+            event: AccountEvent::Deposited { amount: 1 },
+            ..
+        }]
     ));
     assert!(repo.find_executed("unused").await.unwrap().is_none());
 }

@@ -30,10 +30,19 @@ async fn in_memory_store_enforces_dynamodb_limits_by_default() {
     let big = NewEvent::new(
         "Big",
         1,
-        Bytes::from(vec![b'"'; 2].into_iter().chain(vec![b'x'; 410 * 1024]).collect::<Vec<_>>()),
+        Bytes::from(
+            vec![b'"'; 2]
+                .into_iter()
+                .chain(vec![b'x'; 410 * 1024])
+                .collect::<Vec<_>>(),
+        ),
         Metadata::new(),
     );
-    let request = AppendRequest::new(StreamId::new("big-1"), ExpectedVersion::Any, vec![big.clone()]);
+    let request = AppendRequest::new(
+        StreamId::new("big-1"),
+        ExpectedVersion::Any,
+        vec![big.clone()],
+    );
     let refused = store.append(request).await;
     assert!(
         matches!(refused, Err(Error::LimitExceeded { .. })),
@@ -43,20 +52,39 @@ async fn in_memory_store_enforces_dynamodb_limits_by_default() {
         .map(|_| NewEvent::new("E", 1, Bytes::from_static(b"{}"), Metadata::new()))
         .collect();
     let refused = store
-        .append(AppendRequest::new(StreamId::new("many-1"), ExpectedVersion::Any, many.clone()))
+        .append(AppendRequest::new(
+            StreamId::new("many-1"),
+            ExpectedVersion::Any,
+            many.clone(),
+        ))
         .await;
     assert!(
-        matches!(refused, Err(Error::LimitExceeded { actual: 101, max: 100, .. })),
+        matches!(
+            refused,
+            Err(Error::LimitExceeded {
+                actual: 101,
+                max: 100,
+                ..
+            })
+        ),
         "101 events in one append are refused: {refused:?}"
     );
     assert!(store.is_empty(), "nothing of a refused append is written");
     let unlimited = InMemoryEventStore::new().with_limits(StoreLimits::unlimited());
     unlimited
-        .append(AppendRequest::new(StreamId::new("big-1"), ExpectedVersion::Any, vec![big]))
+        .append(AppendRequest::new(
+            StreamId::new("big-1"),
+            ExpectedVersion::Any,
+            vec![big],
+        ))
         .await
         .unwrap();
     unlimited
-        .append(AppendRequest::new(StreamId::new("many-1"), ExpectedVersion::Any, many))
+        .append(AppendRequest::new(
+            StreamId::new("many-1"),
+            ExpectedVersion::Any,
+            many,
+        ))
         .await
         .unwrap();
     assert_eq!(unlimited.len(), 102);

@@ -605,10 +605,7 @@ pub(crate) fn obligations(definition: &SagaDefinition, state: &SagaState) -> Obl
         );
         return Obligations {
             command: Some(command),
-            timer: Some((
-                state.steps[step as usize].deadline,
-                TimerKey::Step { step },
-            )),
+            timer: Some((state.steps[step as usize].deadline, TimerKey::Step { step })),
         };
     }
     let Some(c) = state
@@ -626,7 +623,10 @@ pub(crate) fn obligations(definition: &SagaDefinition, state: &SagaState) -> Obl
                 return Obligations::default();
             };
             let Some(def) = compensation_command(definition, target) else {
-                return Obligations { command: None, timer };
+                return Obligations {
+                    command: None,
+                    timer,
+                };
             };
             let reason = Some(Value::String(c.reason.clone()));
             let command = match target {
@@ -1152,10 +1152,17 @@ mod tests {
         let first = obligations(&run.def, &run.state);
         let command = first.command.expect("step 0 in flight");
         assert_eq!(
-            (command.command_type.as_str(), command.step.as_str(), command.kind),
+            (
+                command.command_type.as_str(),
+                command.step.as_str(),
+                command.kind
+            ),
             ("ReserveInventory", "ReserveInventory", CommandKind::Action)
         );
-        assert_eq!(command.idempotency_key, "PlaceOrder/order-1/ReserveInventory/action");
+        assert_eq!(
+            command.idempotency_key,
+            "PlaceOrder/order-1/ReserveInventory/action"
+        );
         assert_eq!(command.data, json!({"orderId": "order-1"}));
         assert_eq!(command.correlation_id.as_deref(), Some("req-1"));
         assert_eq!(first.timer, Some((at(10), TimerKey::Step { step: 0 })));
@@ -1190,8 +1197,16 @@ mod tests {
             .command
             .expect("compensation in flight");
         assert_eq!(
-            (command.command_type.as_str(), command.step.as_str(), command.kind),
-            ("ReleaseInventory", "ReserveInventory", CommandKind::Compensation)
+            (
+                command.command_type.as_str(),
+                command.step.as_str(),
+                command.kind
+            ),
+            (
+                "ReleaseInventory",
+                "ReserveInventory",
+                CommandKind::Compensation
+            )
         );
         assert_eq!(
             command.result,

@@ -137,7 +137,11 @@ impl Decider for Ledger {
 
     fn initial_state(&self, _: &str) {}
 
-    fn decide(&self, _: &(), entry: &LedgerEvent) -> std::result::Result<Vec<LedgerEvent>, Infallible> {
+    fn decide(
+        &self,
+        _: &(),
+        entry: &LedgerEvent,
+    ) -> std::result::Result<Vec<LedgerEvent>, Infallible> {
         Ok(vec![entry.clone()])
     }
 

@@ -14,8 +14,7 @@ use eventflow_core::{
     InMemorySnapshotStore, Metadata, RecordedEvent, SnapshotStore, StreamId,
 };
 use eventflow_saga::{
-    COMPACT_EVERY, CompensationRetry, INDEX_SHARDS, Orchestrator, SagaIndex, SagaOutcome,
-    shard_of,
+    COMPACT_EVERY, CompensationRetry, INDEX_SHARDS, Orchestrator, SagaIndex, SagaOutcome, shard_of,
 };
 use support::{PlaceOrder, place_order};
 
@@ -44,14 +43,20 @@ impl EventStore for CountingStore {
         from_version: u64,
         max_count: usize,
     ) -> eventflow_core::Result<Vec<RecordedEvent>> {
-        let events = self.inner.read_stream(stream, from_version, max_count).await?;
+        let events = self
+            .inner
+            .read_stream(stream, from_version, max_count)
+            .await?;
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.events_read
             .fetch_add(events.len() as u64, Ordering::SeqCst);
         Ok(events)
     }
 
-    async fn find_idempotency_key(&self, key: &str) -> eventflow_core::Result<Option<AppendResult>> {
+    async fn find_idempotency_key(
+        &self,
+        key: &str,
+    ) -> eventflow_core::Result<Option<AppendResult>> {
         self.inner.find_idempotency_key(key).await
     }
 }
@@ -129,7 +134,10 @@ async fn resume_reads_in_proportion_to_the_unfinished_sagas() {
         events_read <= bound,
         "resume read {events_read} events, more than {bound}: it reads the index whole"
     );
-    assert!(reads <= u64::from(INDEX_SHARDS) + RUNNING * 2, "{reads} reads");
+    assert!(
+        reads <= u64::from(INDEX_SHARDS) + RUNNING * 2,
+        "{reads} reads"
+    );
     let unfinished: BTreeSet<String> = second
         .query()
         .unfinished()

@@ -35,9 +35,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::bus::BusCapabilities;
 use eventflow_core::{
-    AppendRequest, AppendResult, CommandContext, Delivery, EventBus, EventStore, Filter, GlobalFeed,
-    InMemoryEventStore, Message, MessageHandler, RecordedEvent, Repository, StreamId, Subscription,
-    SubscriptionHandle,
+    AppendRequest, AppendResult, CommandContext, Delivery, EventBus, EventStore, Filter,
+    GlobalFeed, InMemoryEventStore, Message, MessageHandler, RecordedEvent, Repository, StreamId,
+    Subscription, SubscriptionHandle,
 };
 use eventflow_saga::participant::IDEMPOTENCY_KEY_HEADER;
 use eventflow_saga::query::SagaQuery;

@@ -71,7 +71,10 @@ pub(crate) fn condition_checks(expected: ExpectedVersion, events: usize) -> u64 
 /// Checks keys, item sizes, item count and transaction size of `request`, over all its streams,
 /// before any call. Sizes are upper bounds (the largest possible version number and timestamp are
 /// assumed), so a request that passes never fails remotely on a limit, whatever versions it lands at.
-pub(crate) fn check(request: &AppendRequest, max_outbox_payload_bytes: Option<u64>) -> Result<Footprint> {
+pub(crate) fn check(
+    request: &AppendRequest,
+    max_outbox_payload_bytes: Option<u64>,
+) -> Result<Footprint> {
     request.validate()?;
     let mut items = 0;
     let mut bytes = 0;

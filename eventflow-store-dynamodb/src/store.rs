@@ -104,19 +104,22 @@ struct Plan {
 
 /// What `request` writes when its streams start at `bases`.
 fn result_of(request: &AppendRequest, bases: &[Base], now: chrono::DateTime<Utc>) -> AppendResult {
-    let mut streams = request.streams().zip(bases).map(|((stream, _, events), base)| {
-        let count = events.len() as u64;
-        AppendResult::new(
-            stream.clone(),
-            base.version + 1,
-            base.version + count,
-            None,
-            now,
-        )
-    });
-    let mut result = streams.next().unwrap_or_else(|| {
-        AppendResult::new(request.stream.clone(), 1, 0, None, now)
-    });
+    let mut streams = request
+        .streams()
+        .zip(bases)
+        .map(|((stream, _, events), base)| {
+            let count = events.len() as u64;
+            AppendResult::new(
+                stream.clone(),
+                base.version + 1,
+                base.version + count,
+                None,
+                now,
+            )
+        });
+    let mut result = streams
+        .next()
+        .unwrap_or_else(|| AppendResult::new(request.stream.clone(), 1, 0, None, now));
     result.other_streams = streams.collect();
     result
 }
@@ -301,7 +304,9 @@ impl DynamoDbEventStore {
                 let image = reasons.get(k).and_then(|r| r.item()).cloned();
                 return Ok((Outcome::DuplicateKey(image), result));
             }
-            let conflict = (0..owners.len()).find(|&i| failed(i)).and_then(|i| owners[i]);
+            let conflict = (0..owners.len())
+                .find(|&i| failed(i))
+                .and_then(|i| owners[i]);
             if let Some(stream) = conflict {
                 return Ok((Outcome::VersionConflict(stream), result));
             }
@@ -376,7 +381,11 @@ impl DynamoDbEventStore {
     }
 
     /// An append that writes nothing (no events, no key) only checks the caller's versions.
-    async fn check_versions(&self, request: &AppendRequest, bases: &[Base]) -> Result<AppendResult> {
+    async fn check_versions(
+        &self,
+        request: &AppendRequest,
+        bases: &[Base],
+    ) -> Result<AppendResult> {
         for ((stream, expected, _), base) in request.streams().zip(bases) {
             if !base.checked {
                 continue;
@@ -415,7 +424,9 @@ impl DynamoDbEventStore {
             let Some((stream, expected, _)) = request.streams().nth(index) else {
                 return Err(other_error(
                     "TransactWriteItems",
-                    format!("a condition of stream #{index} failed, which the request does not have"),
+                    format!(
+                        "a condition of stream #{index} failed, which the request does not have"
+                    ),
                     false,
                 ));
             };
@@ -448,13 +459,18 @@ impl DynamoDbEventStore {
         held: &HashSet<StreamId>,
         into: &mut Vec<(StreamId, u64)>,
     ) -> Result<()> {
-        self.query_entries(&items::outbox_pk(shard), max, |item, into| {
-            let (stream, version) = items::decode_outbox(item)?;
-            if !held.contains(&stream) {
-                into.push((stream, version));
-            }
-            Ok(())
-        }, into)
+        self.query_entries(
+            &items::outbox_pk(shard),
+            max,
+            |item, into| {
+                let (stream, version) = items::decode_outbox(item)?;
+                if !held.contains(&stream) {
+                    into.push((stream, version));
+                }
+                Ok(())
+            },
+            into,
+        )
         .await
     }
 
@@ -829,7 +845,8 @@ impl ParkedEntries for DynamoDbEventStore {
         };
         let shards = self.config.outbox_shards();
         let entry = items::outbox_item(stream, version, event_id, shards);
-        self.move_entry(items::parked_key(stream, version), entry).await
+        self.move_entry(items::parked_key(stream, version), entry)
+            .await
     }
 }
 
@@ -840,10 +857,15 @@ impl DynamoDbEventStore {
         max: usize,
     ) -> Result<Vec<(StreamId, u64, String, chrono::DateTime<Utc>)>> {
         let mut pointers = Vec::new();
-        self.query_entries(items::PARKED_PK, max, |item, into| {
-            into.push(items::decode_parked(item)?);
-            Ok(())
-        }, &mut pointers)
+        self.query_entries(
+            items::PARKED_PK,
+            max,
+            |item, into| {
+                into.push(items::decode_parked(item)?);
+                Ok(())
+            },
+            &mut pointers,
+        )
         .await?;
         Ok(pointers)
     }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use eventflow_core::outbox::message_to_event;
 use eventflow_core::testkit::wait_until;
 use eventflow_core::{
-    AppendRequest, Delivery, Error, EventBus, EventStore, ExpectedVersion, HandlerError,
-    Metadata, NewEvent, Outbox, OutboxRelay, ParkedEntries, StreamId, Subscription, handler_fn,
+    AppendRequest, Delivery, Error, EventBus, EventStore, ExpectedVersion, HandlerError, Metadata,
+    NewEvent, Outbox, OutboxRelay, ParkedEntries, StreamId, Subscription, handler_fn,
 };
 use eventflow_store_dynamodb::testkit;
 
@@ -37,17 +37,29 @@ async fn entries_eventbridge_refuses_are_refused_at_append_or_parked() {
     };
     // By default the store refuses, at append, what EventBridge would refuse.
     let refused = strict
-        .append(with_outbox("big-1", vec![event("Big", json_of(300 * 1024))]))
+        .append(with_outbox(
+            "big-1",
+            vec![event("Big", json_of(300 * 1024))],
+        ))
         .await;
-    assert!(matches!(refused, Err(Error::LimitExceeded { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::LimitExceeded { .. })),
+        "{refused:?}"
+    );
     let refused = strict
         .append(with_outbox("raw-1", vec![event("Raw", b"\x00".to_vec())]))
         .await;
-    assert!(matches!(refused, Err(Error::InvalidRequest(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest(_))),
+        "{refused:?}"
+    );
     let refused = strict
         .append(with_outbox("untyped-1", vec![event("", b"{}".to_vec())]))
         .await;
-    assert!(matches!(refused, Err(Error::InvalidRequest(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidRequest(_))),
+        "{refused:?}"
+    );
 
     // A store told that its bus takes anything: the 300 KB entry reaches the relay.
     let config = testkit::unique_config().with_max_outbox_payload_bytes(None);
@@ -73,18 +85,27 @@ async fn entries_eventbridge_refuses_are_refused_at_append_or_parked() {
         .await
         .expect("subscribe");
     store
-        .append(with_outbox("a-1", vec![event("Small", b"{\"n\":1}".to_vec())]))
+        .append(with_outbox(
+            "a-1",
+            vec![event("Small", b"{\"n\":1}".to_vec())],
+        ))
         .await
         .expect("append a-1");
     store
         .append(with_outbox(
             "b-1",
-            vec![event("Big", json_of(300 * 1024)), event("Small", b"{\"n\":2}".to_vec())],
+            vec![
+                event("Big", json_of(300 * 1024)),
+                event("Small", b"{\"n\":2}".to_vec()),
+            ],
         ))
         .await
         .expect("append b-1");
     store
-        .append(with_outbox("c-1", vec![event("Small", b"{\"n\":3}".to_vec())]))
+        .append(with_outbox(
+            "c-1",
+            vec![event("Small", b"{\"n\":3}".to_vec())],
+        ))
         .await
         .expect("append c-1");
 
@@ -93,7 +114,11 @@ async fn entries_eventbridge_refuses_are_refused_at_append_or_parked() {
         Arc::new(bus) as Arc<dyn EventBus>,
         "test",
     );
-    assert_eq!(relay.relay_pending().await.expect("relay"), 2, "a-1 and c-1 go out");
+    assert_eq!(
+        relay.relay_pending().await.expect("relay"),
+        2,
+        "a-1 and c-1 go out"
+    );
     let delivered = wait_until(Duration::from_secs(30), || async {
         received.lock().unwrap_or_else(|e| e.into_inner()).len() == 2
     })
@@ -108,10 +133,22 @@ async fn entries_eventbridge_refuses_are_refused_at_append_or_parked() {
         (parked[0].event.stream_id.as_str(), parked[0].event.version),
         ("b-1", 1)
     );
-    assert!(store.pending(10).await.expect("pending").is_empty(), "b-1@2 waits");
-    assert_eq!(relay.relay_pending().await.expect("relay"), 0, "no stall, no retry loop");
+    assert!(
+        store.pending(10).await.expect("pending").is_empty(),
+        "b-1@2 waits"
+    );
+    assert_eq!(
+        relay.relay_pending().await.expect("relay"),
+        0,
+        "no stall, no retry loop"
+    );
     // Redriven onto the same bus, it is refused and parked again; nothing else is affected.
-    assert!(store.redrive(&StreamId::new("b-1"), 1).await.expect("redrive"));
+    assert!(
+        store
+            .redrive(&StreamId::new("b-1"), 1)
+            .await
+            .expect("redrive")
+    );
     assert_eq!(relay.relay_pending().await.expect("relay"), 0);
     assert_eq!(store.parked(10).await.expect("parked").len(), 1);
     subscription.unsubscribe().await;

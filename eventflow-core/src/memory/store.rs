@@ -77,7 +77,7 @@ impl Inner {
     /// Appends `events` to `stream`, which is at version `actual` (already checked).
     fn write(
         &mut self,
-        stream: StreamId,
+        stream: &StreamId,
         actual: u64,
         events: Vec<NewEvent>,
         outbox: bool,
@@ -101,7 +101,7 @@ impl Inner {
             outbox: pending,
             ..
         } = self;
-        let indices = match streams.get_mut(&stream) {
+        let indices = match streams.get_mut(stream) {
             Some(indices) => indices,
             None => streams.entry(stream.clone()).or_default(),
         };
@@ -160,12 +160,12 @@ impl EventStore for InMemoryEventStore {
             check(&other.stream, other.expected, version)?;
             others.push(version);
         }
-        let mut result = inner.write(request.stream, actual, request.events, request.outbox, now);
+        let mut result = inner.write(&request.stream, actual, request.events, request.outbox, now);
         if let Some(key) = request.idempotency_key {
             inner.idempotency.insert(key, result.clone());
         }
         for (other, version) in request.other_streams.into_iter().zip(others) {
-            let written = inner.write(other.stream, version, other.events, request.outbox, now);
+            let written = inner.write(&other.stream, version, other.events, request.outbox, now);
             result.other_streams.push(written);
         }
         Ok(result)

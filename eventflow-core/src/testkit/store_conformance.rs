@@ -644,7 +644,10 @@ async fn global_feed<S: GlobalFeed>(store: &S) {
         ExpectedVersion::NoStream,
         events(1, 1),
     );
-    store.append(both).await.or_fail("global_feed: multi-stream append");
+    store
+        .append(both)
+        .await
+        .or_fail("global_feed: multi-stream append");
     let tail = store.read_all(head + 1, 10).await.or_fail("global_feed");
     let streams: Vec<_> = tail.iter().map(|e| e.stream_id.clone()).collect();
     assert_eq!(
@@ -852,7 +855,10 @@ async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<S>) {
     }
     let mut owns = Vec::new();
     for task in tasks {
-        owns.push(task.await.or_fail("concurrent_multi_stream: writer panicked"));
+        owns.push(
+            task.await
+                .or_fail("concurrent_multi_stream: writer panicked"),
+        );
     }
     let all = store
         .read_stream_to_end(&shared, 1)
@@ -891,7 +897,10 @@ async fn outbox_parking<S: EventStore + Outbox + ParkedEntries>(store: &S) {
     let (a, b) = (stream("park-a"), stream("park-b"));
     for s in [&a, &b] {
         store
-            .append(AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1, 2)).with_outbox(true))
+            .append(
+                AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1, 2))
+                    .with_outbox(true),
+            )
             .await
             .or_fail("outbox_parking: append");
     }
@@ -918,21 +927,34 @@ async fn outbox_parking<S: EventStore + Outbox + ParkedEntries>(store: &S) {
     let parked = store.parked(10).await.or_fail("outbox_parking: parked");
     assert_eq!(parked.len(), 1, "outbox_parking: one parked entry");
     assert_eq!(
-        (&parked[0].event.stream_id, parked[0].event.version, parked[0].event.event_id),
+        (
+            &parked[0].event.stream_id,
+            parked[0].event.version,
+            parked[0].event.event_id
+        ),
         (&a, 1, first_of_a.event_id),
         "outbox_parking: the parked entry is the event"
     );
-    assert_eq!(parked[0].reason, "too large for the bus", "outbox_parking: the reason");
+    assert_eq!(
+        parked[0].reason, "too large for the bus",
+        "outbox_parking: the reason"
+    );
     store
         .park(&first_of_a, "again")
         .await
         .or_fail("outbox_parking: parking what is not pending is harmless");
     assert!(
-        store.redrive(&a, 1).await.or_fail("outbox_parking: redrive"),
+        store
+            .redrive(&a, 1)
+            .await
+            .or_fail("outbox_parking: redrive"),
         "outbox_parking: redrive finds the entry"
     );
     assert!(
-        !store.redrive(&a, 1).await.or_fail("outbox_parking: redrive"),
+        !store
+            .redrive(&a, 1)
+            .await
+            .or_fail("outbox_parking: redrive"),
         "outbox_parking: a second redrive finds nothing"
     );
     assert!(store.parked(10).await.or_fail("outbox_parking").is_empty());

@@ -92,7 +92,6 @@ struct Counters {
     late: AtomicU64,
 }
 
-
 struct Inner<D> {
     definition: Arc<SagaDefinition>,
     sagas: Arc<DeciderRepository<SagaDecider>>,
@@ -114,9 +113,10 @@ struct Inner<D> {
 
 /// Runs sagas of one [`SagaDefinition`] on any [`EventStore`] + [`EventBus`].
 ///
-/// - **Start** from a trigger message or [`start`](Self::start): `SagaRegistered` goes to the index
-///   stream, then `SagaStarted` + `SagaStepSent` to the saga's own stream (one atomic append with
-///   [`ExpectedVersion::Exact`]), then the first command is published.
+/// - **Start** from a trigger message or [`start`](Self::start): `SagaRegistered` goes to its
+///   shard of the [`SagaIndex`], then `SagaStarted` + `SagaStepSent` to the saga's own stream
+///   through the core's [`DeciderRepository`] (an exact-version append), then the first command
+///   is published.
 /// - **Replies** are matched by the `saga-id`, `saga-step`, `saga-kind` and `saga-attempt`
 ///   attributes; duplicates and late replies change nothing.
 /// - **Failure or timeout**: the completed steps are compensated in reverse order (a timed-out
@@ -126,8 +126,10 @@ struct Inner<D> {
 ///   [`retry_compensation`](Self::retry_compensation).
 /// - **Durability**: every transition is recorded before its command is published. Deadlines are
 ///   stored in the events; [`resume`](Self::resume) (run by [`run`](Self::run)) reloads every
-///   unfinished saga, resends its command in flight (participants deduplicate by idempotency key)
-///   and re-arms its timer, so a new process picks up where a crashed one stopped.
+///   unfinished saga (found through the index's compacted open sets), resends its command in
+///   flight (participants deduplicate by idempotency key) and re-arms its timer, so a new process
+///   picks up where a crashed one stopped. A saga another orchestrator moved is treated the same
+///   way when this one next touches it.
 ///
 /// Clones share the same orchestrator. See the crate docs for a complete example.
 pub struct Orchestrator<D> {
@@ -336,7 +338,10 @@ impl<D: SagaData> Orchestrator<D> {
             } else {
                 SagaOutcome::Compensated
             };
-            self.inner.index.settle(saga_id, outcome, known.failure).await?;
+            self.inner
+                .index
+                .settle(saga_id, outcome, known.failure)
+                .await?;
         }
         Ok(known.status)
     }

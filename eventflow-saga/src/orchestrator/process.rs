@@ -180,7 +180,10 @@ impl<D: SagaData> Orchestrator<D> {
         let result = inner
             .sagas
             .execute_and_inspect(saga_id, &input, context, |state, version| {
-                seen = Some((Known::of(state, version), machine::obligations(definition, state)));
+                seen = Some((
+                    Known::of(state, version),
+                    machine::obligations(definition, state),
+                ));
             })
             .await;
         match result {

@@ -39,7 +39,10 @@ impl Timers {
     }
 
     /// Removes and returns the timers due at `now`, earliest first.
-    pub(super) fn take_due(&mut self, now: DateTime<Utc>) -> Vec<(DateTime<Utc>, String, TimerKey)> {
+    pub(super) fn take_due(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Vec<(DateTime<Utc>, String, TimerKey)> {
         let mut due = Vec::new();
         while let Some(first) = self.queue.first() {
             if first.0 > now {

@@ -322,6 +322,11 @@ impl<D: Decider> DeciderRepository<D> {
             .dyn_store()
             .read_stream_to_end(&self.stream_id(id), 1)
             .await?;
+        self.decode_all(recorded)
+    }
+
+    /// Recorded events of this repository's streams, decoded and upcasted.
+    fn decode_all(&self, recorded: Vec<RecordedEvent>) -> Result<Vec<Envelope<D::Event>>> {
         recorded
             .into_iter()
             .map(|r| {
@@ -588,13 +593,7 @@ impl<D: Decider> DeciderRepository<D> {
                 original.last_version,
             )
             .await?;
-        let events = recorded
-            .into_iter()
-            .map(|r| {
-                let event = self.upcasters.decode(&r)?;
-                Ok(Envelope::from_recorded(r, event))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let events = self.decode_all(recorded)?;
         Ok(Executed {
             stream_id: original.stream,
             version: original.last_version,

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::metadata::Metadata;
-use crate::store::{AppendRequest, ExpectedVersion, NewEvent};
+use crate::store::{AppendRequest, ExpectedVersion, NewEvent, StreamId};
 
 /// Names of the limits, as they appear in [`Error::LimitExceeded::limit`](crate::Error::LimitExceeded).
 pub mod names {
@@ -98,53 +98,96 @@ impl StoreLimits {
         }
     }
 
-    /// Checks `request`, before anything is written.
+    /// Checks `request` against the limits, and what [`AppendRequest::validate`] checks (empty
+    /// ids and types, a stream named twice), in one pass, before anything is written.
     pub fn check(&self, request: &AppendRequest) -> Result<()> {
+        let mut footprint = (0, 0);
         if let Some(key) = &request.idempotency_key {
             exceeds(
                 names::IDEMPOTENCY_KEY_BYTES,
                 key.len() as u64,
                 self.max_idempotency_key_bytes,
             )?;
+            footprint.0 += 1;
+            footprint.1 +=
+                key.len() as u64 + request.stream.as_str().len() as u64 + KEY_OVERHEAD_BYTES;
         }
-        let mut items = u64::from(request.idempotency_key.is_some());
-        let mut bytes = request.idempotency_key.as_ref().map_or(0, |key| {
-            key.len() as u64 + request.stream.as_str().len() as u64 + KEY_OVERHEAD_BYTES
-        });
-        for (stream, expected, events) in request.streams() {
-            let stream_bytes = stream.as_str().len() as u64;
-            exceeds(
-                names::STREAM_ID_BYTES,
-                stream_bytes,
-                self.max_stream_id_bytes,
+        let outbox = request.outbox;
+        self.check_stream(
+            &request.stream,
+            request.expected,
+            &request.events,
+            outbox,
+            &mut footprint,
+        )?;
+        if !request.other_streams.is_empty() {
+            // Names each stream once; `validate` is the one place that rule is written.
+            request.validate()?;
+        }
+        for other in &request.other_streams {
+            self.check_stream(
+                &other.stream,
+                other.expected,
+                &other.events,
+                outbox,
+                &mut footprint,
             )?;
-            if request.outbox && !events.is_empty() {
-                exceeds(
-                    names::OUTBOX_STREAM_ID_BYTES,
-                    stream_bytes,
-                    self.max_outbox_stream_id_bytes,
-                )?;
+        }
+        exceeds(
+            names::ITEMS_PER_APPEND,
+            footprint.0,
+            self.max_items_per_append,
+        )?;
+        exceeds(names::APPEND_BYTES, footprint.1, self.max_append_bytes)
+    }
+
+    /// Checks one stream of an append, adding its items and bytes to `footprint`.
+    #[inline]
+    fn check_stream(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        outbox: bool,
+        footprint: &mut (u64, u64),
+    ) -> Result<()> {
+        let stream_bytes = stream.as_str().len() as u64;
+        if stream_bytes == 0 {
+            return Err(Error::InvalidRequest("stream id is empty".into()));
+        }
+        exceeds(
+            names::STREAM_ID_BYTES,
+            stream_bytes,
+            self.max_stream_id_bytes,
+        )?;
+        if outbox && !events.is_empty() {
+            exceeds(
+                names::OUTBOX_STREAM_ID_BYTES,
+                stream_bytes,
+                self.max_outbox_stream_id_bytes,
+            )?;
+        }
+        let checks = match (expected, events.len()) {
+            (ExpectedVersion::Any, _) => 0,
+            (_, 0) => 1,
+            _ => 0,
+        };
+        footprint.0 += events.len() as u64 * (1 + u64::from(outbox)) + checks;
+        for event in events {
+            if event.event_type.is_empty() {
+                return Err(Error::InvalidRequest(format!(
+                    "an event for stream {stream} has an empty event type"
+                )));
             }
-            let checks = match (expected, events.len()) {
-                (ExpectedVersion::Any, _) => 0,
-                (_, 0) => 1,
-                _ => 0,
-            };
-            items += events.len() as u64 * (1 + u64::from(request.outbox)) + checks;
-            for event in events {
-                let size = event_bytes(stream_bytes, event);
-                exceeds(names::EVENT_BYTES, size, self.max_event_bytes)?;
-                if request.outbox {
-                    check_outbox_entry(event, self.max_outbox_payload_bytes)?;
-                }
-                bytes += size;
-                if request.outbox {
-                    bytes += stream_bytes + OUTBOX_OVERHEAD_BYTES;
-                }
+            let size = event_bytes(stream_bytes, event);
+            exceeds(names::EVENT_BYTES, size, self.max_event_bytes)?;
+            footprint.1 += size;
+            if outbox {
+                check_outbox_entry(event, self.max_outbox_payload_bytes)?;
+                footprint.1 += stream_bytes + OUTBOX_OVERHEAD_BYTES;
             }
         }
-        exceeds(names::ITEMS_PER_APPEND, items, self.max_items_per_append)?;
-        exceeds(names::APPEND_BYTES, bytes, self.max_append_bytes)
+        Ok(())
     }
 }
 
@@ -201,6 +244,7 @@ fn metadata_bytes(metadata: &Metadata) -> u64 {
     (fields + headers) as u64
 }
 
+#[inline]
 fn exceeds(limit: &'static str, actual: u64, max: Option<u64>) -> Result<()> {
     match max {
         Some(max) if actual > max => Err(Error::LimitExceeded { limit, actual, max }),
@@ -213,7 +257,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::store::StreamId;
 
     /// An event whose payload is a JSON string of `payload_bytes` bytes.
     fn event(payload_bytes: usize) -> NewEvent {

@@ -345,27 +345,32 @@ impl AppendRequest {
     /// Refuses an empty stream id, a stream named twice or an event without a type, before
     /// anything is written.
     pub fn validate(&self) -> Result<()> {
-        for (i, (stream, _, events)) in self.streams().enumerate() {
-            if stream.as_str().is_empty() {
-                return Err(Error::InvalidRequest("stream id is empty".into()));
-            }
-            if events.iter().any(|e| e.event_type.is_empty()) {
+        validate_stream(&self.stream, &self.events)?;
+        for (i, other) in self.other_streams.iter().enumerate() {
+            validate_stream(&other.stream, &other.events)?;
+            let mut earlier = std::iter::once(&self.stream)
+                .chain(self.other_streams[..i].iter().map(|o| &o.stream));
+            if earlier.any(|stream| *stream == other.stream) {
                 return Err(Error::InvalidRequest(format!(
-                    "an event for stream {stream} has an empty event type"
-                )));
-            }
-            if self
-                .streams()
-                .take(i)
-                .any(|(earlier, _, _)| earlier == stream)
-            {
-                return Err(Error::InvalidRequest(format!(
-                    "stream {stream} appears twice in one append"
+                    "stream {} appears twice in one append",
+                    other.stream
                 )));
             }
         }
         Ok(())
     }
+}
+
+fn validate_stream(stream: &StreamId, events: &[NewEvent]) -> Result<()> {
+    if stream.as_str().is_empty() {
+        return Err(Error::InvalidRequest("stream id is empty".into()));
+    }
+    if events.iter().any(|e| e.event_type.is_empty()) {
+        return Err(Error::InvalidRequest(format!(
+            "an event for stream {stream} has an empty event type"
+        )));
+    }
+    Ok(())
 }
 
 /// What an append wrote.

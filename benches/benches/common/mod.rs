@@ -18,7 +18,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::mem_store::MemStore;
 use eventflow_core::{
     AppendRequest, EventStore, ExpectedVersion, InMemoryEventStore, InMemorySnapshotStore,
-    Metadata, NewEvent, Snapshot, SnapshotStore, StreamId,
+    Metadata, NewEvent, Snapshot, SnapshotStore, StoreLimits, StreamId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -214,9 +214,11 @@ pub(crate) fn new_events(n: usize) -> Vec<NewEvent> {
         .collect()
 }
 
-/// A fresh eventflow store holding `seed` (a clone of it) in the stream of aggregate `id`.
+/// A fresh eventflow store holding `seed` (a clone of it) in the stream of aggregate `id`. The
+/// seed goes in as one append of up to 10,000 events, more than DynamoDB's limits (which the store
+/// enforces by default) allow in one transaction: this store has none.
 pub(crate) async fn seeded_store(id: &str, seed: &[NewEvent]) -> Arc<InMemoryEventStore> {
-    let store = Arc::new(InMemoryEventStore::new());
+    let store = Arc::new(InMemoryEventStore::new().with_limits(StoreLimits::unlimited()));
     if !seed.is_empty() {
         let stream = StreamId::for_aggregate("account", id);
         store

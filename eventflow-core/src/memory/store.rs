@@ -74,6 +74,36 @@ impl Inner {
         self.streams.get(stream).map_or(0, |v| v.len() as u64)
     }
 
+    /// Appends `events` to `stream` after checking that it is at `expected`, with one map
+    /// lookup (the common, one-stream append).
+    #[inline(always)]
+    fn check_and_write(
+        &mut self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        outbox: bool,
+        now: DateTime<Utc>,
+    ) -> Result<AppendResult> {
+        let Inner {
+            log,
+            streams,
+            outbox: pending,
+            ..
+        } = self;
+        let existing = streams.get_mut(stream);
+        let actual = existing.as_ref().map_or(0, |v| v.len() as u64);
+        check(stream, expected, actual)?;
+        let indices = match existing {
+            Some(indices) => Some(indices),
+            None if events.is_empty() => None,
+            None => Some(streams.entry(stream.clone()).or_default()),
+        };
+        Ok(write(
+            log, indices, pending, stream, actual, events, outbox, now,
+        ))
+    }
+
     /// Appends `events` to `stream`, which is at version `actual` (already checked).
     fn write(
         &mut self,
@@ -83,44 +113,61 @@ impl Inner {
         outbox: bool,
         now: DateTime<Utc>,
     ) -> AppendResult {
-        let first_position = self.log.len() as u64 + 1;
-        let count = events.len() as u64;
-        let result = AppendResult::new(
-            stream.clone(),
-            actual + 1,
-            actual + count,
-            (count > 0).then_some(first_position),
-            now,
-        );
-        if count == 0 {
-            return result;
-        }
         let Inner {
             log,
             streams,
             outbox: pending,
             ..
         } = self;
-        let indices = match streams.get_mut(stream) {
-            Some(indices) => indices,
-            None => streams.entry(stream.clone()).or_default(),
+        let indices = if events.is_empty() {
+            None
+        } else {
+            Some(streams.entry(stream.clone()).or_default())
         };
-        for (offset, event) in events.into_iter().enumerate() {
-            let index = log.len();
-            log.push(RecordedEvent::from_new(
-                event,
-                stream.clone(),
-                actual + 1 + offset as u64,
-                Some(index as u64 + 1),
-                now,
-            ));
-            indices.push(index);
-            if outbox {
-                pending.insert(index);
-            }
-        }
-        result
+        write(log, indices, pending, stream, actual, events, outbox, now)
     }
+}
+
+/// Appends `events` to the log and to the stream's `indices` (`None` only when there are none).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn write(
+    log: &mut Vec<RecordedEvent>,
+    indices: Option<&mut Vec<usize>>,
+    pending: &mut BTreeSet<usize>,
+    stream: &StreamId,
+    actual: u64,
+    events: Vec<NewEvent>,
+    outbox: bool,
+    now: DateTime<Utc>,
+) -> AppendResult {
+    let first_position = log.len() as u64 + 1;
+    let count = events.len() as u64;
+    let result = AppendResult::new(
+        stream.clone(),
+        actual + 1,
+        actual + count,
+        (count > 0).then_some(first_position),
+        now,
+    );
+    let Some(indices) = indices else {
+        return result;
+    };
+    for (offset, event) in events.into_iter().enumerate() {
+        let index = log.len();
+        log.push(RecordedEvent::from_new(
+            event,
+            stream.clone(),
+            actual + 1 + offset as u64,
+            Some(index as u64 + 1),
+            now,
+        ));
+        indices.push(index);
+        if outbox {
+            pending.insert(index);
+        }
+    }
+    result
 }
 
 fn check(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Result<()> {
@@ -138,7 +185,6 @@ fn check(stream: &StreamId, expected: ExpectedVersion, actual: u64) -> Result<()
 #[async_trait]
 impl EventStore for InMemoryEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult> {
-        request.validate()?;
         self.limits.check(&request)?;
         // Read the clock before taking the lock, to keep the critical section short.
         let now = Utc::now();
@@ -150,6 +196,19 @@ impl EventStore for InMemoryEventStore {
                 key: key.clone(),
                 original: Box::new(original.clone()),
             });
+        }
+        if request.other_streams.is_empty() {
+            let result = inner.check_and_write(
+                &request.stream,
+                request.expected,
+                request.events,
+                request.outbox,
+                now,
+            )?;
+            if let Some(key) = request.idempotency_key {
+                inner.idempotency.insert(key, result.clone());
+            }
+            return Ok(result);
         }
         // Every stream is checked before any is written: all or nothing.
         let actual = inner.version(&request.stream);

@@ -210,10 +210,7 @@ impl<D: SagaData> Orchestrator<D> {
         }
         let data = serde_json::to_value(data)
             .map_err(|e| Error::serialization(format!("data of saga {saga_id}"), e))?;
-        let input = ShellInput::Start {
-            data,
-            metadata: &metadata,
-        };
+        let input = ShellInput::Start { data, metadata };
         match self.process(saga_id, input, None).await? {
             Disposition::Applied => Ok(StartOutcome::Started),
             _ => Ok(StartOutcome::AlreadyStarted),
@@ -238,16 +235,14 @@ impl<D: SagaData> Orchestrator<D> {
             metadata.traceparent = message.traceparent().map(str::to_owned);
             let data = serde_json::to_value(&data)
                 .map_err(|e| Error::serialization(format!("data of saga {saga_id}"), e))?;
-            let input = ShellInput::Start {
-                data,
-                metadata: &metadata,
-            };
+            let input = ShellInput::Start { data, metadata };
             return self.process(&saga_id, input, Some(&message.id)).await;
         }
         let Some(reply) = Reply::parse(message, &definition.name)? else {
             return Ok(Disposition::Ignored);
         };
-        self.process(&reply.saga_id, ShellInput::Reply(&reply), Some(&message.id))
+        let saga_id = reply.saga_id.clone();
+        self.process(&saga_id, ShellInput::Reply(reply), Some(&message.id))
             .await
     }
 
@@ -315,7 +310,7 @@ impl<D: SagaData> Orchestrator<D> {
         let known = {
             let mut known = slot.lock().await;
             let loaded = self
-                .process_locked(saga_id, &mut known, &ShellInput::Load, None)
+                .process_locked(saga_id, &mut known, ShellInput::Load, None)
                 .await;
             if let Err(error) = loaded {
                 drop(known);

@@ -20,9 +20,9 @@ use crate::state::{SagaState, SagaStatus};
 pub(super) enum ShellInput<'a> {
     Start {
         data: Value,
-        metadata: &'a Metadata,
+        metadata: Metadata,
     },
-    Reply(&'a Reply),
+    Reply(Reply),
     Timer(TimerKey),
     Retry {
         requested_by: Option<&'a str>,
@@ -96,7 +96,7 @@ impl<D: SagaData> Orchestrator<D> {
             let slot = self.slot(saga_id);
             let mut known = slot.lock().await;
             let result = self
-                .process_locked(saga_id, &mut known, &input, causation)
+                .process_locked(saga_id, &mut known, input, causation)
                 .await;
             let done = known.as_ref().is_some_and(Known::is_done);
             let unknown = known.is_none();
@@ -122,50 +122,52 @@ impl<D: SagaData> Orchestrator<D> {
         &self,
         saga_id: &str,
         known: &mut Option<Known>,
-        input: &ShellInput<'_>,
+        input: ShellInput<'_>,
         causation: Option<&str>,
     ) -> Result<Disposition> {
         let inner = &self.inner;
-        let current = match known {
-            Some(current) => current.clone(),
-            None => {
-                let loaded = inner.sagas.load(saga_id).await?;
-                let obligations = machine::obligations(&inner.definition, &loaded.state);
-                if obligations.command.is_some() {
-                    tracing::info!(%saga_id, status = ?loaded.state.status, "saga loaded; resending what is in flight");
-                }
-                self.fulfil(saga_id, obligations).await?;
-                let current = Known::of(&loaded.state, loaded.version);
-                inner.sagas.remember(saga_id, loaded);
-                known.insert(current).clone()
+        if known.is_none() {
+            let loaded = inner.sagas.load(saga_id).await?;
+            let obligations = machine::obligations(&inner.definition, &loaded.state);
+            if obligations.command.is_some() {
+                tracing::info!(%saga_id, status = ?loaded.state.status, "saga loaded; resending what is in flight");
             }
+            self.fulfil(saga_id, obligations).await?;
+            *known = Some(Known::of(&loaded.state, loaded.version));
+            inner.sagas.remember(saga_id, loaded);
+        }
+        let (kind, start_metadata) = match input {
+            ShellInput::Start { data, metadata } => {
+                let correlation_id = metadata.correlation_id.clone();
+                let kind = InputKind::Start {
+                    data,
+                    correlation_id,
+                };
+                (kind, Some(metadata))
+            }
+            ShellInput::Reply(reply) => (InputKind::Reply(reply), None),
+            ShellInput::Timer(key) => (InputKind::Timer(key), None),
+            ShellInput::Retry { requested_by } => {
+                let requested_by = requested_by.map(str::to_owned);
+                (InputKind::RetryCompensation { requested_by }, None)
+            }
+            ShellInput::Load => return Ok(Disposition::Ignored),
         };
+        let Some(current) = known.as_ref() else {
+            return Err(self.unknown(saga_id, known, "the saga was not loaded"));
+        };
+        let (current_version, current_status) = (current.version, current.status);
         if let Some(id) = &current.correlation_id {
             tracing::Span::current().record("correlation_id", id.as_str());
         }
-        let kind = match input {
-            ShellInput::Start { data, metadata } => InputKind::Start {
-                data: data.clone(),
-                correlation_id: metadata.correlation_id.clone(),
-            },
-            ShellInput::Reply(reply) => InputKind::Reply((*reply).clone()),
-            ShellInput::Timer(key) => InputKind::Timer(key.clone()),
-            ShellInput::Retry { requested_by } => InputKind::RetryCompensation {
-                requested_by: requested_by.map(str::to_owned),
-            },
-            ShellInput::Load => return Ok(Disposition::Ignored),
-        };
-        let starting = matches!(input, ShellInput::Start { .. }) && current.status.is_none();
+        let starting = start_metadata.is_some() && current_status.is_none();
+        let mut metadata = start_metadata.unwrap_or_default();
+        if metadata.correlation_id.is_none() {
+            metadata.correlation_id.clone_from(&current.correlation_id);
+        }
         if starting {
             // Registered before the saga's first event, so `resume` can always find it.
             inner.index.register(saga_id).await?;
-        }
-        let mut metadata = match input {
-            ShellInput::Start { metadata, .. } => (*metadata).clone(),
-            _ => Metadata::new(),
-        };
-        if metadata.correlation_id.is_none() {
-            metadata.correlation_id.clone_from(&current.correlation_id);
         }
         if let Some(causation) = causation {
             metadata.causation_id = Some(causation.to_owned());
@@ -222,7 +224,7 @@ impl<D: SagaData> Orchestrator<D> {
             }
             Err(CommandError::Rejected(Unchanged(disposition))) => {
                 if let Some((now_known, obligations)) = seen
-                    && now_known.version != current.version
+                    && now_known.version != current_version
                 {
                     // Another orchestrator moved the saga meanwhile and may have crashed before
                     // sending: do what its state now waits on, as after a load.

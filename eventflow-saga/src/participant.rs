@@ -22,8 +22,8 @@ use std::convert::Infallible;
 
 use eventflow_core::{
     Aggregate, CommandContext, CommandError, Decider, DeciderRepository, Delivery, DomainEvent,
-    EventBus, EventStore, Filter, HandlerError, Message, MessageHandler, Metadata, Repository,
-    Subscription,
+    EventBus, EventStore, Executed, Filter, HandlerError, Message, MessageHandler, Metadata,
+    Repository, Subscription,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -375,14 +375,7 @@ impl<A: Aggregate> Participant<A> {
                 .id_of(&executed.stream_id)
                 .unwrap_or_default()
                 .to_owned();
-            let events = executed
-                .events
-                .iter()
-                .map(|e| {
-                    serde_json::to_value(&e.event)
-                        .map_err(|err| Error::serialization(e.event.event_type(), err))
-                })
-                .collect::<Result<Vec<Value>>>()?;
+            let events = Self::event_values(&executed)?;
             return Ok(Recorded::Applied {
                 aggregate_id,
                 events,
@@ -421,6 +414,18 @@ impl<A: Aggregate> Participant<A> {
         }
     }
 
+    /// The events a command recorded, as the JSON a success reply carries.
+    fn event_values(executed: &Executed<A::Event>) -> Result<Vec<Value>> {
+        executed
+            .events
+            .iter()
+            .map(|e| {
+                serde_json::to_value(&e.event)
+                    .map_err(|err| Error::serialization(e.event.event_type(), err))
+            })
+            .collect()
+    }
+
     fn applied_payload(aggregate_id: &str, events: &[Value], applied: bool) -> Value {
         json!({ "aggregateId": aggregate_id, "events": events, "applied": applied })
     }
@@ -441,14 +446,7 @@ impl<A: Aggregate> Participant<A> {
             .await
         {
             Ok(executed) => {
-                let events = executed
-                    .events
-                    .iter()
-                    .map(|e| {
-                        serde_json::to_value(&e.event)
-                            .map_err(|err| Error::serialization(e.event.event_type(), err))
-                    })
-                    .collect::<Result<Vec<Value>>>()?;
+                let events = Self::event_values(&executed)?;
                 Ok(Ok((
                     Self::applied_payload(aggregate_id, &events, true),
                     executed.deduplicated,

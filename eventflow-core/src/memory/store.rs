@@ -119,11 +119,7 @@ impl Inner {
             outbox: pending,
             ..
         } = self;
-        let indices = if events.is_empty() {
-            None
-        } else {
-            Some(streams.entry(stream.clone()).or_default())
-        };
+        let indices = (!events.is_empty()).then(|| streams.entry(stream.clone()).or_default());
         write(log, indices, pending, stream, actual, events, outbox, now)
     }
 }

@@ -463,23 +463,7 @@ impl<D: Decider> DeciderRepository<D> {
                     return Err(CommandError::Rejected(rejection));
                 }
             };
-            let mut new_events = Vec::with_capacity(events.len());
-            for event in &events {
-                new_events.push(NewEvent::encode(event, context.metadata.clone())?);
-            }
-            let mut envelopes: Vec<Envelope<D::Event>> = events
-                .into_iter()
-                .zip(&new_events)
-                .map(|(event, new)| Envelope {
-                    event_id: new.event_id,
-                    stream_id: stream.clone(),
-                    version: 0,
-                    position: None,
-                    recorded_at: DateTime::<Utc>::UNIX_EPOCH,
-                    metadata: context.metadata.clone(),
-                    event,
-                })
-                .collect();
+            let (new_events, mut envelopes) = encode_events(&stream, events, &context.metadata)?;
             let mut request =
                 AppendRequest::new(stream.clone(), ExpectedVersion::Exact(version), new_events)
                     .with_outbox(self.outbox);
@@ -494,12 +478,7 @@ impl<D: Decider> DeciderRepository<D> {
                 .await;
             match append {
                 Ok(result) => {
-                    for (i, envelope) in envelopes.iter_mut().enumerate() {
-                        envelope.version = result.first_version + i as u64;
-                        envelope.position = result.first_position.map(|p| p + i as u64);
-                        envelope.recorded_at = result.recorded_at;
-                        self.decider.evolve(&mut state, &envelope.event);
-                    }
+                    self.settle(&mut state, &mut envelopes, &result);
                     self.maybe_snapshot(&stream, version, result.last_version, &state)
                         .await;
                     inspect(&state, result.last_version);
@@ -530,6 +509,175 @@ impl<D: Decider> DeciderRepository<D> {
                 }
                 Err(other) => return Err(other.into()),
             }
+        }
+    }
+
+    /// Runs one command on each of several streams, all or nothing: each command is decided on
+    /// its stream's current state, and every event goes into **one** atomic multi-stream append
+    /// ([`AppendRequest::with_stream`]) with each stream's exact version. If any command is refused,
+    /// nothing is written and the refusal is returned; on a conflict every stream catches up and
+    /// every command is decided again.
+    ///
+    /// For invariants spread over several streams, such as reserving every line of an order from
+    /// per-product stock. An idempotency key is recorded with the first stream that appends, and a
+    /// retry with the same key returns that stream's [`Executed`] alone (the key records one
+    /// stream). Streams whose command decides no events are left out of the append. A stream named
+    /// twice is a caller's mistake ([`Error::InvalidRequest`]).
+    pub async fn execute_all(
+        &self,
+        commands: &[(String, D::Command)],
+        context: CommandContext,
+    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let streams: Vec<StreamId> = commands.iter().map(|(id, _)| self.stream_id(id)).collect();
+        for (i, stream) in streams.iter().enumerate() {
+            if streams[..i].contains(stream) {
+                return Err(Error::InvalidRequest(format!(
+                    "stream {stream} is named twice in one execute_all"
+                ))
+                .into());
+            }
+        }
+        let span = tracing::info_span!(
+            "eventflow.command",
+            streams = streams.len(),
+            correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
+        );
+        self.execute_all_in_span(commands, streams, context)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_all_in_span(
+        &self,
+        commands: &[(String, D::Command)],
+        streams: Vec<StreamId>,
+        context: CommandContext,
+    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+        let mut attempt = 0;
+        loop {
+            if let Some(key) = &context.idempotency_key
+                && let Some(original) = self.dyn_store().find_idempotency_key(key).await?
+            {
+                return Ok(vec![self.replay_among(&streams, key, original).await?]);
+            }
+            // Decide every command before writing anything.
+            let mut decided = Vec::with_capacity(commands.len());
+            for ((id, command), stream) in commands.iter().zip(&streams) {
+                let cached = self.cache.as_ref().and_then(|c| c.take(stream));
+                let (state, version) = self.load_stream(id, stream, cached).await?;
+                match self.decider.decide(&state, command) {
+                    Ok(events) => decided.push((stream, state, version, events)),
+                    Err(rejection) => {
+                        self.cache_put(stream, version, state);
+                        for (stream, state, version, _) in decided {
+                            self.cache_put(stream, version, state);
+                        }
+                        return Err(CommandError::Rejected(rejection));
+                    }
+                }
+            }
+            let mut request: Option<AppendRequest> = None;
+            let mut pending = Vec::with_capacity(decided.len());
+            let mut unchanged = Vec::new();
+            for (stream, state, version, events) in decided {
+                if events.is_empty() {
+                    unchanged.push((stream, state, version));
+                    continue;
+                }
+                let (new_events, envelopes) = encode_events(stream, events, &context.metadata)?;
+                let expected = ExpectedVersion::Exact(version);
+                request = Some(match request {
+                    None => AppendRequest::new(stream.clone(), expected, new_events),
+                    Some(request) => request.with_stream(stream.clone(), expected, new_events),
+                });
+                pending.push((stream, state, version, envelopes));
+            }
+            let Some(mut request) = request else {
+                return Ok(unchanged
+                    .into_iter()
+                    .map(|(stream, state, version)| {
+                        self.cache_put(stream, version, state);
+                        Executed {
+                            stream_id: stream.clone(),
+                            version,
+                            events: Vec::new(),
+                            deduplicated: false,
+                        }
+                    })
+                    .collect());
+            };
+            for (stream, state, version) in unchanged {
+                self.cache_put(stream, version, state);
+            }
+            request.idempotency_key = context.idempotency_key.clone();
+            let request = request.with_outbox(self.outbox);
+            match self.dyn_store().append(request).await {
+                Ok(result) => {
+                    let results = std::iter::once(&result).chain(&result.other_streams);
+                    let mut executed = Vec::with_capacity(pending.len());
+                    for ((stream, mut state, version, mut envelopes), result) in
+                        pending.into_iter().zip(results)
+                    {
+                        self.settle(&mut state, &mut envelopes, result);
+                        self.maybe_snapshot(stream, version, result.last_version, &state)
+                            .await;
+                        self.cache_put(stream, result.last_version, state);
+                        executed.push(Executed {
+                            stream_id: stream.clone(),
+                            version: result.last_version,
+                            events: envelopes,
+                            deduplicated: false,
+                        });
+                    }
+                    return Ok(executed);
+                }
+                Err(Error::DuplicateIdempotencyKey { key, original }) => {
+                    return Ok(vec![self.replay_among(&streams, &key, *original).await?]);
+                }
+                Err(conflict @ Error::Conflict { .. }) => {
+                    if attempt >= self.max_conflict_retries {
+                        return Err(conflict.into());
+                    }
+                    attempt += 1;
+                    tracing::debug!(attempt, "conflict; catching up and retrying every stream");
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// The result of an earlier [`execute_all`](Self::execute_all) with the same key, which must
+    /// have recorded it on one of `streams`.
+    async fn replay_among(
+        &self,
+        streams: &[StreamId],
+        key: &str,
+        original: AppendResult,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        let stream = match streams.iter().find(|s| **s == original.stream) {
+            Some(stream) => stream,
+            None => &streams[0],
+        };
+        self.replay_original(stream, key, original).await
+    }
+
+    /// Gives appended envelopes the versions, positions and time the store assigned, and evolves
+    /// the state through them.
+    fn settle(
+        &self,
+        state: &mut D::State,
+        envelopes: &mut [Envelope<D::Event>],
+        result: &AppendResult,
+    ) {
+        for (i, envelope) in envelopes.iter_mut().enumerate() {
+            envelope.version = result.first_version + i as u64;
+            envelope.position = result.first_position.map(|p| p + i as u64);
+            envelope.recorded_at = result.recorded_at;
+            self.decider.evolve(state, &envelope.event);
         }
     }
 
@@ -687,4 +835,31 @@ impl<D: Decider> DeciderRepository<D> {
             tracing::warn!(%stream, %error, "could not save snapshot");
         }
     }
+}
+
+/// Encodes decided events for `stream`, and the typed envelopes they will become once the store
+/// assigns versions ([`DeciderRepository::settle`]).
+fn encode_events<E: DomainEvent>(
+    stream: &StreamId,
+    events: Vec<E>,
+    metadata: &Metadata,
+) -> Result<(Vec<NewEvent>, Vec<Envelope<E>>)> {
+    let mut new_events = Vec::with_capacity(events.len());
+    for event in &events {
+        new_events.push(NewEvent::encode(event, metadata.clone())?);
+    }
+    let envelopes = events
+        .into_iter()
+        .zip(&new_events)
+        .map(|(event, new)| Envelope {
+            event_id: new.event_id,
+            stream_id: stream.clone(),
+            version: 0,
+            position: None,
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+            metadata: metadata.clone(),
+            event,
+        })
+        .collect();
+    Ok((new_events, envelopes))
 }

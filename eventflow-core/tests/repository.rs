@@ -452,3 +452,81 @@ async fn the_cache_sees_other_writers() {
     let w = cached.load("w").await.unwrap();
     assert_eq!((w.state.balance, w.version), (0, 4));
 }
+
+/// Transfers between accounts: every withdrawal of a batch or none, never below zero under
+/// concurrent batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execute_all_writes_every_stream_or_none() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Arc::new(Repository::<Account>::new(store.clone()).with_max_conflict_retries(50));
+    for id in ["x", "y"] {
+        run(&repo, id, &[open(id), deposit(10)]).await;
+    }
+    let withdraw = |x: i64, y: i64| {
+        vec![
+            ("x".to_owned(), AccountCommand::Withdraw { amount: x }),
+            ("y".to_owned(), AccountCommand::Withdraw { amount: y }),
+        ]
+    };
+
+    // y cannot pay 11: nothing is written, x included.
+    let refused = repo
+        .execute_all(&withdraw(1, 11), CommandContext::new())
+        .await;
+    assert!(matches!(refused, Err(CommandError::Rejected(_))));
+    assert_eq!(repo.load("x").await.unwrap().version, 2);
+
+    let done = repo
+        .execute_all(
+            &withdraw(2, 3),
+            CommandContext::new().with_idempotency_key("batch-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [3, 3],
+        "one event on each stream"
+    );
+    // The retry is answered from the key, and changes nothing.
+    let again = repo
+        .execute_all(
+            &withdraw(2, 3),
+            CommandContext::new().with_idempotency_key("batch-1"),
+        )
+        .await
+        .unwrap();
+    assert!(again[0].deduplicated);
+    assert_eq!(again[0].stream_id.as_str(), "account-x");
+    assert_eq!(repo.load("y").await.unwrap().state.balance, 7);
+
+    // 20 concurrent batches of (1, 1) against balances 8 and 7: exactly 7 succeed.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let repo = Arc::clone(&repo);
+            tokio::spawn(async move {
+                repo.execute_all(&withdraw(1, 1), CommandContext::new())
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut succeeded = 0;
+    for task in tasks {
+        succeeded += u32::from(task.await.unwrap());
+    }
+    assert_eq!(succeeded, 7);
+    assert_eq!(repo.load("x").await.unwrap().state.balance, 1);
+    assert_eq!(repo.load("y").await.unwrap().state.balance, 0);
+
+    let twice = repo
+        .execute_all(
+            &[("x".to_owned(), deposit(1)), ("x".to_owned(), deposit(1))],
+            CommandContext::new(),
+        )
+        .await;
+    assert!(matches!(
+        twice,
+        Err(CommandError::Store(Error::InvalidRequest(_)))
+    ));
+}

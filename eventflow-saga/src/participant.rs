@@ -65,9 +65,10 @@ impl From<Error> for Refusal {
     }
 }
 
-/// Maps a saga command to the aggregate id and command to run.
+/// Maps a saga command to the aggregate commands to run: one `(aggregate id, command)` for
+/// [`Participant::handles`], several (run all or none) for [`Participant::handles_all`].
 pub type CommandMap<A> = Arc<
-    dyn Fn(&SagaCommand) -> std::result::Result<(String, <A as Aggregate>::Command), Refusal>
+    dyn Fn(&SagaCommand) -> std::result::Result<Vec<(String, <A as Aggregate>::Command)>, Refusal>
         + Send
         + Sync,
 >;
@@ -152,10 +153,12 @@ impl Decider for Ledger {
 enum Recorded {
     /// Nothing yet.
     Nothing,
-    /// The aggregate applied it: these are the event payloads.
+    /// The aggregate applied it: these are the event payloads, and whether they record a failure
+    /// ([`Participant::fails_when`]).
     Applied {
         aggregate_id: String,
         events: Vec<Value>,
+        failure: Option<String>,
     },
     /// Refused, with the reason.
     Refused(String),
@@ -207,6 +210,20 @@ pub struct Participant<A: Aggregate> {
     store: Arc<dyn EventStore>,
     bus: Arc<dyn EventBus>,
     routes: HashMap<String, Route<A>>,
+    failure_of: Option<FailureOf<A>>,
+}
+
+/// Reads a recorded failure out of an event ([`Participant::fails_when`]).
+type FailureOf<A> = Arc<dyn Fn(&<A as Aggregate>::Event) -> Option<String> + Send + Sync>;
+
+/// What running a command's aggregate commands came to.
+enum Outcome {
+    /// Applied; the payload of the success reply.
+    Applied { payload: Value, deduplicated: bool },
+    /// Recorded, and the events record a failure ([`Participant::fails_when`]).
+    Failed { reason: String, deduplicated: bool },
+    /// The aggregate refused: nothing was recorded.
+    Refused(String),
 }
 
 impl<A: Aggregate> fmt::Debug for Participant<A> {
@@ -236,7 +253,28 @@ impl<A: Aggregate> Participant<A> {
             store,
             bus,
             routes: HashMap::new(),
+            failure_of: None,
         }
+    }
+
+    /// Declares which of the aggregate's events record a **failed** action, with the reason:
+    /// for a business outcome worth keeping as a fact (a payment declined, with its amount), where a
+    /// refusal would leave no trace in the aggregate. When an action's events include one, the
+    /// reply is the failure reply (the first time and on every redelivery), and the failed step is
+    /// not compensated, like a refused one.
+    #[must_use]
+    pub fn fails_when(
+        mut self,
+        failure_of: impl Fn(&A::Event) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.failure_of = Some(Arc::new(failure_of));
+        self
+    }
+
+    /// The failure the events record, if any.
+    fn failure_in<'e>(&self, events: impl IntoIterator<Item = &'e A::Event>) -> Option<String> {
+        let failure_of = self.failure_of.as_ref()?;
+        events.into_iter().find_map(|event| failure_of(event))
     }
 
     /// Handles commands of type `command_type`: `map` gives the aggregate id and command; the
@@ -244,11 +282,32 @@ impl<A: Aggregate> Participant<A> {
     /// a final command is read from the command itself.
     #[must_use]
     pub fn handles(
-        mut self,
+        self,
         command_type: impl Into<String>,
         success_reply: impl Into<String>,
         failure_reply: impl Into<String>,
         map: impl Fn(&SagaCommand) -> std::result::Result<(String, A::Command), Refusal>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.handles_all(command_type, success_reply, failure_reply, move |command| {
+            map(command).map(|target| vec![target])
+        })
+    }
+
+    /// Like [`handles`](Self::handles), for a command that changes several aggregates at once:
+    /// `map` gives one command per aggregate, and they run all or none, in one atomic
+    /// multi-stream append ([`DeciderRepository::execute_all`]). If any aggregate refuses, the
+    /// command is refused and nothing is written. A redelivery's reply lists the events of the
+    /// first aggregate only (the idempotency key records one stream).
+    #[must_use]
+    pub fn handles_all(
+        mut self,
+        command_type: impl Into<String>,
+        success_reply: impl Into<String>,
+        failure_reply: impl Into<String>,
+        map: impl Fn(&SagaCommand) -> std::result::Result<Vec<(String, A::Command)>, Refusal>
         + Send
         + Sync
         + 'static,
@@ -376,9 +435,11 @@ impl<A: Aggregate> Participant<A> {
                 .unwrap_or_default()
                 .to_owned();
             let events = Self::event_values(&executed)?;
+            let failure = self.failure_in(executed.events.iter().map(|e| &e.event));
             return Ok(Recorded::Applied {
                 aggregate_id,
                 events,
+                failure,
             });
         }
         let Some(entry) = self.ledger.replay(original.clone()).await? else {
@@ -416,9 +477,13 @@ impl<A: Aggregate> Participant<A> {
 
     /// The events a command recorded, as the JSON a success reply carries.
     fn event_values(executed: &Executed<A::Event>) -> Result<Vec<Value>> {
+        Self::values_of(std::slice::from_ref(executed))
+    }
+
+    fn values_of(executed: &[Executed<A::Event>]) -> Result<Vec<Value>> {
         executed
-            .events
             .iter()
+            .flat_map(|executed| &executed.events)
             .map(|e| {
                 serde_json::to_value(&e.event)
                     .map_err(|err| Error::serialization(e.event.event_type(), err))
@@ -433,31 +498,58 @@ impl<A: Aggregate> Participant<A> {
     async fn run_aggregate(
         &self,
         command: &SagaCommand,
-        aggregate_id: &str,
-        aggregate_command: &A::Command,
-    ) -> Result<std::result::Result<(Value, bool), String>> {
-        match self
-            .repository
-            .execute(
-                aggregate_id,
-                aggregate_command,
-                self.context(command, &command.idempotency_key),
-            )
-            .await
-        {
+        targets: &[(String, A::Command)],
+    ) -> Result<Outcome> {
+        let context = self.context(command, &command.idempotency_key);
+        let outcome = match targets {
+            [(id, one)] => self
+                .repository
+                .execute(id, one, context)
+                .await
+                .map(|e| vec![e]),
+            several => self.repository.execute_all(several, context).await,
+        };
+        match outcome {
             Ok(executed) => {
-                let events = Self::event_values(&executed)?;
-                Ok(Ok((
-                    Self::applied_payload(aggregate_id, &events, true),
-                    executed.deduplicated,
-                )))
+                let deduplicated = executed.iter().any(|e| e.deduplicated);
+                let recorded = executed.iter().flat_map(|e| &e.events);
+                if let Some(reason) = self.failure_in(recorded.map(|e| &e.event)) {
+                    return Ok(Outcome::Failed {
+                        reason,
+                        deduplicated,
+                    });
+                }
+                let events = Self::values_of(&executed)?;
+                let aggregate_id = targets.first().map_or("", |(id, _)| id.as_str());
+                Ok(Outcome::Applied {
+                    payload: Self::applied_payload(aggregate_id, &events, true),
+                    deduplicated,
+                })
             }
-            Err(CommandError::Rejected(e)) => Ok(Err(e.to_string())),
+            Err(CommandError::Rejected(e)) => Ok(Outcome::Refused(e.to_string())),
             Err(CommandError::Store(e)) => Err(e.into()),
             Err(other) => Err(Error::Core(eventflow_core::Error::backend(
                 "saga participant",
                 other.to_string(),
             ))),
+        }
+    }
+
+    /// The reply for an earlier application of the same key.
+    fn replay_reply(
+        &self,
+        route: &Route<A>,
+        aggregate_id: &str,
+        events: &[Value],
+        failure: Option<String>,
+    ) -> ParticipantReply {
+        match failure {
+            Some(reason) => self.failure(route, &reason, true),
+            None => self.success(
+                route,
+                Self::applied_payload(aggregate_id, events, true),
+                true,
+            ),
         }
     }
 
@@ -468,10 +560,8 @@ impl<A: Aggregate> Participant<A> {
                 Recorded::Applied {
                     aggregate_id,
                     events,
-                } => {
-                    let payload = Self::applied_payload(&aggregate_id, &events, true);
-                    return Ok(self.success(route, payload, true));
-                }
+                    failure,
+                } => return Ok(self.replay_reply(route, &aggregate_id, &events, failure)),
                 Recorded::Refused(reason) => return Ok(self.failure(route, &reason, true)),
                 Recorded::Cancelled => {
                     return Ok(self.failure(
@@ -483,15 +573,17 @@ impl<A: Aggregate> Participant<A> {
                 Recorded::Nothing => {}
             }
             let refusal = match (route.map)(command) {
-                Ok((aggregate_id, aggregate_command)) => {
-                    match self
-                        .run_aggregate(command, &aggregate_id, &aggregate_command)
-                        .await
-                    {
-                        Ok(Ok((payload, deduplicated))) => {
-                            return Ok(self.success(route, payload, deduplicated));
-                        }
-                        Ok(Err(reason)) => reason,
+                Ok(targets) => {
+                    match self.run_aggregate(command, &targets).await {
+                        Ok(Outcome::Applied {
+                            payload,
+                            deduplicated,
+                        }) => return Ok(self.success(route, payload, deduplicated)),
+                        Ok(Outcome::Failed {
+                            reason,
+                            deduplicated,
+                        }) => return Ok(self.failure(route, &reason, deduplicated)),
+                        Ok(Outcome::Refused(reason)) => reason,
                         // E.g. a tombstone written between our check and the append: look again.
                         Err(error) => match self.recorded(key).await? {
                             Recorded::Nothing => return Err(error),
@@ -531,10 +623,10 @@ impl<A: Aggregate> Participant<A> {
             if let Recorded::Applied {
                 aggregate_id,
                 events,
+                failure,
             } = self.recorded(&command.idempotency_key).await?
             {
-                let payload = Self::applied_payload(&aggregate_id, &events, true);
-                return Ok(self.success(route, payload, true));
+                return Ok(self.replay_reply(route, &aggregate_id, &events, failure));
             }
             match self.recorded(&action_key).await? {
                 Recorded::Nothing => {
@@ -553,7 +645,11 @@ impl<A: Aggregate> Participant<A> {
                         return Ok(self.success(route, payload, false));
                     }
                 }
-                Recorded::Refused(_) | Recorded::Cancelled => {
+                Recorded::Refused(_)
+                | Recorded::Cancelled
+                | Recorded::Applied {
+                    failure: Some(_), ..
+                } => {
                     let payload = json!({ "applied": false, "note": "the action had no effect" });
                     return Ok(self.success(route, payload, true));
                 }
@@ -572,22 +668,26 @@ impl<A: Aggregate> Participant<A> {
         if let Recorded::Applied {
             aggregate_id,
             events,
+            failure,
         } = self.recorded(&command.idempotency_key).await?
         {
-            let payload = Self::applied_payload(&aggregate_id, &events, true);
-            return Ok(self.success(route, payload, true));
+            return Ok(self.replay_reply(route, &aggregate_id, &events, failure));
         }
-        let (aggregate_id, aggregate_command) = match (route.map)(command) {
-            Ok(mapped) => mapped,
+        let targets = match (route.map)(command) {
+            Ok(targets) => targets,
             Err(refusal) => return Ok(self.failure(route, &refusal.0, false)),
         };
-        match self
-            .run_aggregate(command, &aggregate_id, &aggregate_command)
-            .await?
-        {
-            Ok((payload, deduplicated)) => Ok(self.success(route, payload, deduplicated)),
-            Err(reason) => Ok(self.failure(route, &reason, false)),
-        }
+        Ok(match self.run_aggregate(command, &targets).await? {
+            Outcome::Applied {
+                payload,
+                deduplicated,
+            } => self.success(route, payload, deduplicated),
+            Outcome::Failed {
+                reason,
+                deduplicated,
+            } => self.failure(route, &reason, deduplicated),
+            Outcome::Refused(reason) => self.failure(route, &reason, false),
+        })
     }
 }
 

@@ -1,0 +1,37 @@
+//! Listing products (the seed) and reading the catalog.
+
+use std::sync::Arc;
+
+use eventflow_core::{CommandContext, CommandError, Projector, Repository};
+
+use super::domain::{Product, ProductCommand, ProductError};
+use super::infrastructure::CatalogView;
+use crate::contract::ProductListed;
+
+pub(crate) struct Catalog {
+    pub(crate) products: Repository<Product>,
+    pub(crate) view: Arc<Projector<CatalogView>>,
+}
+
+impl Catalog {
+    /// Lists a product; listing it again the same way changes nothing.
+    pub(crate) async fn list(
+        &self,
+        listing: ProductListed,
+        context: CommandContext,
+    ) -> Result<(), CommandError<ProductError>> {
+        let id = listing.product_id.clone();
+        self.products
+            .execute(&id, &ProductCommand::List(listing), context)
+            .await
+            .map(drop)
+    }
+
+    pub(crate) fn all(&self) -> Vec<ProductListed> {
+        self.view.projection().all()
+    }
+
+    pub(crate) fn get(&self, product_id: &str) -> Option<ProductListed> {
+        self.view.projection().get(product_id)
+    }
+}

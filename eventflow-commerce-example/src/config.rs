@@ -1,0 +1,253 @@
+//! Settings: flags override environment variables, which override the defaults. A wrong value
+//! stops the process at start with one line naming the setting.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::platform::logging::LogFormat;
+
+/// The services, in port order (3001..=3008 by default).
+pub(crate) const SERVICES: [&str; 8] = [
+    "identity",
+    "catalog",
+    "ordering",
+    "payment",
+    "inventory",
+    "shipping",
+    "notification",
+    "saga",
+];
+
+const FIRST_PORT: u16 = 3001;
+/// Used only in the default in-memory dev mode, which says so at start.
+const DEV_JWT_SECRET: &str = "eventflow-dev-secret-do-not-use-in-production";
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) host: IpAddr,
+    /// One port per entry of [`SERVICES`].
+    pub(crate) ports: [u16; 8],
+    pub(crate) jwt_secret: String,
+    /// True when `jwt_secret` is the development default.
+    pub(crate) dev_secret: bool,
+    pub(crate) token_ttl: Duration,
+    pub(crate) payment_max_order_cents: u64,
+    pub(crate) log_format: LogFormat,
+    /// How long a saga step may take before it is compensated.
+    pub(crate) step_timeout: Duration,
+}
+
+pub(crate) const USAGE: &str = "\
+eventflow-commerce-example: the commerce app, every service in one process, in memory.
+
+Usage: eventflow-commerce-example [options]
+
+Options (each also read from the environment variable in brackets):
+  --host ADDR                 address to listen on [HOST] (default 127.0.0.1)
+  --port-offset N             add N to every port, for a second copy [PORT_OFFSET] (default 0)
+  --<service>-port PORT       one service's port [<SERVICE>_PORT], services: identity 3001,
+                              catalog 3002, ordering 3003, payment 3004, inventory 3005,
+                              shipping 3006, notification 3007, saga 3008
+  --jwt-secret SECRET         HS256 secret [JWT_SECRET] (default: a development secret)
+  --payment-max-order-cents N decline orders above N cents [PAYMENT_MAX_ORDER_CENTS] (default 200000)
+  --saga-step-timeout-ms N    saga step deadline [SAGA_STEP_TIMEOUT_MS] (default 10000)
+  --log-format json|pretty    [LOG_FORMAT] (default json); --pretty is --log-format pretty
+  -h, --help                  this text
+";
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Run(Box<Config>),
+    Help,
+}
+
+impl Config {
+    /// Reads the environment through `env` and then `args` (without the program name).
+    pub(crate) fn parse(
+        env: impl Fn(&str) -> Option<String>,
+        args: impl IntoIterator<Item = String>,
+    ) -> Result<Parsed, String> {
+        let mut settings: Vec<(String, String)> = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(Parsed::Help),
+                "--pretty" => settings.push(("LOG_FORMAT".into(), "pretty".into())),
+                flag if flag.starts_with("--") => {
+                    let (name, value) = match flag.split_once('=') {
+                        Some((name, value)) => (name.to_owned(), value.to_owned()),
+                        None => {
+                            let value =
+                                args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                            (flag.to_owned(), value)
+                        }
+                    };
+                    let variable = name[2..].replace('-', "_").to_ascii_uppercase();
+                    if !KNOWN.contains(&variable.as_str()) && !variable.ends_with("_PORT") {
+                        return Err(format!("unknown option {name} (see --help)"));
+                    }
+                    settings.push((variable, value));
+                }
+                other => return Err(format!("unexpected argument {other:?} (see --help)")),
+            }
+        }
+        let get = |name: &str| {
+            settings
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(name))
+        };
+        fn number<T: std::str::FromStr>(
+            name: &str,
+            value: Option<String>,
+            default: T,
+        ) -> Result<T, String> {
+            match value {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{name}={v:?} is not a valid number")),
+            }
+        }
+        let host = match get("HOST") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h
+                .parse()
+                .map_err(|_| format!("HOST={h:?} is not an IP address"))?,
+        };
+        let offset: u16 = number("PORT_OFFSET", get("PORT_OFFSET"), 0)?;
+        let mut ports = [0u16; 8];
+        for (i, service) in SERVICES.iter().enumerate() {
+            let name = format!("{}_PORT", service.to_ascii_uppercase());
+            let base = FIRST_PORT + i as u16;
+            ports[i] = match get(&name) {
+                Some(v) => number(&name, Some(v), 0)?,
+                None => base.checked_add(offset).ok_or_else(|| {
+                    format!("PORT_OFFSET={offset} puts {service} past port 65535")
+                })?,
+            };
+        }
+        if let Some(bad) = settings.iter().find(|(n, _)| {
+            n.ends_with("_PORT")
+                && !SERVICES
+                    .iter()
+                    .any(|s| format!("{}_PORT", s.to_ascii_uppercase()) == *n)
+        }) {
+            return Err(format!(
+                "unknown option --{} (see --help)",
+                bad.0.to_ascii_lowercase().replace('_', "-")
+            ));
+        }
+        let (jwt_secret, dev_secret) = match get("JWT_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                return Err("JWT_SECRET must be at least 32 characters".into());
+            }
+            Some(secret) => (secret, false),
+            None => (DEV_JWT_SECRET.to_owned(), true),
+        };
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => return Err(format!("LOG_FORMAT={other:?}: use json or pretty")),
+        };
+        Ok(Parsed::Run(Box::new(Config {
+            host,
+            ports,
+            jwt_secret,
+            dev_secret,
+            token_ttl: Duration::from_secs(3600),
+            payment_max_order_cents: number(
+                "PAYMENT_MAX_ORDER_CENTS",
+                get("PAYMENT_MAX_ORDER_CENTS"),
+                200_000,
+            )?,
+            log_format,
+            step_timeout: Duration::from_millis(number(
+                "SAGA_STEP_TIMEOUT_MS",
+                get("SAGA_STEP_TIMEOUT_MS"),
+                10_000,
+            )?),
+        })))
+    }
+
+    pub(crate) fn port_of(&self, service: &str) -> u16 {
+        SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .map_or(0, |i| self.ports[i])
+    }
+}
+
+const KNOWN: [&str; 6] = [
+    "HOST",
+    "PORT_OFFSET",
+    "JWT_SECRET",
+    "PAYMENT_MAX_ORDER_CENTS",
+    "LOG_FORMAT",
+    "SAGA_STEP_TIMEOUT_MS",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(env: &[(&str, &str)], args: &[&str]) -> Result<Config, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        match Config::parse(
+            |name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
+            args.iter().map(|a| (*a).to_owned()),
+        )? {
+            Parsed::Run(config) => Ok(*config),
+            Parsed::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seed_ports_and_a_dev_secret() {
+        let config = parse(&[], &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.ports,
+            [3001, 3002, 3003, 3004, 3005, 3006, 3007, 3008]
+        );
+        assert!(config.dev_secret);
+    }
+
+    #[test]
+    fn flags_override_the_environment() {
+        let config = parse(
+            &[("PORT_OFFSET", "100"), ("ORDERING_PORT", "9000")],
+            &["--ordering-port", "9100", "--pretty"],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.port_of("identity"), 3101);
+        assert_eq!(config.port_of("ordering"), 9100);
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        assert!(
+            parse(&[("PORT_OFFSET", "x")], &[])
+                .unwrap_err()
+                .contains("PORT_OFFSET")
+        );
+        assert!(
+            parse(&[("JWT_SECRET", "short")], &[])
+                .unwrap_err()
+                .contains("JWT_SECRET")
+        );
+        assert!(parse(&[], &["--nope", "1"]).unwrap_err().contains("--nope"));
+        assert!(
+            parse(&[], &["--bogus-port", "1"])
+                .unwrap_err()
+                .contains("--bogus-port")
+        );
+    }
+}

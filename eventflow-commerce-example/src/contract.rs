@@ -1,0 +1,174 @@
+//! The published language: the messages contexts exchange over the bus, and the PlaceOrder saga.
+//! A context's own events stay in its `domain`; what crosses a boundary is defined here once,
+//! so producer and consumers cannot drift apart.
+
+use std::time::Duration;
+
+use eventflow_saga::SagaDefinition;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Event types on the bus.
+pub(crate) mod events {
+    /// Catalog: a product was listed (price and name). Ordering keeps its own price list from it.
+    pub(crate) const PRODUCT_LISTED: &str = "ProductListed";
+    /// Ordering: an order was placed. Starts the PlaceOrder saga.
+    pub(crate) const ORDER_PLACED: &str = "OrderPlaced";
+    /// Ordering: the saga completed the order. Payment captures; notification confirms.
+    pub(crate) const ORDER_COMPLETED: &str = "OrderCompleted";
+    /// Ordering: the saga cancelled the order. Notification tells the customer.
+    pub(crate) const ORDER_CANCELLED: &str = "OrderCancelled";
+}
+
+/// A postal address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Address {
+    #[schema(example = "123 Main St")]
+    pub(crate) street: String,
+    #[schema(example = "Seattle")]
+    pub(crate) city: String,
+    #[schema(example = "WA")]
+    pub(crate) state: String,
+    /// `00000` is undeliverable: shipping fails the saga's third step.
+    #[schema(example = "98101")]
+    pub(crate) zip: String,
+    #[schema(example = "US")]
+    pub(crate) country: String,
+}
+
+/// One line of a placed order, priced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OrderLine {
+    pub(crate) product_id: String,
+    pub(crate) quantity: u32,
+    pub(crate) unit_price_cents: u64,
+}
+
+/// `OrderPlaced`'s payload, and the PlaceOrder saga's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PlacedOrder {
+    pub(crate) order_id: String,
+    pub(crate) customer_id: String,
+    pub(crate) items: Vec<OrderLine>,
+    pub(crate) total_cents: u64,
+    pub(crate) shipping_address: Address,
+}
+
+/// The payload fields `OrderCompleted` and `OrderCancelled` share with their consumers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OrderSettled {
+    pub(crate) order_id: String,
+    pub(crate) customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+}
+
+/// `ProductListed`'s payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProductListed {
+    pub(crate) product_id: String,
+    pub(crate) name: String,
+    pub(crate) price_cents: u64,
+    pub(crate) currency: String,
+}
+
+/// Saga command and reply types of PlaceOrder.
+pub(crate) mod saga {
+    pub(crate) const NAME: &str = "PlaceOrder";
+    pub(crate) const RESERVE_INVENTORY: &str = "ReserveInventory";
+    pub(crate) const INVENTORY_RESERVED: &str = "InventoryReserved";
+    pub(crate) const INVENTORY_RESERVATION_FAILED: &str = "InventoryReservationFailed";
+    pub(crate) const RELEASE_INVENTORY: &str = "ReleaseInventory";
+    pub(crate) const INVENTORY_RELEASED: &str = "InventoryReleased";
+    pub(crate) const INVENTORY_RELEASE_FAILED: &str = "InventoryReleaseFailed";
+    pub(crate) const AUTHORIZE_PAYMENT: &str = "AuthorizePayment";
+    pub(crate) const PAYMENT_AUTHORIZED: &str = "PaymentAuthorized";
+    pub(crate) const PAYMENT_DECLINED: &str = "PaymentDeclined";
+    pub(crate) const CANCEL_PAYMENT: &str = "CancelPayment";
+    pub(crate) const PAYMENT_CANCELLED: &str = "PaymentCancelled";
+    pub(crate) const PAYMENT_CANCELLATION_FAILED: &str = "PaymentCancellationFailed";
+    pub(crate) const CREATE_SHIPMENT: &str = "CreateShipment";
+    pub(crate) const SHIPMENT_CREATED: &str = "ShipmentCreated";
+    pub(crate) const SHIPMENT_FAILED: &str = "ShipmentFailed";
+    pub(crate) const CANCEL_SHIPMENT: &str = "CancelShipment";
+    pub(crate) const SHIPMENT_CANCELLED: &str = "ShipmentCancelled";
+    pub(crate) const SHIPMENT_CANCELLATION_FAILED: &str = "ShipmentCancellationFailed";
+    pub(crate) const COMPLETE_ORDER: &str = "CompleteOrder";
+    /// Reply names differ from the `OrderCompleted` event the completion records, which other
+    /// contexts subscribe to.
+    pub(crate) const ORDER_COMPLETION_RECORDED: &str = "OrderCompletionRecorded";
+    pub(crate) const ORDER_COMPLETION_FAILED: &str = "OrderCompletionFailed";
+    pub(crate) const CANCEL_ORDER: &str = "CancelOrder";
+    pub(crate) const ORDER_CANCELLATION_RECORDED: &str = "OrderCancellationRecorded";
+    pub(crate) const ORDER_CANCELLATION_FAILED: &str = "OrderCancellationFailed";
+}
+
+/// PlaceOrder: reserve inventory, authorize payment, create the shipment, complete the order. A
+/// failed step undoes the steps before it in reverse order, then the order is cancelled.
+pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
+    use saga::*;
+    SagaDefinition::builder(NAME)
+        .triggered_by(events::ORDER_PLACED)
+        .step(RESERVE_INVENTORY, |s| {
+            s.on_success(INVENTORY_RESERVED)
+                .on_failure(INVENTORY_RESERVATION_FAILED)
+                .timeout(step_timeout)
+                .compensate_with(RELEASE_INVENTORY, |c| {
+                    c.on_success(INVENTORY_RELEASED)
+                        .on_failure(INVENTORY_RELEASE_FAILED)
+                })
+        })
+        .step(AUTHORIZE_PAYMENT, |s| {
+            s.on_success(PAYMENT_AUTHORIZED)
+                .on_failure(PAYMENT_DECLINED)
+                .timeout(step_timeout)
+                .compensate_with(CANCEL_PAYMENT, |c| {
+                    c.on_success(PAYMENT_CANCELLED)
+                        .on_failure(PAYMENT_CANCELLATION_FAILED)
+                })
+        })
+        .step(CREATE_SHIPMENT, |s| {
+            s.on_success(SHIPMENT_CREATED)
+                .on_failure(SHIPMENT_FAILED)
+                .timeout(step_timeout)
+                .compensate_with(CANCEL_SHIPMENT, |c| {
+                    c.on_success(SHIPMENT_CANCELLED)
+                        .on_failure(SHIPMENT_CANCELLATION_FAILED)
+                })
+        })
+        .step(COMPLETE_ORDER, |s| {
+            s.on_success(ORDER_COMPLETION_RECORDED)
+                .on_failure(ORDER_COMPLETION_FAILED)
+                .timeout(step_timeout)
+        })
+        .on_compensated(CANCEL_ORDER, |c| {
+            c.on_success(ORDER_CANCELLATION_RECORDED)
+                .on_failure(ORDER_CANCELLATION_FAILED)
+                .timeout(step_timeout)
+        })
+        .build()
+        .unwrap_or_else(|e| unreachable!("PlaceOrder is a valid definition: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn place_order_builds() {
+        let definition = super::place_order(std::time::Duration::from_secs(5));
+        assert_eq!(definition.command_types().len(), 8);
+    }
+}
+
+/// The order a PlaceOrder saga command carries.
+pub(crate) fn order_of(
+    command: &eventflow_saga::SagaCommand,
+) -> Result<PlacedOrder, eventflow_saga::Refusal> {
+    command
+        .data::<PlacedOrder>()
+        .map_err(|e| eventflow_saga::Refusal(format!("not a PlaceOrder saga command: {e}")))
+}

@@ -1,0 +1,83 @@
+//! A user account: one stream per login name (`user-{username}`).
+
+use eventflow_core::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+/// A registered user, or nobody yet.
+#[derive(Debug, Default)]
+pub(crate) struct User {
+    pub(crate) account: Option<Account>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Account {
+    pub(crate) customer_id: String,
+    pub(crate) password_hash: String,
+}
+
+pub(crate) enum UserCommand {
+    Register {
+        customer_id: String,
+        password_hash: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub(crate) enum UserEvent {
+    UserRegistered {
+        customer_id: String,
+        /// An argon2id PHC string: the password itself is never stored.
+        password_hash: String,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            UserEvent::UserRegistered { .. } => "UserRegistered",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum UserError {
+    #[error("the username is taken")]
+    AlreadyRegistered,
+}
+
+impl Aggregate for User {
+    const STREAM_TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = UserError;
+
+    fn handle(&self, command: &UserCommand) -> Result<Vec<UserEvent>, UserError> {
+        match command {
+            UserCommand::Register { .. } if self.account.is_some() => {
+                Err(UserError::AlreadyRegistered)
+            }
+            UserCommand::Register {
+                customer_id,
+                password_hash,
+            } => Ok(vec![UserEvent::UserRegistered {
+                customer_id: customer_id.clone(),
+                password_hash: password_hash.clone(),
+            }]),
+        }
+    }
+
+    fn apply(&mut self, event: &UserEvent) {
+        match event {
+            UserEvent::UserRegistered {
+                customer_id,
+                password_hash,
+            } => {
+                self.account = Some(Account {
+                    customer_id: customer_id.clone(),
+                    password_hash: password_hash.clone(),
+                });
+            }
+        }
+    }
+}

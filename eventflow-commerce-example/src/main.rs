@@ -1,0 +1,107 @@
+//! The eventflow commerce example: seven bounded contexts (identity, catalog, ordering, payment,
+//! inventory, shipping, notification) and the PlaceOrder saga orchestrator, each an HTTP service
+//! on its own port, talking only over the event bus. By default all of them run in this one
+//! process on in-memory backends with seeded data: `cargo run -p eventflow-commerce-example`.
+//!
+//! See the crate's README for the API, the flow of an order, and where each pattern lives.
+
+mod app;
+mod catalog;
+mod config;
+mod contract;
+mod identity;
+mod inventory;
+mod notification;
+mod orchestration;
+mod ordering;
+mod payment;
+mod platform;
+mod shipping;
+
+use std::process::ExitCode;
+
+use app::RunningApp;
+use config::{Config, Parsed, USAGE};
+use platform::logging;
+use platform::server::Shutdown;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match Config::parse(|name| std::env::var(name).ok(), std::env::args().skip(1)) {
+        Ok(Parsed::Run(config)) => config,
+        Ok(Parsed::Help) => {
+            eprint!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(problem) => {
+            eprintln!("eventflow-commerce-example: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::init(config.log_format);
+    let (stop, shutdown) = Shutdown::new();
+    let app = match RunningApp::start(&config, shutdown).await {
+        Ok(app) => app,
+        Err(error) => {
+            tracing::error!(%error, "the app could not start");
+            eprintln!("eventflow-commerce-example: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for (service, addr) in &app.addresses {
+        tracing::info!(service = *service, %addr, "listening");
+    }
+    eprint!("{}", banner(&config, &app));
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests and deliveries in flight");
+    stop.send_replace(true);
+    app.stopped().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// What a newcomer needs to try the app.
+fn banner(config: &Config, app: &RunningApp) -> String {
+    let mut text = String::from(
+        "\neventflow commerce example: every service in this process, in memory (dev mode)\n\n",
+    );
+    for (service, addr) in &app.addresses {
+        text.push_str(&format!("  {service:<13} http://{addr}\n"));
+    }
+    text.push_str("\n  users: user@example.com / password (customer-1), other@example.com / password (customer-2)\n");
+    if config.dev_secret {
+        text.push_str("  JWT: signed with a DEVELOPMENT secret; set JWT_SECRET (32+ characters) for anything real\n");
+    }
+    let identity = app
+        .addresses
+        .iter()
+        .find(|(s, _)| *s == "identity")
+        .map(|(_, a)| a.to_string())
+        .unwrap_or_default();
+    text.push_str(&format!(
+        "\n  try: curl -s -X POST http://{identity}/auth/login -H 'content-type: application/json' \\\n         -d '{{\"username\":\"user@example.com\",\"password\":\"password\"}}'\n\n  Ctrl-C stops it.\n\n"
+    ));
+    text
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,193 @@
+//! `GET /sagas/{orderId}`, `GET /sagas?status=`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use eventflow_saga::{SagaQuery, SagaState, SagaStatus, StepStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::platform::error::{ApiError, ErrorBody, QueryParams};
+
+fn status_name(status: Option<SagaStatus>) -> &'static str {
+    match status {
+        Some(SagaStatus::Running) | None => "RUNNING",
+        Some(SagaStatus::Compensating) => "COMPENSATING",
+        Some(SagaStatus::NeedsAttention) => "NEEDS_ATTENTION",
+        Some(SagaStatus::Completed) => "COMPLETED",
+        Some(SagaStatus::Compensated) => "COMPENSATED",
+        Some(_) => "UNKNOWN",
+    }
+}
+
+fn step_status_name(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "PENDING",
+        StepStatus::Succeeded => "SUCCEEDED",
+        StepStatus::Failed => "FAILED",
+        StepStatus::TimedOut => "TIMED_OUT",
+        _ => "UNKNOWN",
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StepView {
+    name: String,
+    /// PENDING, SUCCEEDED, FAILED or TIMED_OUT.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HistoryView {
+    version: u64,
+    event_type: String,
+    recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SagaView {
+    saga_id: String,
+    saga_type: String,
+    /// RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED.
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<String>,
+    steps: Vec<StepView>,
+    /// Compensations done, in the order they ran (the reverse of the steps).
+    compensations: Vec<String>,
+    history: Vec<HistoryView>,
+}
+
+fn view(state: SagaState, history: Vec<HistoryView>) -> SagaView {
+    SagaView {
+        saga_id: state.saga_id,
+        saga_type: state.saga_type,
+        status: status_name(state.status),
+        failure: state.failure,
+        attention: state.attention,
+        correlation_id: state.correlation_id,
+        steps: state
+            .steps
+            .into_iter()
+            .map(|s| StepView {
+                name: s.name,
+                status: step_status_name(s.status),
+                reason: s.reason,
+            })
+            .collect(),
+        compensations: state
+            .compensation
+            .map(|c| c.done.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        history,
+    }
+}
+
+/// The PlaceOrder saga of an order.
+#[utoipa::path(get, path = "/sagas/{orderId}", tag = "saga",
+    params(("orderId" = String, Path, description = "The order id (the saga id)")),
+    responses(
+        (status = 200, description = "Status, steps, compensations and history", body = SagaView),
+        (status = 404, description = "No saga for this order", body = ErrorBody),
+    ))]
+async fn get_one(
+    State(query): State<SagaQuery>,
+    Path(order_id): Path<String>,
+) -> Result<Json<SagaView>, ApiError> {
+    let state = query
+        .get(&order_id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no saga for order {order_id}")))?;
+    let history = query
+        .history(&order_id)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|h| HistoryView {
+            version: h.version,
+            event_type: h.event_type,
+            recorded_at: h.recorded_at,
+        })
+        .collect();
+    Ok(Json(view(state, history)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StatusFilter {
+    /// RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED (any case).
+    status: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SagaSummaryView {
+    saga_id: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
+/// Sagas, optionally by status.
+#[utoipa::path(get, path = "/sagas", tag = "saga",
+    params(StatusFilter),
+    responses(
+        (status = 200, description = "Matching sagas", body = [SagaSummaryView]),
+        (status = 400, description = "Unknown status", body = ErrorBody),
+    ))]
+async fn list(
+    State(query): State<SagaQuery>,
+    QueryParams(filter): QueryParams<StatusFilter>,
+) -> Result<Json<Vec<SagaSummaryView>>, ApiError> {
+    let status = match filter
+        .status
+        .as_deref()
+        .map(str::to_ascii_uppercase)
+        .as_deref()
+    {
+        None => None,
+        Some("RUNNING") => Some(SagaStatus::Running),
+        Some("COMPENSATING") => Some(SagaStatus::Compensating),
+        Some("NEEDS_ATTENTION") => Some(SagaStatus::NeedsAttention),
+        Some("COMPLETED") => Some(SagaStatus::Completed),
+        Some("COMPENSATED") => Some(SagaStatus::Compensated),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("unknown status {other:?}"),
+            ));
+        }
+    };
+    let sagas = query.list(status).await.map_err(ApiError::internal)?;
+    Ok(Json(
+        sagas
+            .into_iter()
+            .map(|s| SagaSummaryView {
+                saga_id: s.saga_id,
+                status: status_name(Some(s.status)),
+                failure: s.failure,
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) fn routes(query: SagaQuery) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(get_one))
+        .with_state(query)
+}

@@ -1,0 +1,4 @@
+//! The saga orchestrator service: runs PlaceOrder (started by `OrderPlaced`) on eventflow-saga,
+//! and shows each saga's status and history, compensations and failure reasons included.
+
+pub(crate) mod http;

@@ -1,0 +1,6 @@
+//! Payment: authorizes an order's total (declined above `PAYMENT_MAX_ORDER_CENTS`), voids the
+//! authorization when the saga compensates, and captures it when the order completes.
+
+pub(crate) mod application;
+pub(crate) mod domain;
+pub(crate) mod http;

@@ -1,0 +1,171 @@
+//! Logs: one JSON object per line by default, `{timestamp, level, service, correlationId,
+//! message, target, ...fields}`, with `service` and `correlationId` taken from the spans the line
+//! was written in (an HTTP request's, a bus delivery's, a saga's). `--log-format pretty` prints
+//! tracing's human format instead.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Installs the global subscriber; `RUST_LOG` overrides the default filter.
+pub(crate) fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,eventflow_core=warn,eventflow_saga=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Json => registry
+            .with(SpanFieldsLayer)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonLines)
+                    .with_writer(std::io::stdout),
+            )
+            .try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .try_init(),
+    };
+    // A second init (tests) keeps the first subscriber.
+    drop(installed);
+}
+
+/// The span fields the JSON lines lift to the top level.
+#[derive(Debug, Default, Clone)]
+struct SpanFields {
+    service: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl Visit for SpanFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
+}
+
+impl SpanFields {
+    fn record(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "service" | "participant" if self.service.is_none() => self.service = Some(value),
+            "correlation_id" if !value.is_empty() => self.correlation_id = Some(value),
+            _ => {}
+        }
+    }
+}
+
+/// Keeps each span's [`SpanFields`] in its extensions.
+struct SpanFieldsLayer;
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for SpanFieldsLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut fields = SpanFields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id)
+            && let Some(fields) = span.extensions_mut().get_mut::<SpanFields>()
+        {
+            values.record(fields);
+        }
+    }
+}
+
+/// An event's own fields as JSON.
+#[derive(Default)]
+struct EventFields(Map<String, Value>);
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+/// Formats events as JSON lines, lifting the innermost `service` and `correlationId` of the span
+/// scope to the top level.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut scope = SpanFields::default();
+        if let Some(spans) = ctx.event_scope() {
+            for span in spans {
+                if let Some(fields) = span.extensions().get::<SpanFields>() {
+                    if scope.service.is_none() {
+                        scope.service.clone_from(&fields.service);
+                    }
+                    if scope.correlation_id.is_none() {
+                        scope.correlation_id.clone_from(&fields.correlation_id);
+                    }
+                }
+            }
+        }
+        let mut fields = EventFields::default();
+        event.record(&mut fields);
+        let message = fields.0.remove("message").unwrap_or(Value::Null);
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), event.metadata().level().as_str().into());
+        line.insert("service".into(), scope.service.into());
+        line.insert("correlationId".into(), scope.correlation_id.into());
+        line.insert("message".into(), message);
+        line.insert("target".into(), event.metadata().target().into());
+        line.extend(fields.0);
+        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
+        writeln!(writer, "{text}")
+    }
+}

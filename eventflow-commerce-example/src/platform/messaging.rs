@@ -1,0 +1,146 @@
+//! Bus plumbing a context needs: its own event store with an outbox relayed to the shared bus,
+//! and message handlers that run in the context's span (service + correlation id in every log
+//! line) and relay at once what they recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use eventflow_core::{
+    Delivery, EventBus, EventStore, HandlerError, InMemoryEventStore, MessageHandler, OutboxRelay,
+    StreamId, Subscription, SubscriptionHandle,
+};
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use super::server::{ReadyCheck, Shutdown};
+
+/// How often a relay looks at its outbox when nobody kicked it: the safety net for entries a
+/// kick missed (a crash between commit and kick, in a durable deployment).
+const RELAY_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Publishes a context's outbox to the bus: at once when kicked after a command, and on a timer.
+/// One task relays, so entries of a stream go out in order and kicks never race.
+pub(crate) struct Relay {
+    relay: OutboxRelay,
+    wake: Notify,
+}
+
+impl Relay {
+    /// Kicks the relay: what the last command recorded goes out now rather than on the timer.
+    pub(crate) fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            if let Err(error) = self.relay.relay_pending().await {
+                tracing::warn!(%error, "outbox relay round failed; will retry");
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(RELAY_INTERVAL) => {}
+            }
+        }
+        // What was committed before the stop still goes out.
+        if let Err(error) = self.relay.relay_pending().await {
+            tracing::warn!(%error, "final outbox relay failed; entries stay pending");
+        }
+    }
+}
+
+/// A context's persistence and messaging: its own event store (no other context reads it), the
+/// relay of its outbox, and the shared bus.
+#[derive(Clone)]
+pub(crate) struct ContextInfra {
+    pub(crate) service: &'static str,
+    pub(crate) store: Arc<dyn EventStore>,
+    pub(crate) bus: Arc<dyn EventBus>,
+    pub(crate) relay: Arc<Relay>,
+}
+
+impl ContextInfra {
+    /// In memory: a fresh store for the context, relayed to `bus` with the context's name as the
+    /// messages' source. The relay runs until `shutdown`.
+    pub(crate) fn in_memory(
+        service: &'static str,
+        bus: Arc<dyn EventBus>,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let store = Arc::new(InMemoryEventStore::new());
+        let relay = Arc::new(Relay {
+            relay: OutboxRelay::new(store.clone(), Arc::clone(&bus), service),
+            wake: Notify::new(),
+        });
+        tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
+        ContextInfra {
+            service,
+            store,
+            bus,
+            relay,
+        }
+    }
+
+    /// Subscribes `handler` to the bus, running each delivery in this context's span and relaying
+    /// what it recorded right after.
+    pub(crate) async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+    ) -> eventflow_core::Result<SubscriptionHandle> {
+        self.bus
+            .subscribe(subscription, self.in_context(handler))
+            .await
+    }
+
+    /// `handler`, running each delivery in this context's span and relaying what it recorded
+    /// right after: for consumers other than bus subscriptions, such as a work-queue worker.
+    pub(crate) fn in_context(&self, handler: Arc<dyn MessageHandler>) -> Arc<dyn MessageHandler> {
+        Arc::new(InContext {
+            service: self.service,
+            inner: handler,
+            relay: Arc::clone(&self.relay),
+        })
+    }
+
+    /// `/ready`: the store answers a read.
+    pub(crate) fn ready_check(&self) -> ReadyCheck {
+        let store = Arc::clone(&self.store);
+        Arc::new(move || {
+            let store = Arc::clone(&store);
+            Box::pin(async move {
+                store
+                    .read_stream(&StreamId::new("readiness-probe"), 1, 1)
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("event store unreachable: {e}"))
+            })
+        })
+    }
+}
+
+/// A handler running in its context's span.
+struct InContext {
+    service: &'static str,
+    inner: Arc<dyn MessageHandler>,
+    relay: Arc<Relay>,
+}
+
+#[async_trait]
+impl MessageHandler for InContext {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+        let span = tracing::info_span!(
+            "message",
+            service = self.service,
+            correlation_id = delivery.message.correlation_id().unwrap_or(""),
+            message_type = %delivery.message.message_type,
+            attempt = delivery.attempt,
+        );
+        let handled = self.inner.handle(delivery).instrument(span).await;
+        self.relay.kick();
+        handled
+    }
+}

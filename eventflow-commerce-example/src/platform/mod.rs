@@ -1,0 +1,10 @@
+//! What every context shares: HTTP errors and extractors, the request context (correlation id,
+//! trace context), bearer tokens, JSON logs, serving, and the bus plumbing (outbox relays and
+//! handlers that run in the context's span).
+
+pub(crate) mod auth;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod logging;
+pub(crate) mod messaging;
+pub(crate) mod server;

@@ -1,0 +1,6 @@
+//! Shipping: creates a shipment for the order's address (zip `00000` is undeliverable and fails
+//! the saga's step) and cancels it when the saga compensates.
+
+pub(crate) mod application;
+pub(crate) mod domain;
+pub(crate) mod http;

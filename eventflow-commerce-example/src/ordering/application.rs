@@ -78,20 +78,33 @@ impl Ordering {
             context =
                 context.with_idempotency_key(format!("place-order/{}/{key}", order.customer_id));
         }
-        let executed = self
+        let outcome = self
             .orders
             .execute(
                 &placed.order_id,
                 &OrderCommand::Place(placed.clone()),
                 context,
             )
-            .await
-            .map_err(|e| match e {
-                CommandError::Rejected(OrderError::NoLines) => {
-                    invalid("items", "an order needs at least one line")
-                }
-                other => PlaceError::Internal(other.to_string()),
-            })?;
+            .await;
+        let executed = match outcome {
+            Ok(executed) => executed,
+            // A retry: it drew a fresh order id, and the key answers with the first order.
+            Err(CommandError::Store(eventflow_core::Error::DuplicateIdempotencyKey {
+                original,
+                ..
+            })) => self
+                .orders
+                .replay(*original)
+                .await
+                .map_err(|e| PlaceError::Internal(e.to_string()))?
+                .ok_or_else(|| {
+                    PlaceError::Internal("an order key recorded on another stream type".into())
+                })?,
+            Err(CommandError::Rejected(OrderError::NoLines)) => {
+                return Err(invalid("items", "an order needs at least one line"));
+            }
+            Err(other) => return Err(PlaceError::Internal(other.to_string())),
+        };
         let Some(OrderEvent::OrderPlaced(recorded)) = executed.events.first().map(|e| &e.event)
         else {
             return Err(PlaceError::Internal(

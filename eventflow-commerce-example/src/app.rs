@@ -365,7 +365,7 @@ impl RunningApp {
         });
 
         seed(&catalog, &identity, &stock).await?;
-        wait_until_priced(&ordering.prices.projection()).await?;
+        wait_until_priced(ordering.prices.projection()).await?;
 
         let mut addresses = Vec::new();
         let mut servers = Vec::new();

@@ -24,16 +24,21 @@ pub(crate) mod events {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Address {
-    #[schema(example = "123 Main St")]
+    #[schema(
+        example = "123 Main St",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     pub(crate) street: String,
-    #[schema(example = "Seattle")]
+    #[schema(example = "Seattle", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) city: String,
-    #[schema(example = "WA")]
+    #[schema(example = "WA", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) state: String,
     /// `00000` is undeliverable: shipping fails the saga's third step.
-    #[schema(example = "98101")]
+    #[schema(example = "98101", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) zip: String,
-    #[schema(example = "US")]
+    #[schema(example = "US", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) country: String,
 }
 
@@ -155,15 +160,6 @@ pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
         .unwrap_or_else(|e| unreachable!("PlaceOrder is a valid definition: {e}"))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn place_order_builds() {
-        let definition = super::place_order(std::time::Duration::from_secs(5));
-        assert_eq!(definition.command_types().len(), 8);
-    }
-}
-
 /// The order a PlaceOrder saga command carries.
 pub(crate) fn order_of(
     command: &eventflow_saga::SagaCommand,
@@ -171,4 +167,13 @@ pub(crate) fn order_of(
     command
         .data::<PlacedOrder>()
         .map_err(|e| eventflow_saga::Refusal(format!("not a PlaceOrder saga command: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn place_order_builds() {
+        let definition = super::place_order(std::time::Duration::from_secs(5));
+        assert_eq!(definition.command_types().len(), 8);
+    }
 }

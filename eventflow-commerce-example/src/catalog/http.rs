@@ -46,7 +46,7 @@ async fn list(State(catalog): State<Arc<Catalog>>) -> Json<Vec<ProductView>> {
 
 /// One product.
 #[utoipa::path(get, path = "/catalog/{productId}", tag = "catalog",
-    params(("productId" = String, Path, description = "The product id")),
+    params(("productId" = String, Path, description = "The product id", example = "prod-1")),
     responses(
         (status = 200, description = "The product", body = ProductView),
         (status = 404, description = "No such product", body = ErrorBody),

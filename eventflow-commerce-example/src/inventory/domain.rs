@@ -30,6 +30,7 @@ pub(crate) enum StockCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all_fields = "camelCase")]
+#[allow(clippy::enum_variant_names)] // The variant names are the event types on the wire.
 pub(crate) enum StockEvent {
     StockAdded { quantity: u64 },
     StockReserved { order_id: String, quantity: u64 },

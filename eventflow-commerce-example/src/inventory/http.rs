@@ -23,7 +23,7 @@ pub(crate) struct StockView {
 
 /// A product's stock.
 #[utoipa::path(get, path = "/inventory/{productId}", tag = "inventory",
-    params(("productId" = String, Path, description = "The product id")),
+    params(("productId" = String, Path, description = "The product id", example = "prod-1")),
     responses(
         (status = 200, description = "Available and reserved units", body = StockView),
         (status = 404, description = "The product is not stocked", body = ErrorBody),

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use eventflow_saga::{SagaQuery, SagaState, SagaStatus, StepStatus};
 use serde::{Deserialize, Serialize};
@@ -125,11 +124,34 @@ async fn get_one(
     Ok(Json(view(state, history)))
 }
 
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum StatusParam {
+    Running,
+    Compensating,
+    NeedsAttention,
+    Completed,
+    Compensated,
+}
+
+impl From<StatusParam> for SagaStatus {
+    fn from(status: StatusParam) -> Self {
+        match status {
+            StatusParam::Running => SagaStatus::Running,
+            StatusParam::Compensating => SagaStatus::Compensating,
+            StatusParam::NeedsAttention => SagaStatus::NeedsAttention,
+            StatusParam::Completed => SagaStatus::Completed,
+            StatusParam::Compensated => SagaStatus::Compensated,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatusFilter {
-    /// RUNNING, COMPENSATING, NEEDS_ATTENTION, COMPLETED or COMPENSATED (any case).
-    status: Option<String>,
+    /// Only sagas in this status.
+    #[param(inline)]
+    status: Option<StatusParam>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -152,26 +174,7 @@ async fn list(
     State(query): State<SagaQuery>,
     QueryParams(filter): QueryParams<StatusFilter>,
 ) -> Result<Json<Vec<SagaSummaryView>>, ApiError> {
-    let status = match filter
-        .status
-        .as_deref()
-        .map(str::to_ascii_uppercase)
-        .as_deref()
-    {
-        None => None,
-        Some("RUNNING") => Some(SagaStatus::Running),
-        Some("COMPENSATING") => Some(SagaStatus::Compensating),
-        Some("NEEDS_ATTENTION") => Some(SagaStatus::NeedsAttention),
-        Some("COMPLETED") => Some(SagaStatus::Completed),
-        Some("COMPENSATED") => Some(SagaStatus::Compensated),
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                format!("unknown status {other:?}"),
-            ));
-        }
-    };
+    let status = filter.status.map(SagaStatus::from);
     let sagas = query.list(status).await.map_err(ApiError::internal)?;
     Ok(Json(
         sagas

@@ -28,6 +28,7 @@ pub(crate) enum OrderCommand {
 /// Ordering's events, all published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
+#[allow(clippy::enum_variant_names)] // The variant names are the event types on the wire.
 pub(crate) enum OrderEvent {
     OrderPlaced(PlacedOrder),
     OrderCompleted(OrderSettled),

@@ -20,13 +20,16 @@ use crate::platform::auth::Customer;
 use crate::platform::context::RequestContext;
 use crate::platform::error::{ApiError, ErrorBody, JsonBody, QueryParams};
 
+/// The highest page number accepted.
+const MAX_PAGE: u32 = 100_000;
+
 /// The header that makes `POST /orders` safe to retry.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OrderItemRequest {
-    #[schema(example = "prod-1")]
+    #[schema(example = "prod-1", min_length = 1)]
     product_id: String,
     #[schema(example = 2, minimum = 1, maximum = 1000)]
     quantity: u32,
@@ -38,6 +41,7 @@ pub(crate) struct CreateOrderRequest {
     /// Optional; when given it must be the token's customer.
     #[schema(example = "customer-1")]
     customer_id: Option<String>,
+    #[schema(min_items = 1, max_items = 50)]
     items: Vec<OrderItemRequest>,
     shipping_address: Address,
 }
@@ -162,7 +166,7 @@ async fn get_one(
 #[into_params(parameter_in = Query)]
 pub(crate) struct Page {
     /// 1-based page number (default 1).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 100000)]
     page: Option<u32>,
     /// Orders per page, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
@@ -194,11 +198,11 @@ async fn list(
 ) -> Result<Json<OrderPage>, ApiError> {
     let number = page.page.unwrap_or(1);
     let size = page.page_size.unwrap_or(20);
-    if number == 0 || !(1..=100).contains(&size) {
+    if !(1..=MAX_PAGE).contains(&number) || !(1..=100).contains(&size) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            "page must be at least 1 and pageSize between 1 and 100",
+            format!("page must be between 1 and {MAX_PAGE}, and pageSize between 1 and 100"),
         ));
     }
     let offset = (number as usize - 1).saturating_mul(size as usize);

@@ -32,6 +32,7 @@ pub(crate) enum PaymentCommand {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all_fields = "camelCase")]
+#[allow(clippy::enum_variant_names)] // The variant names are the event types on the wire.
 pub(crate) enum PaymentEvent {
     PaymentAuthorized {
         customer_id: String,

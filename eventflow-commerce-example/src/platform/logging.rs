@@ -152,20 +152,40 @@ where
         let mut fields = EventFields::default();
         event.record(&mut fields);
         let message = fields.0.remove("message").unwrap_or(Value::Null);
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .into(),
-        );
-        line.insert("level".into(), event.metadata().level().as_str().into());
-        line.insert("service".into(), scope.service.into());
-        line.insert("correlationId".into(), scope.correlation_id.into());
-        line.insert("message".into(), message);
-        line.insert("target".into(), event.metadata().target().into());
-        line.extend(fields.0);
-        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
+        // An event's own `service` or `correlation_id` wins over its spans'.
+        let service = fields
+            .0
+            .remove("service")
+            .unwrap_or_else(|| scope.service.into());
+        let correlation_id = fields
+            .0
+            .remove("correlation_id")
+            .unwrap_or_else(|| scope.correlation_id.into());
+        // The fixed keys first, in this order, then the event's own fields.
+        let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let head: [(&str, Value); 6] = [
+            ("timestamp", timestamp.into()),
+            ("level", event.metadata().level().as_str().into()),
+            ("service", service),
+            ("correlationId", correlation_id),
+            ("message", message),
+            ("target", event.metadata().target().into()),
+        ];
+        let mut text = String::from("{");
+        for (i, (key, value)) in head
+            .iter()
+            .map(|(k, v)| (*k, v))
+            .chain(fields.0.iter().map(|(k, v)| (k.as_str(), v)))
+            .enumerate()
+        {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(key).map_err(|_| fmt::Error)?);
+            text.push(':');
+            text.push_str(&serde_json::to_string(value).map_err(|_| fmt::Error)?);
+        }
+        text.push('}');
         writeln!(writer, "{text}")
     }
 }

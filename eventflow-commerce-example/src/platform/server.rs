@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, License, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -95,12 +96,25 @@ impl Service {
             .routes(routes!(health))
             .routes(routes!(ready))
             .split_for_parts();
-        api.info.title = format!("eventflow commerce: {}", self.name);
-        api.info.version = env!("CARGO_PKG_VERSION").to_owned();
-        api.info.description = Some(format!(
-            "The {} context of the eventflow commerce example.",
-            self.name
-        ));
+        api.info = InfoBuilder::new()
+            .title(format!("eventflow commerce: {}", self.name))
+            .version(env!("CARGO_PKG_VERSION"))
+            .description(Some(format!(
+                "The {} context of the eventflow commerce example.",
+                self.name
+            )))
+            .license(Some(License::new(env!("CARGO_PKG_LICENSE"))))
+            .build();
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
         let document = api.clone();
         let router = router
             .route("/openapi.json", get(move || async move { Json(document) }))

@@ -121,3 +121,129 @@ impl MessageHandler for NotificationWorker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Worker, WorkerOptions};
+    use eventflow_core::bus::RetryPolicy;
+    use eventflow_core::{InMemoryEventStore, Message};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Records what it sent; fails the first `fail_first` sends.
+    #[derive(Default)]
+    struct Outbox {
+        sent: Mutex<Vec<Email>>,
+        fail_first: Mutex<u32>,
+    }
+
+    #[async_trait]
+    impl EmailSender for Outbox {
+        async fn send(&self, email: &Email) -> Result<(), String> {
+            let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());
+            if *fail > 0 {
+                *fail -= 1;
+                return Err("mail server unavailable".into());
+            }
+            self.sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(email.clone());
+            Ok(())
+        }
+    }
+
+    fn completed(message_id: &str) -> Message {
+        Message::new(
+            events::ORDER_COMPLETED,
+            "ordering",
+            json!({"orderId": "o1", "customerId": "customer-1"}),
+        )
+        .with_id(message_id)
+    }
+
+    async fn run(queue: &Arc<InMemoryWorkQueue>, sender: Arc<Outbox>, until: impl Fn() -> bool) {
+        let store = Arc::new(InMemoryEventStore::new());
+        let worker = NotificationWorker {
+            log: Arc::new(Repository::new(store)),
+            sender,
+        };
+        let options = WorkerOptions::new()
+            .with_wait_time(Duration::from_millis(20))
+            .with_retry(RetryPolicy::new(
+                5,
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+            ));
+        let handle = Worker::new(Arc::clone(queue) as Arc<dyn WorkQueue>, Arc::new(worker))
+            .with_options(options)
+            .start()
+            .unwrap_or_else(|e| panic!("worker starts: {e}"));
+        for _ in 0..500 {
+            if until() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        handle.unsubscribe().await;
+    }
+
+    #[tokio::test]
+    async fn one_email_per_order_however_often_the_event_arrives_and_after_a_failed_send() {
+        let queue = Arc::new(InMemoryWorkQueue::new(
+            QueueSettings::new("n").with_max_receives(Some(5)),
+        ));
+        let sender = Arc::new(Outbox {
+            fail_first: Mutex::new(1),
+            ..Outbox::default()
+        });
+        queue
+            .send(vec![completed("m1"), completed("m1"), completed("m2")])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let watched = Arc::clone(&sender);
+        let queued = Arc::clone(&queue);
+        run(&queue, Arc::clone(&sender), move || {
+            queued.is_empty()
+                && !watched
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+        })
+        .await;
+        let sent = sender.sent.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].kind, NotificationKind::OrderConfirmation);
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_ends_in_the_dead_letter_queue() {
+        let queue = Arc::new(InMemoryWorkQueue::new(
+            QueueSettings::new("n").with_max_receives(Some(2)),
+        ));
+        let poison = Message::new(events::ORDER_COMPLETED, "ordering", json!({"no": "order"}));
+        queue
+            .send(vec![poison.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let queued = Arc::clone(&queue);
+        run(&queue, Arc::new(Outbox::default()), move || {
+            queued.is_empty()
+        })
+        .await;
+        let dead = queue
+            .dead_letters(10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].message.id, poison.id);
+        // A queue, like SQS, counts receives; it does not know the handler's error (the worker
+        // logs it with the message id).
+        assert_eq!(dead[0].attempts, 2);
+    }
+}

@@ -13,6 +13,7 @@ use eventflow_core::{
     MessageHandler, Projection, Projector, Repository, Subscription, SubscriptionHandle,
 };
 use eventflow_saga::Orchestrator;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::application::Catalog;
@@ -51,20 +52,39 @@ pub(crate) const USERS: [(&str, &str, &str); 2] = [
 const NOTIFICATION_VISIBILITY: Duration = Duration::from_secs(30);
 const NOTIFICATION_MAX_RECEIVES: u32 = 5;
 
-/// The running app: its services' addresses, and what to stop.
-pub(crate) struct RunningApp {
-    pub(crate) addresses: Vec<(&'static str, SocketAddr)>,
+/// The running app: every service of [`SERVICES`](crate::SERVICES) on its port.
+pub struct RunningApp {
+    addresses: Vec<(&'static str, SocketAddr)>,
+    stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     consumers: Vec<SubscriptionHandle>,
     timers: JoinHandle<()>,
+    orders: Arc<Projector<OrderViews>>,
 }
 
+impl std::fmt::Debug for RunningApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningApp")
+            .field("addresses", &self.addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the app could not start.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StartError {
+#[non_exhaustive]
+pub enum StartError {
+    /// A service could not listen on its address.
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    /// A part could not be wired or seeded.
     #[error("{what}: {cause}")]
-    Wiring { what: &'static str, cause: String },
+    Wiring {
+        /// The part.
+        what: &'static str,
+        /// Why.
+        cause: String,
+    },
 }
 
 fn wiring(what: &'static str) -> impl FnOnce(eventflow_core::Error) -> StartError {
@@ -85,12 +105,11 @@ fn projector<P: Projection>(projection: P) -> Arc<Projector<P>> {
 }
 
 impl RunningApp {
-    /// Starts every context and service, seeds the data, and returns once the catalog is
-    /// visible to ordering (so the first order can be priced).
-    pub(crate) async fn start(
-        config: &Config,
-        shutdown: Shutdown,
-    ) -> Result<RunningApp, StartError> {
+    /// Starts every context and service in this process, on in-memory backends, seeds the
+    /// data, and returns once the catalog is visible to ordering (so the first order can be
+    /// priced).
+    pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
+        let (stop, shutdown) = Shutdown::new();
         let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::new());
         let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
         let infra = |name: &'static str| ContextInfra::in_memory(name, Arc::clone(&bus), &shutdown);
@@ -364,7 +383,7 @@ impl RunningApp {
             ready: identity_infra.ready_check(),
         });
 
-        seed(&catalog, &identity, &stock).await?;
+        seed(&catalog, &identity, &stock, config.seed_stock).await?;
         wait_until_priced(ordering.prices.projection()).await?;
 
         let mut addresses = Vec::new();
@@ -381,15 +400,40 @@ impl RunningApp {
         addresses.sort_by_key(|(name, _)| crate::config::SERVICES.iter().position(|s| s == name));
         Ok(RunningApp {
             addresses,
+            stop,
             servers,
             consumers,
             timers,
+            orders: Arc::clone(&ordering.views),
         })
     }
 
-    /// Waits for the servers to finish their requests (after the shutdown signal), then stops the
-    /// consumers, each finishing its deliveries in flight.
-    pub(crate) async fn stopped(self) {
+    /// Each service's name and address, in [`SERVICES`](crate::SERVICES) order.
+    pub fn addresses(&self) -> &[(&'static str, SocketAddr)] {
+        &self.addresses
+    }
+
+    /// The address of `service`, if it is one of [`SERVICES`](crate::SERVICES).
+    pub fn address(&self, service: &str) -> Option<SocketAddr> {
+        self.addresses
+            .iter()
+            .find(|(name, _)| *name == service)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// The status an order has in ordering's read model (`PENDING`, `COMPLETED`, `CANCELLED`),
+    /// without going through HTTP: for load generators that must not add polling load.
+    pub fn order_status(&self, order_id: &str) -> Option<&'static str> {
+        self.orders
+            .projection()
+            .get(order_id)
+            .map(|o| o.status.as_str())
+    }
+
+    /// Stops gracefully: the servers stop accepting and finish the requests in flight, the
+    /// outboxes relay what was committed, then every consumer finishes its deliveries in flight.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
         for server in self.servers {
             let _ = server.await;
         }
@@ -404,6 +448,7 @@ async fn seed(
     catalog: &Catalog,
     identity: &Identity,
     stock: &Repository<inventory::domain::Stock>,
+    seed_stock: Option<u64>,
 ) -> Result<(), StartError> {
     let failed = |what: &'static str| move |cause: String| StartError::Wiring { what, cause };
     for (product_id, name, price_cents, quantity) in PRODUCTS {
@@ -417,7 +462,7 @@ async fn seed(
             .list(listing, CommandContext::new().with_correlation_id("seed"))
             .await
             .map_err(|e| failed("seeding the catalog")(e.to_string()))?;
-        inventory::application::seed(stock, product_id, quantity)
+        inventory::application::seed(stock, product_id, seed_stock.unwrap_or(quantity))
             .await
             .map_err(|e| failed("seeding inventory")(e.to_string()))?;
     }

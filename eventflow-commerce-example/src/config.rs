@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::platform::logging::LogFormat;
 
 /// The services, in port order (3001..=3008 by default).
-pub(crate) const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 8] = [
     "identity",
     "catalog",
     "ordering",
@@ -22,22 +22,33 @@ const FIRST_PORT: u16 = 3001;
 /// Used only in the default in-memory dev mode, which says so at start.
 const DEV_JWT_SECRET: &str = "eventflow-dev-secret-do-not-use-in-production";
 
+/// How the app runs: where it listens, its secrets and its business settings.
 #[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) host: IpAddr,
-    /// One port per entry of [`SERVICES`].
-    pub(crate) ports: [u16; 8],
-    pub(crate) jwt_secret: String,
+#[non_exhaustive]
+pub struct Config {
+    /// The address every service listens on.
+    pub host: IpAddr,
+    /// One port per entry of [`SERVICES`]; 0 picks a free one.
+    pub ports: [u16; 8],
+    /// The HS256 secret tokens are signed and verified with.
+    pub jwt_secret: String,
     /// True when `jwt_secret` is the development default.
-    pub(crate) dev_secret: bool,
-    pub(crate) token_ttl: Duration,
-    pub(crate) payment_max_order_cents: u64,
-    pub(crate) log_format: LogFormat,
+    pub dev_secret: bool,
+    /// How long an issued token is valid.
+    pub token_ttl: Duration,
+    /// Payments above this many cents are declined.
+    pub payment_max_order_cents: u64,
+    /// How log lines look.
+    pub log_format: LogFormat,
     /// How long a saga step may take before it is compensated.
-    pub(crate) step_timeout: Duration,
+    pub step_timeout: Duration,
+    /// Stock every seeded product with this many units instead of the seed's own numbers (load
+    /// tests).
+    pub seed_stock: Option<u64>,
 }
 
-pub(crate) const USAGE: &str = "\
+/// The `--help` text.
+pub const USAGE: &str = "\
 eventflow-commerce-example: the commerce app, every service in one process, in memory.
 
 Usage: eventflow-commerce-example [options]
@@ -57,14 +68,17 @@ Options (each also read from the environment variable in brackets):
 
 /// What the command line asked for.
 #[derive(Debug)]
-pub(crate) enum Parsed {
+pub enum Parsed {
+    /// Run with this configuration.
     Run(Box<Config>),
+    /// Print [`USAGE`].
     Help,
 }
 
 impl Config {
-    /// Reads the environment through `env` and then `args` (without the program name).
-    pub(crate) fn parse(
+    /// Reads the environment through `env` and then `args` (without the program name). The error
+    /// is one line naming the setting at fault.
+    pub fn parse(
         env: impl Fn(&str) -> Option<String>,
         args: impl IntoIterator<Item = String>,
     ) -> Result<Parsed, String> {
@@ -166,12 +180,29 @@ impl Config {
                 200_000,
             )?,
             log_format,
+            seed_stock: None,
             step_timeout: Duration::from_millis(number(
                 "SAGA_STEP_TIMEOUT_MS",
                 get("SAGA_STEP_TIMEOUT_MS"),
                 10_000,
             )?),
         })))
+    }
+
+    /// The defaults: the seed's ports on 127.0.0.1 and the development secret.
+    pub fn dev() -> Config {
+        match Config::parse(|_| None, []) {
+            Ok(Parsed::Run(config)) => *config,
+            _ => unreachable!("the defaults parse"),
+        }
+    }
+
+    /// The defaults, with every port 0: the system picks free ones (tests, benchmarks).
+    pub fn ephemeral() -> Config {
+        Config {
+            ports: [0; 8],
+            ..Config::dev()
+        }
     }
 
     pub(crate) fn port_of(&self, service: &str) -> u16 {

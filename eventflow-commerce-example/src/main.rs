@@ -1,29 +1,9 @@
-//! The eventflow commerce example: seven bounded contexts (identity, catalog, ordering, payment,
-//! inventory, shipping, notification) and the PlaceOrder saga orchestrator, each an HTTP service
-//! on its own port, talking only over the event bus. By default all of them run in this one
-//! process on in-memory backends with seeded data: `cargo run -p eventflow-commerce-example`.
-//!
-//! See the crate's README for the API, the flow of an order, and where each pattern lives.
-
-mod app;
-mod catalog;
-mod config;
-mod contract;
-mod identity;
-mod inventory;
-mod notification;
-mod orchestration;
-mod ordering;
-mod payment;
-mod platform;
-mod shipping;
+//! The commerce app, every service in one process: `cargo run -p eventflow-commerce-example`
+//! (`--help` for the settings).
 
 use std::process::ExitCode;
 
-use app::RunningApp;
-use config::{Config, Parsed, USAGE};
-use platform::logging;
-use platform::server::Shutdown;
+use eventflow_commerce_example::{Config, Parsed, RunningApp, USAGE, init_logging};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,9 +18,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::init(config.log_format);
-    let (stop, shutdown) = Shutdown::new();
-    let app = match RunningApp::start(&config, shutdown).await {
+    init_logging(config.log_format);
+    let app = match RunningApp::start(&config).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(%error, "the app could not start");
@@ -48,14 +27,13 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for (service, addr) in &app.addresses {
+    for (service, addr) in app.addresses() {
         tracing::info!(service = *service, %addr, "listening");
     }
     eprint!("{}", banner(&config, &app));
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and deliveries in flight");
-    stop.send_replace(true);
-    app.stopped().await;
+    app.stop().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -65,7 +43,7 @@ fn banner(config: &Config, app: &RunningApp) -> String {
     let mut text = String::from(
         "\neventflow commerce example: every service in this process, in memory (dev mode)\n\n",
     );
-    for (service, addr) in &app.addresses {
+    for (service, addr) in app.addresses() {
         text.push_str(&format!("  {service:<13} http://{addr}\n"));
     }
     text.push_str("\n  users: user@example.com / password (customer-1), other@example.com / password (customer-2)\n");
@@ -73,10 +51,8 @@ fn banner(config: &Config, app: &RunningApp) -> String {
         text.push_str("  JWT: signed with a DEVELOPMENT secret; set JWT_SECRET (32+ characters) for anything real\n");
     }
     let identity = app
-        .addresses
-        .iter()
-        .find(|(s, _)| *s == "identity")
-        .map(|(_, a)| a.to_string())
+        .address("identity")
+        .map(|a| a.to_string())
         .unwrap_or_default();
     text.push_str(&format!(
         "\n  try: curl -s -X POST http://{identity}/auth/login -H 'content-type: application/json' \\\n         -d '{{\"username\":\"user@example.com\",\"password\":\"password\"}}'\n\n  Ctrl-C stops it.\n\n"

@@ -13,6 +13,17 @@ pub(crate) enum OrderStatus {
     Cancelled,
 }
 
+impl OrderStatus {
+    /// The wire name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Completed => "COMPLETED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Order {
     placed: Option<PlacedOrder>,

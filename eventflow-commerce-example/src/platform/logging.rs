@@ -19,15 +19,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LogFormat {
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One JSON object per line.
     Json,
+    /// tracing's human format.
     Pretty,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default filter.
-pub(crate) fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,eventflow_core=warn,eventflow_saga=warn"));
+/// Installs the global tracing subscriber; `RUST_LOG` overrides the default filter (`info`).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Json => registry

@@ -9,8 +9,9 @@ use eventflow_bus::{
     DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
 };
 use eventflow_core::{
-    CheckpointStore, CommandContext, EventBus, Filter, InMemoryBus, InMemoryCheckpointStore,
-    MessageHandler, Projection, Projector, Repository, Subscription, SubscriptionHandle,
+    Aggregate, CheckpointStore, CommandContext, EventBus, Filter, InMemoryBus,
+    InMemoryCheckpointStore, MessageHandler, Projection, Projector, Repository, StreamId,
+    Subscription, SubscriptionHandle,
 };
 use eventflow_saga::Orchestrator;
 use tokio::sync::watch;
@@ -24,6 +25,7 @@ use crate::identity::application::Identity;
 use crate::notification::application::{ForwardToQueue, LoggingSender, NotificationWorker};
 use crate::notification::http::NotificationState;
 use crate::ordering::application::Ordering;
+use crate::ordering::domain::Order;
 use crate::ordering::infrastructure::{OrderViews, PriceList};
 use crate::platform::auth::Jwt;
 use crate::platform::messaging::ContextInfra;
@@ -47,6 +49,9 @@ pub(crate) const USERS: [(&str, &str, &str); 2] = [
     ("other@example.com", "password", "customer-2"),
 ];
 
+/// A product's stock stream grows by an event per order: snapshots keep a cold load short.
+const STOCK_SNAPSHOT_EVERY: u64 = 200;
+
 /// How long the notification queue hides a message being handled, and how many receives it gets
 /// before it is dead-lettered.
 const NOTIFICATION_VISIBILITY: Duration = Duration::from_secs(30);
@@ -57,9 +62,11 @@ pub struct RunningApp {
     addresses: Vec<(&'static str, SocketAddr)>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
-    consumers: Vec<SubscriptionHandle>,
+    /// In a mutex only so the app is `Sync` (a handle's stop function is not); used by `stop`.
+    consumers: std::sync::Mutex<Vec<SubscriptionHandle>>,
     timers: JoinHandle<()>,
     orders: Arc<Projector<OrderViews>>,
+    contexts: Vec<ContextInfra>,
 }
 
 impl std::fmt::Debug for RunningApp {
@@ -112,14 +119,19 @@ impl RunningApp {
         let (stop, shutdown) = Shutdown::new();
         let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::new());
         let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
-        let infra = |name: &'static str| ContextInfra::in_memory(name, Arc::clone(&bus), &shutdown);
+        let mut contexts = Vec::new();
+        let mut infra = |name: &'static str| {
+            let infra = ContextInfra::in_memory(name, Arc::clone(&bus), &shutdown);
+            contexts.push(infra.clone());
+            infra
+        };
         let mut consumers = Vec::new();
         let mut services = Vec::new();
 
         // Catalog.
         let catalog_infra = infra("catalog");
         let catalog = Arc::new(Catalog {
-            products: Repository::new(Arc::clone(&catalog_infra.store)).with_outbox(true),
+            products: catalog_infra.repository(true),
             view: projector(CatalogView::default()),
         });
         consumers.push(
@@ -140,7 +152,7 @@ impl RunningApp {
         // Ordering.
         let ordering_infra = infra("ordering");
         let ordering = Arc::new(Ordering {
-            orders: Repository::new(Arc::clone(&ordering_infra.store)).with_outbox(true),
+            orders: ordering_infra.repository(true),
             views: projector(OrderViews::default()),
             prices: projector(PriceList::default()),
             relay: Arc::clone(&ordering_infra.relay),
@@ -170,10 +182,8 @@ impl RunningApp {
                 .await
                 .map_err(wiring("price list"))?,
         );
-        let order_participant = ordering::application::participant(
-            Repository::new(Arc::clone(&ordering_infra.store)).with_outbox(true),
-            Arc::clone(&bus),
-        );
+        let order_participant =
+            ordering::application::participant(ordering_infra.repository(true), Arc::clone(&bus));
         consumers.push(
             ordering_infra
                 .subscribe(
@@ -191,9 +201,9 @@ impl RunningApp {
 
         // Payment.
         let payment_infra = infra("payment");
-        let payments = Arc::new(Repository::new(Arc::clone(&payment_infra.store)));
+        let payments = Arc::new(payment_infra.repository(false));
         let payment_participant = payment::application::participant(
-            Repository::new(Arc::clone(&payment_infra.store)),
+            payment_infra.repository(false),
             Arc::clone(&bus),
             config.payment_max_order_cents,
         );
@@ -226,9 +236,9 @@ impl RunningApp {
 
         // Inventory.
         let inventory_infra = infra("inventory");
-        let stock = Arc::new(Repository::new(Arc::clone(&inventory_infra.store)));
+        let stock = Arc::new(inventory_infra.snapshotted(STOCK_SNAPSHOT_EVERY));
         let inventory_participant = inventory::application::participant(
-            Repository::new(Arc::clone(&inventory_infra.store)),
+            inventory_infra.snapshotted(STOCK_SNAPSHOT_EVERY),
             Arc::clone(&bus),
         );
         consumers.push(
@@ -248,10 +258,8 @@ impl RunningApp {
 
         // Shipping.
         let shipping_infra = infra("shipping");
-        let shipping_participant = shipping::application::participant(
-            Repository::new(Arc::clone(&shipping_infra.store)),
-            Arc::clone(&bus),
-        );
+        let shipping_participant =
+            shipping::application::participant(shipping_infra.repository(false), Arc::clone(&bus));
         consumers.push(
             shipping_infra
                 .subscribe(
@@ -263,9 +271,7 @@ impl RunningApp {
         );
         services.push(Service {
             name: "shipping",
-            routes: shipping::http::routes(Arc::new(Repository::new(Arc::clone(
-                &shipping_infra.store,
-            )))),
+            routes: shipping::http::routes(Arc::new(shipping_infra.repository(false))),
             ready: shipping_infra.ready_check(),
         });
 
@@ -276,7 +282,7 @@ impl RunningApp {
                 .with_visibility_timeout(NOTIFICATION_VISIBILITY)
                 .with_max_receives(Some(NOTIFICATION_MAX_RECEIVES)),
         ));
-        let log = Arc::new(Repository::new(Arc::clone(&notification_infra.store)));
+        let log = Arc::new(notification_infra.repository(false));
         consumers.push(
             notification_infra
                 .subscribe(
@@ -367,15 +373,12 @@ impl RunningApp {
         // Identity.
         let identity_infra = infra("identity");
         let identity = Arc::new(
-            Identity::new(
-                Repository::new(Arc::clone(&identity_infra.store)),
-                Arc::clone(&jwt),
-            )
-            .await
-            .map_err(|e| StartError::Wiring {
-                what: "identity",
-                cause: e.to_string(),
-            })?,
+            Identity::new(identity_infra.repository(false), Arc::clone(&jwt))
+                .await
+                .map_err(|e| StartError::Wiring {
+                    what: "identity",
+                    cause: e.to_string(),
+                })?,
         );
         services.push(Service {
             name: "identity",
@@ -402,9 +405,10 @@ impl RunningApp {
             addresses,
             stop,
             servers,
-            consumers,
+            consumers: std::sync::Mutex::new(consumers),
             timers,
             orders: Arc::clone(&ordering.views),
+            contexts,
         })
     }
 
@@ -421,6 +425,11 @@ impl RunningApp {
             .map(|(_, addr)| *addr)
     }
 
+    /// How many orders ordering's read model holds.
+    pub fn order_count(&self) -> usize {
+        self.orders.projection().len()
+    }
+
     /// The status an order has in ordering's read model (`PENDING`, `COMPLETED`, `CANCELLED`),
     /// without going through HTTP: for load generators that must not add polling load.
     pub fn order_status(&self, order_id: &str) -> Option<&'static str> {
@@ -430,6 +439,31 @@ impl RunningApp {
             .map(|o| o.status.as_str())
     }
 
+    /// Waits, up to `timeout`, until the order is settled (completed or cancelled) in
+    /// ordering's read model, and returns its status then. It wakes on the projection's progress
+    /// rather than polling, so a load generator can time every order without adding load.
+    pub async fn wait_until_settled(
+        &self,
+        order_id: &str,
+        timeout: Duration,
+    ) -> Option<&'static str> {
+        let stream = StreamId::for_aggregate(<Order as Aggregate>::STREAM_TYPE, order_id);
+        // Placed is version 1; completed or cancelled is version 2.
+        self.orders.wait_for(&stream, 2, timeout).await.ok()?;
+        self.order_status(order_id)
+    }
+
+    /// Per context: the events its store holds and their payload bytes (what the in-memory
+    /// stores keep; a memory report).
+    pub async fn stored_events(&self) -> Vec<(&'static str, u64, u64)> {
+        let mut report = Vec::new();
+        for context in &self.contexts {
+            let (events, bytes) = context.stored().await.unwrap_or_default();
+            report.push((context.service, events, bytes));
+        }
+        report
+    }
+
     /// Stops gracefully: the servers stop accepting and finish the requests in flight, the
     /// outboxes relay what was committed, then every consumer finishes its deliveries in flight.
     pub async fn stop(self) {
@@ -437,7 +471,11 @@ impl RunningApp {
         for server in self.servers {
             let _ = server.await;
         }
-        for consumer in self.consumers {
+        let consumers = self
+            .consumers
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        for consumer in consumers {
             consumer.unsubscribe().await;
         }
         let _ = self.timers.await;

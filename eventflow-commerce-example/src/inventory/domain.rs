@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use eventflow_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Stock {
     pub(crate) stocked: bool,
     pub(crate) available: u64,

@@ -46,6 +46,10 @@ impl OrderViews {
             .cloned()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.orders.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// A customer's orders, newest first: `(page, total)`.
     pub(crate) fn of_customer(
         &self,

@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_core::{
-    Delivery, EventBus, EventStore, HandlerError, InMemoryEventStore, MessageHandler, OutboxRelay,
+    Aggregate, Delivery, EventBus, EventStore, GlobalFeed, HandlerError, InMemoryEventStore,
+    InMemorySnapshotStore, MessageHandler, OutboxRelay, Repository, SnapshotPolicy, SnapshotStore,
     StreamId, Subscription, SubscriptionHandle,
 };
 use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::server::{ReadyCheck, Shutdown};
+
+/// How many aggregates a context's repository keeps in memory between commands, so a hot one
+/// (a product's stock) is not replayed for every command.
+const CACHED_AGGREGATES: usize = 10_000;
 
 /// How often a relay looks at its outbox when nobody kicked it: the safety net for entries a
 /// kick missed (a crash between commit and kick, in a durable deployment).
@@ -58,6 +63,9 @@ impl Relay {
 pub(crate) struct ContextInfra {
     pub(crate) service: &'static str,
     pub(crate) store: Arc<dyn EventStore>,
+    /// The same store, for what only the in-memory one offers (its global feed, for reports).
+    feed: Arc<InMemoryEventStore>,
+    snapshots: Arc<dyn SnapshotStore>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) relay: Arc<Relay>,
 }
@@ -78,7 +86,9 @@ impl ContextInfra {
         tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
         ContextInfra {
             service,
+            feed: Arc::clone(&store),
             store,
+            snapshots: Arc::new(InMemorySnapshotStore::new()),
             bus,
             relay,
         }
@@ -96,6 +106,27 @@ impl ContextInfra {
             .await
     }
 
+    /// A repository of `A` on this context's store, with the context's cache; `outbox` when its
+    /// events are published.
+    pub(crate) fn repository<A: Aggregate>(&self, outbox: bool) -> Repository<A> {
+        Repository::new(Arc::clone(&self.store))
+            .with_cache(CACHED_AGGREGATES)
+            .with_outbox(outbox)
+    }
+
+    /// Like [`repository`](Self::repository), for a hot aggregate whose stream grows without end
+    /// (every order touches a product's stock): snapshotted every `every` events, so a process
+    /// that starts cold does not replay the whole history, and retried more on conflicts, which
+    /// concurrent orders for one product make common.
+    pub(crate) fn snapshotted<A>(&self, every: u64) -> Repository<A>
+    where
+        A: Aggregate + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.repository(false)
+            .with_snapshots(Arc::clone(&self.snapshots), SnapshotPolicy::every(every))
+            .with_max_conflict_retries(16)
+    }
+
     /// `handler`, running each delivery in this context's span and relaying what it recorded
     /// right after: for consumers other than bus subscriptions, such as a work-queue worker.
     pub(crate) fn in_context(&self, handler: Arc<dyn MessageHandler>) -> Arc<dyn MessageHandler> {
@@ -104,6 +135,20 @@ impl ContextInfra {
             inner: handler,
             relay: Arc::clone(&self.relay),
         })
+    }
+
+    /// How many events the context's store holds and their payload bytes.
+    pub(crate) async fn stored(&self) -> eventflow_core::Result<(u64, u64)> {
+        let (mut events, mut bytes, mut from) = (0, 0, 1);
+        loop {
+            let page = self.feed.read_all(from, 1_000).await?;
+            let Some(last) = page.last() else {
+                return Ok((events, bytes));
+            };
+            from = last.position.unwrap_or(from) + 1;
+            events += page.len() as u64;
+            bytes += page.iter().map(|e| e.payload.len() as u64).sum::<u64>();
+        }
     }
 
     /// `/ready`: the store answers a read.

@@ -28,10 +28,10 @@ impl Catalog {
     }
 
     pub(crate) fn all(&self) -> Vec<ProductListed> {
-        self.view.projection().all()
+        self.view.projection().products.select(|_| true)
     }
 
     pub(crate) fn get(&self, product_id: &str) -> Option<ProductListed> {
-        self.view.projection().get(product_id)
+        self.view.projection().products.get(product_id)
     }
 }

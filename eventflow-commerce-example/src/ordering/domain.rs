@@ -143,8 +143,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_completed_order_cannot_be_cancelled() {
+    fn completed() -> AggregateTest<Order> {
         AggregateTest::<Order>::given([
             OrderEvent::OrderPlaced(placed()),
             OrderEvent::OrderCompleted(OrderSettled {
@@ -153,23 +152,19 @@ mod tests {
                 reason: None,
             }),
         ])
-        .when(&OrderCommand::Cancel {
-            reason: "late".into(),
-        })
-        .then_error(&OrderError::Settled(OrderStatus::Completed));
+    }
+
+    #[test]
+    fn a_completed_order_cannot_be_cancelled() {
+        completed()
+            .when(&OrderCommand::Cancel {
+                reason: "late".into(),
+            })
+            .then_error(&OrderError::Settled(OrderStatus::Completed));
     }
 
     #[test]
     fn completing_twice_records_once() {
-        AggregateTest::<Order>::given([
-            OrderEvent::OrderPlaced(placed()),
-            OrderEvent::OrderCompleted(OrderSettled {
-                order_id: "o1".into(),
-                customer_id: "customer-1".into(),
-                reason: None,
-            }),
-        ])
-        .when(&OrderCommand::Complete)
-        .then_expect(&[]);
+        completed().when(&OrderCommand::Complete).then_expect(&[]);
     }
 }

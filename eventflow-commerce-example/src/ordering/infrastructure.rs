@@ -1,9 +1,6 @@
 //! Ordering's read side: the order view (its own events) and the price list (catalog's
 //! `ProductListed`, received over the bus: ordering never reads the catalog's store).
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::{Envelope, Projection, Result};
@@ -12,7 +9,8 @@ use utoipa::ToSchema;
 
 use super::domain::{Order, OrderEvent, OrderStatus};
 use crate::catalog::domain::{Product, ProductEvent};
-use crate::contract::{Address, OrderLine, ProductListed};
+use crate::contract::{Address, OrderLine};
+use crate::platform::read_model::Documents;
 
 /// An order as queries see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -34,20 +32,16 @@ pub(crate) struct OrderView {
 /// The projected orders, by id.
 #[derive(Debug, Default)]
 pub(crate) struct OrderViews {
-    orders: RwLock<HashMap<String, OrderView>>,
+    orders: Documents<OrderView>,
 }
 
 impl OrderViews {
     pub(crate) fn get(&self, order_id: &str) -> Option<OrderView> {
-        self.orders
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(order_id)
-            .cloned()
+        self.orders.get(order_id)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.orders.read().unwrap_or_else(|e| e.into_inner()).len()
+        self.orders.len()
     }
 
     /// A customer's orders, newest first: `(page, total)`.
@@ -57,19 +51,14 @@ impl OrderViews {
         offset: usize,
         limit: usize,
     ) -> (Vec<OrderView>, usize) {
-        let orders = self.orders.read().unwrap_or_else(|e| e.into_inner());
-        let mut mine: Vec<&OrderView> = orders
-            .values()
-            .filter(|o| o.customer_id == customer_id)
-            .collect();
+        let mut mine = self.orders.select(|o| o.customer_id == customer_id);
         mine.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
                 .then_with(|| b.order_id.cmp(&a.order_id))
         });
         let total = mine.len();
-        let page = mine.into_iter().skip(offset).take(limit).cloned().collect();
-        (page, total)
+        (mine.into_iter().skip(offset).take(limit).collect(), total)
     }
 }
 
@@ -82,46 +71,38 @@ impl Projection for OrderViews {
     }
 
     async fn apply(&self, id: &str, event: &Envelope<OrderEvent>) -> Result<()> {
-        let mut orders = self.orders.write().unwrap_or_else(|e| e.into_inner());
         let at = event.recorded_at;
         match &event.event {
-            OrderEvent::OrderPlaced(placed) => {
-                orders.insert(
-                    id.to_owned(),
-                    OrderView {
-                        order_id: placed.order_id.clone(),
-                        customer_id: placed.customer_id.clone(),
-                        status: OrderStatus::Pending,
-                        items: placed.items.clone(),
-                        total_cents: placed.total_cents,
-                        shipping_address: placed.shipping_address.clone(),
-                        cancellation_reason: None,
-                        created_at: at,
-                        updated_at: at,
-                    },
-                );
-            }
-            OrderEvent::OrderCompleted(_) | OrderEvent::OrderCancelled(_) => {
-                // The projector applies a stream's events in order: the order is there.
-                if let Some(view) = orders.get_mut(id) {
-                    view.updated_at = at;
-                    if let OrderEvent::OrderCancelled(settled) = &event.event {
-                        view.status = OrderStatus::Cancelled;
-                        view.cancellation_reason.clone_from(&settled.reason);
-                    } else {
-                        view.status = OrderStatus::Completed;
-                    }
-                }
-            }
+            OrderEvent::OrderPlaced(placed) => self.orders.put(
+                id,
+                OrderView {
+                    order_id: placed.order_id.clone(),
+                    customer_id: placed.customer_id.clone(),
+                    status: OrderStatus::Pending,
+                    items: placed.items.clone(),
+                    total_cents: placed.total_cents,
+                    shipping_address: placed.shipping_address.clone(),
+                    cancellation_reason: None,
+                    created_at: at,
+                    updated_at: at,
+                },
+            ),
+            // The projector applies a stream's events in order: the order is there.
+            OrderEvent::OrderCompleted(_) => self.orders.update(id, |view| {
+                view.status = OrderStatus::Completed;
+                view.updated_at = at;
+            }),
+            OrderEvent::OrderCancelled(settled) => self.orders.update(id, |view| {
+                view.status = OrderStatus::Cancelled;
+                view.cancellation_reason.clone_from(&settled.reason);
+                view.updated_at = at;
+            }),
         }
         Ok(())
     }
 
     async fn reset(&self) -> Result<()> {
-        self.orders
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.orders.clear();
         Ok(())
     }
 }
@@ -129,23 +110,16 @@ impl Projection for OrderViews {
 /// Ordering's copy of the catalog's prices, projected from `ProductListed`.
 #[derive(Debug, Default)]
 pub(crate) struct PriceList {
-    products: RwLock<HashMap<String, ProductListed>>,
+    prices: Documents<u64>,
 }
 
 impl PriceList {
     pub(crate) fn price_of(&self, product_id: &str) -> Option<u64> {
-        self.products
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(product_id)
-            .map(|p| p.price_cents)
+        self.prices.get(product_id)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.products
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.prices.len()
     }
 }
 
@@ -161,18 +135,12 @@ impl Projection for PriceList {
 
     async fn apply(&self, id: &str, event: &Envelope<ProductEvent>) -> Result<()> {
         let ProductEvent::ProductListed(listing) = &event.event;
-        self.products
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), listing.clone());
+        self.prices.put(id, listing.price_cents);
         Ok(())
     }
 
     async fn reset(&self) -> Result<()> {
-        self.products
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.prices.clear();
         Ok(())
     }
 }

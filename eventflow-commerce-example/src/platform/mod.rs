@@ -7,4 +7,5 @@ pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod logging;
 pub(crate) mod messaging;
+pub(crate) mod read_model;
 pub(crate) mod server;

@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const SERVICES: [&str; 8] = [
-    "identity",
-    "catalog",
-    "ordering",
-    "payment",
-    "inventory",
-    "shipping",
-    "notification",
-    "saga",
-];
+pub use eventflow_commerce_example::SERVICES;
 
 /// The secret the app under test signs with; tests forge tokens with it and with others.
 pub const JWT_SECRET: &str = "end-to-end-test-secret-of-at-least-32-characters";

@@ -61,7 +61,7 @@ impl Aggregate for Stock {
     }
 }
 
-fn command(saga_id: &str, step: &str, lines: Value) -> SagaCommand {
+fn command(saga_id: &str, step: &str, lines: &Value) -> SagaCommand {
     let detail = json!({
         "sagaId": saga_id, "sagaType": "PlaceOrder", "step": step, "kind": "action",
         "data": { "lines": lines },
@@ -95,13 +95,13 @@ async fn handles_all_changes_every_aggregate_or_none() {
     .handles_all("Reserve", "Reserved", "ReservationFailed", |c| Ok(lines(c)));
 
     // b has 1: the whole order is refused, and a keeps its 5.
-    let short = command("o1", "Reserve", json!([["a", 2], ["b", 2]]));
+    let short = command("o1", "Reserve", &json!([["a", 2], ["b", 2]]));
     let reply = participant.execute(&short).await.unwrap().unwrap();
     assert!(!reply.success);
     assert_eq!(reply.payload["reason"], "only 1 left");
     assert_eq!(repository.load("a").await.unwrap().state.available, 5);
 
-    let fits = command("o2", "Reserve", json!([["a", 2], ["b", 1]]));
+    let fits = command("o2", "Reserve", &json!([["a", 2], ["b", 1]]));
     let reply = participant.execute(&fits).await.unwrap().unwrap();
     assert!(reply.success && !reply.deduplicated);
     assert_eq!(reply.payload["events"].as_array().unwrap().len(), 2);
@@ -129,7 +129,7 @@ async fn fails_when_turns_a_recorded_event_into_a_failure_reply() {
         _ => None,
     });
 
-    let note = command("o3", "Note", json!([]));
+    let note = command("o3", "Note", &json!([]));
     let reply = participant.execute(&note).await.unwrap().unwrap();
     assert!(!reply.success && !reply.deduplicated);
     assert_eq!(reply.payload["reason"], "nothing to restock");

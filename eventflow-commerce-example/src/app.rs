@@ -5,31 +5,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_bus::{
-    DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
-};
 use eventflow_core::{
-    Aggregate, CheckpointStore, CommandContext, EventBus, Filter, InMemoryBus,
-    InMemoryCheckpointStore, MessageHandler, Projection, Projector, Repository, StreamId,
-    Subscription, SubscriptionHandle,
+    Aggregate, CommandContext, EventBus, InMemoryBus, Projector, Repository, StreamId,
+    SubscriptionHandle,
 };
-use eventflow_saga::Orchestrator;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::application::Catalog;
-use crate::catalog::infrastructure::CatalogView;
 use crate::config::Config;
-use crate::contract::{self, PlacedOrder, ProductListed, events};
+use crate::contract::ProductListed;
 use crate::identity::application::Identity;
-use crate::notification::application::{ForwardToQueue, LoggingSender, NotificationWorker};
-use crate::notification::http::NotificationState;
-use crate::ordering::application::Ordering;
 use crate::ordering::domain::Order;
 use crate::ordering::infrastructure::{OrderViews, PriceList};
 use crate::platform::auth::Jwt;
 use crate::platform::messaging::ContextInfra;
-use crate::platform::server::{Service, Shutdown};
+use crate::platform::server::Shutdown;
 use crate::{
     catalog, identity, inventory, notification, orchestration, ordering, payment, shipping,
 };
@@ -48,14 +39,6 @@ pub(crate) const USERS: [(&str, &str, &str); 2] = [
     ("user@example.com", "password", "customer-1"),
     ("other@example.com", "password", "customer-2"),
 ];
-
-/// A product's stock stream grows by an event per order: snapshots keep a cold load short.
-const STOCK_SNAPSHOT_EVERY: u64 = 200;
-
-/// How long the notification queue hides a message being handled, and how many receives it gets
-/// before it is dead-lettered.
-const NOTIFICATION_VISIBILITY: Duration = Duration::from_secs(30);
-const NOTIFICATION_MAX_RECEIVES: u32 = 5;
 
 /// The running app: every service of [`SERVICES`](crate::SERVICES) on its port.
 pub struct RunningApp {
@@ -94,21 +77,13 @@ pub enum StartError {
     },
 }
 
-fn wiring(what: &'static str) -> impl FnOnce(eventflow_core::Error) -> StartError {
-    move |e| StartError::Wiring {
-        what,
-        cause: e.to_string(),
+impl StartError {
+    pub(crate) fn wiring(what: &'static str, cause: impl std::fmt::Display) -> Self {
+        StartError::Wiring {
+            what,
+            cause: cause.to_string(),
+        }
     }
-}
-
-fn types(types: &[&str]) -> Filter {
-    types.iter().fold(Filter::all(), |f, t| f.message_type(*t))
-}
-
-/// A projector fed by the bus, with its own checkpoints.
-fn projector<P: Projection>(projection: P) -> Arc<Projector<P>> {
-    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
-    Arc::new(Projector::new(Arc::new(projection), checkpoints))
 }
 
 impl RunningApp {
@@ -125,266 +100,38 @@ impl RunningApp {
             contexts.push(infra.clone());
             infra
         };
+        let (catalog, catalog_started) = catalog::infrastructure::start(&infra("catalog")).await?;
+        let (ordering, ordering_started) =
+            ordering::infrastructure::start(&infra("ordering")).await?;
+        let payment_started =
+            payment::infrastructure::start(&infra("payment"), config.payment_max_order_cents)
+                .await?;
+        let (stock, inventory_started) =
+            inventory::infrastructure::start(&infra("inventory")).await?;
+        let shipping_started = shipping::infrastructure::start(&infra("shipping")).await?;
+        let notification_started =
+            notification::infrastructure::start(&infra("notification")).await?;
+        let (saga_started, timers) =
+            orchestration::infrastructure::start(&infra("saga"), config.step_timeout, &shutdown)
+                .await?;
+        let (identity, identity_started) =
+            identity::infrastructure::start(&infra("identity"), Arc::clone(&jwt)).await?;
+        let started = [
+            catalog_started,
+            ordering_started,
+            payment_started,
+            inventory_started,
+            shipping_started,
+            notification_started,
+            saga_started,
+            identity_started,
+        ];
         let mut consumers = Vec::new();
         let mut services = Vec::new();
-
-        // Catalog.
-        let catalog_infra = infra("catalog");
-        let catalog = Arc::new(Catalog {
-            products: catalog_infra.repository(true),
-            view: projector(CatalogView::default()),
-        });
-        consumers.push(
-            catalog_infra
-                .subscribe(
-                    Subscription::new("catalog-view").with_filter(types(&[events::PRODUCT_LISTED])),
-                    Arc::clone(&catalog.view) as Arc<dyn MessageHandler>,
-                )
-                .await
-                .map_err(wiring("catalog view"))?,
-        );
-        services.push(Service {
-            name: "catalog",
-            routes: catalog::http::routes(Arc::clone(&catalog)),
-            ready: catalog_infra.ready_check(),
-        });
-
-        // Ordering.
-        let ordering_infra = infra("ordering");
-        let ordering = Arc::new(Ordering {
-            orders: ordering_infra.repository(true),
-            views: projector(OrderViews::default()),
-            prices: projector(PriceList::default()),
-            relay: Arc::clone(&ordering_infra.relay),
-        });
-        let order_events = types(&[
-            events::ORDER_PLACED,
-            events::ORDER_COMPLETED,
-            events::ORDER_CANCELLED,
-        ]);
-        consumers.push(
-            ordering_infra
-                .subscribe(
-                    Subscription::new("ordering-order-views")
-                        .with_filter(order_events.clone().source("ordering")),
-                    Arc::clone(&ordering.views) as Arc<dyn MessageHandler>,
-                )
-                .await
-                .map_err(wiring("order views"))?,
-        );
-        consumers.push(
-            ordering_infra
-                .subscribe(
-                    Subscription::new("ordering-price-list")
-                        .with_filter(types(&[events::PRODUCT_LISTED])),
-                    Arc::clone(&ordering.prices) as Arc<dyn MessageHandler>,
-                )
-                .await
-                .map_err(wiring("price list"))?,
-        );
-        let order_participant =
-            ordering::application::participant(ordering_infra.repository(true), Arc::clone(&bus));
-        consumers.push(
-            ordering_infra
-                .subscribe(
-                    order_participant.subscription(),
-                    Arc::new(order_participant),
-                )
-                .await
-                .map_err(wiring("ordering participant"))?,
-        );
-        services.push(Service {
-            name: "ordering",
-            routes: ordering::http::routes(Arc::clone(&ordering)),
-            ready: ordering_infra.ready_check(),
-        });
-
-        // Payment.
-        let payment_infra = infra("payment");
-        let payments = Arc::new(payment_infra.repository(false));
-        let payment_participant = payment::application::participant(
-            payment_infra.repository(false),
-            Arc::clone(&bus),
-            config.payment_max_order_cents,
-        );
-        consumers.push(
-            payment_infra
-                .subscribe(
-                    payment_participant.subscription(),
-                    Arc::new(payment_participant),
-                )
-                .await
-                .map_err(wiring("payment participant"))?,
-        );
-        consumers.push(
-            payment_infra
-                .subscribe(
-                    Subscription::new("payment-capture")
-                        .with_filter(types(&[events::ORDER_COMPLETED]).source("ordering")),
-                    Arc::new(payment::application::CaptureOnCompletion {
-                        payments: Arc::clone(&payments),
-                    }),
-                )
-                .await
-                .map_err(wiring("payment capture"))?,
-        );
-        services.push(Service {
-            name: "payment",
-            routes: payment::http::routes(payments),
-            ready: payment_infra.ready_check(),
-        });
-
-        // Inventory.
-        let inventory_infra = infra("inventory");
-        let stock = Arc::new(inventory_infra.snapshotted(STOCK_SNAPSHOT_EVERY));
-        let inventory_participant = inventory::application::participant(
-            inventory_infra.snapshotted(STOCK_SNAPSHOT_EVERY),
-            Arc::clone(&bus),
-        );
-        consumers.push(
-            inventory_infra
-                .subscribe(
-                    inventory_participant.subscription(),
-                    Arc::new(inventory_participant),
-                )
-                .await
-                .map_err(wiring("inventory participant"))?,
-        );
-        services.push(Service {
-            name: "inventory",
-            routes: inventory::http::routes(Arc::clone(&stock)),
-            ready: inventory_infra.ready_check(),
-        });
-
-        // Shipping.
-        let shipping_infra = infra("shipping");
-        let shipping_participant =
-            shipping::application::participant(shipping_infra.repository(false), Arc::clone(&bus));
-        consumers.push(
-            shipping_infra
-                .subscribe(
-                    shipping_participant.subscription(),
-                    Arc::new(shipping_participant),
-                )
-                .await
-                .map_err(wiring("shipping participant"))?,
-        );
-        services.push(Service {
-            name: "shipping",
-            routes: shipping::http::routes(Arc::new(shipping_infra.repository(false))),
-            ready: shipping_infra.ready_check(),
-        });
-
-        // Notification: bus -> queue -> worker.
-        let notification_infra = infra("notification");
-        let queue = Arc::new(InMemoryWorkQueue::new(
-            QueueSettings::new("notifications")
-                .with_visibility_timeout(NOTIFICATION_VISIBILITY)
-                .with_max_receives(Some(NOTIFICATION_MAX_RECEIVES)),
-        ));
-        let log = Arc::new(notification_infra.repository(false));
-        consumers.push(
-            notification_infra
-                .subscribe(
-                    Subscription::new("notification-queue-rule").with_filter(
-                        types(&[events::ORDER_COMPLETED, events::ORDER_CANCELLED])
-                            .source("ordering"),
-                    ),
-                    Arc::new(ForwardToQueue {
-                        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-                    }),
-                )
-                .await
-                .map_err(wiring("notification rule"))?,
-        );
-        let worker = notification_infra.in_context(Arc::new(NotificationWorker {
-            log: Arc::clone(&log),
-            sender: Arc::new(LoggingSender),
-        }));
-        consumers.push(
-            Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
-                .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
-                .start()
-                .map_err(wiring("notification worker"))?,
-        );
-        services.push(Service {
-            name: "notification",
-            routes: notification::http::routes(NotificationState {
-                log,
-                queue: queue as Arc<dyn DeadLetterQueue>,
-            }),
-            ready: notification_infra.ready_check(),
-        });
-
-        // The saga orchestrator.
-        let saga_infra = infra("saga");
-        let orchestrator =
-            Arc::new(
-                Orchestrator::<PlacedOrder>::builder(
-                    contract::place_order(config.step_timeout),
-                    Arc::clone(&saga_infra.store),
-                    Arc::clone(&bus),
-                )
-                .source("saga")
-                .trigger(|message| {
-                    if message.source != "ordering" {
-                        return Ok(None);
-                    }
-                    let order: PlacedOrder = serde_json::from_value(message.payload.clone())
-                        .map_err(|source| eventflow_saga::Error::Serialization {
-                            what: format!("OrderPlaced {}", message.id),
-                            source,
-                        })?;
-                    Ok(Some((order.order_id.clone(), order)))
-                })
-                .build()
-                .map_err(|e| StartError::Wiring {
-                    what: "saga orchestrator",
-                    cause: e.to_string(),
-                })?,
-            );
-        consumers.push(
-            saga_infra
-                .subscribe(
-                    orchestrator.subscription(),
-                    Arc::clone(&orchestrator) as Arc<dyn MessageHandler>,
-                )
-                .await
-                .map_err(wiring("saga orchestrator"))?,
-        );
-        orchestrator
-            .resume()
-            .await
-            .map_err(|e| StartError::Wiring {
-                what: "saga resume",
-                cause: e.to_string(),
-            })?;
-        let timers = {
-            let orchestrator = Arc::clone(&orchestrator);
-            let stop = shutdown.clone();
-            tokio::spawn(async move { orchestrator.run_timers(stop.wait()).await })
-        };
-        services.push(Service {
-            name: "saga",
-            routes: orchestration::http::routes(orchestrator.query().clone()),
-            ready: saga_infra.ready_check(),
-        });
-
-        // Identity.
-        let identity_infra = infra("identity");
-        let identity = Arc::new(
-            Identity::new(identity_infra.repository(false), Arc::clone(&jwt))
-                .await
-                .map_err(|e| StartError::Wiring {
-                    what: "identity",
-                    cause: e.to_string(),
-                })?,
-        );
-        services.push(Service {
-            name: "identity",
-            routes: identity::http::routes(Arc::clone(&identity)),
-            ready: identity_infra.ready_check(),
-        });
+        for context in started {
+            consumers.extend(context.consumers);
+            services.push(context.service);
+        }
 
         seed(&catalog, &identity, &stock, config.seed_stock).await?;
         wait_until_priced(ordering.prices.projection()).await?;

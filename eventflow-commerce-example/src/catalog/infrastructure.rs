@@ -1,11 +1,16 @@
-//! The catalog's read model: every listed product, projected from the catalog's own events as
-//! they come back over the bus.
+//! The catalog's read model (every listed product, projected from the catalog's own events as
+//! they come back over the bus), and the catalog's wiring.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventflow_core::{Envelope, Projection, Result};
 
+use super::application::Catalog;
 use super::domain::{Product, ProductEvent};
-use crate::contract::ProductListed;
+use crate::app::StartError;
+use crate::contract::{ProductListed, events};
+use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
 
 #[derive(Debug, Default)]
@@ -31,4 +36,24 @@ impl Projection for CatalogView {
         self.products.clear();
         Ok(())
     }
+}
+
+/// Starts the catalog: its repository, its view (fed by its own events over the bus), its routes.
+pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Catalog>, Started), StartError> {
+    let catalog = Arc::new(Catalog {
+        products: infra.repository(true),
+        view: infra.projector(CatalogView::default()),
+    });
+    let view = infra
+        .project(
+            "catalog-view",
+            of_types(&[events::PRODUCT_LISTED]),
+            &catalog.view,
+        )
+        .await?;
+    let started = Started {
+        service: infra.service(super::http::routes(Arc::clone(&catalog))),
+        consumers: vec![view],
+    };
+    Ok((catalog, started))
 }

@@ -1,7 +1,14 @@
 //! Password hashing with argon2id (the crate's defaults: 19 MiB, 2 passes), run on the blocking
-//! pool because it is deliberately slow.
+//! pool because it is deliberately slow; identity's wiring.
+
+use std::sync::Arc;
 
 use argon2::Argon2;
+
+use super::application::Identity;
+use crate::app::StartError;
+use crate::platform::auth::Jwt;
+use crate::platform::messaging::{ContextInfra, Started};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
@@ -31,4 +38,20 @@ pub(crate) async fn verify_password(password: String, hash: String) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+/// Starts identity; returns it too, for the seed.
+pub(crate) async fn start(
+    infra: &ContextInfra,
+    jwt: Arc<Jwt>,
+) -> Result<(Arc<Identity>, Started), StartError> {
+    let identity = Identity::new(infra.repository(false), jwt)
+        .await
+        .map_err(|e| StartError::wiring(infra.service, e))?;
+    let identity = Arc::new(identity);
+    let started = Started {
+        service: infra.service(super::http::routes(Arc::clone(&identity))),
+        consumers: Vec::new(),
+    };
+    Ok((identity, started))
 }

@@ -5,3 +5,4 @@
 pub(crate) mod application;
 pub(crate) mod domain;
 pub(crate) mod http;
+pub(crate) mod infrastructure;

@@ -2,3 +2,4 @@
 //! and shows each saga's status and history, compensations and failure reasons included.
 
 pub(crate) mod http;
+pub(crate) mod infrastructure;

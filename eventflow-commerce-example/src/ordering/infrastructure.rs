@@ -1,5 +1,8 @@
-//! Ordering's read side: the order view (its own events) and the price list (catalog's
-//! `ProductListed`, received over the bus: ordering never reads the catalog's store).
+//! Ordering's read side (the order view of its own events, and the price list of the catalog's
+//! `ProductListed`, received over the bus: ordering never reads the catalog's store), and
+//! ordering's wiring.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,9 +10,12 @@ use eventflow_core::{Envelope, Projection, Result};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::application::{Ordering, participant};
 use super::domain::{Order, OrderEvent, OrderStatus};
+use crate::app::StartError;
 use crate::catalog::domain::{Product, ProductEvent};
-use crate::contract::{Address, OrderLine};
+use crate::contract::{Address, OrderLine, events};
+use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
 
 /// An order as queries see it.
@@ -143,4 +149,42 @@ impl Projection for PriceList {
         self.prices.clear();
         Ok(())
     }
+}
+
+/// Starts ordering: the order repository (published through the outbox), the order view and the
+/// price list (fed over the bus), the saga participant, the routes.
+pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Ordering>, Started), StartError> {
+    let ordering = Arc::new(Ordering {
+        orders: infra.repository(true),
+        views: infra.projector(OrderViews::default()),
+        prices: infra.projector(PriceList::default()),
+        relay: Arc::clone(&infra.relay),
+    });
+    let own_events = of_types(&[
+        events::ORDER_PLACED,
+        events::ORDER_COMPLETED,
+        events::ORDER_CANCELLED,
+    ])
+    .source(infra.service);
+    let participant = participant(infra.repository(true), Arc::clone(&infra.bus));
+    let consumers = vec![
+        infra
+            .project("ordering-order-views", own_events, &ordering.views)
+            .await?,
+        infra
+            .project(
+                "ordering-price-list",
+                of_types(&[events::PRODUCT_LISTED]),
+                &ordering.prices,
+            )
+            .await?,
+        infra
+            .subscribe(participant.subscription(), Arc::new(participant))
+            .await?,
+    ];
+    let started = Started {
+        service: infra.service(super::http::routes(Arc::clone(&ordering))),
+        consumers,
+    };
+    Ok((ordering, started))
 }

@@ -7,14 +7,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_core::{
-    Aggregate, Delivery, EventBus, EventStore, GlobalFeed, HandlerError, InMemoryEventStore,
-    InMemorySnapshotStore, MessageHandler, OutboxRelay, Repository, SnapshotPolicy, SnapshotStore,
-    StreamId, Subscription, SubscriptionHandle,
+    Aggregate, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed, HandlerError,
+    InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore, MessageHandler,
+    OutboxRelay, Projection, Projector, Repository, SnapshotPolicy, SnapshotStore, StreamId,
+    Subscription, SubscriptionHandle,
 };
 use tokio::sync::Notify;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
 
-use super::server::{ReadyCheck, Shutdown};
+use super::server::{ReadyCheck, Service, Shutdown};
+use crate::app::StartError;
 
 /// How many aggregates a context's repository keeps in memory between commands, so a hot one
 /// (a product's stock) is not replayed for every command.
@@ -66,6 +69,7 @@ pub(crate) struct ContextInfra {
     /// The same store, for what only the in-memory one offers (its global feed, for reports).
     feed: Arc<InMemoryEventStore>,
     snapshots: Arc<dyn SnapshotStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) relay: Arc<Relay>,
 }
@@ -89,6 +93,7 @@ impl ContextInfra {
             feed: Arc::clone(&store),
             store,
             snapshots: Arc::new(InMemorySnapshotStore::new()),
+            checkpoints: Arc::new(InMemoryCheckpointStore::new()),
             bus,
             relay,
         }
@@ -100,10 +105,12 @@ impl ContextInfra {
         &self,
         subscription: Subscription,
         handler: Arc<dyn MessageHandler>,
-    ) -> eventflow_core::Result<SubscriptionHandle> {
+    ) -> Result<SubscriptionHandle, StartError> {
+        let name = subscription.name.clone();
         self.bus
             .subscribe(subscription, self.in_context(handler))
             .await
+            .map_err(|e| StartError::wiring(self.service, format!("subscription {name}: {e}")))
     }
 
     /// A repository of `A` on this context's store, with the context's cache; `outbox` when its
@@ -125,6 +132,28 @@ impl ContextInfra {
         self.repository(false)
             .with_snapshots(Arc::clone(&self.snapshots), SnapshotPolicy::every(every))
             .with_max_conflict_retries(16)
+    }
+
+    /// A projector fed by the bus, keeping its progress in this context's checkpoint store.
+    pub(crate) fn projector<P: Projection>(&self, projection: P) -> Arc<Projector<P>> {
+        Arc::new(Projector::new(
+            Arc::new(projection),
+            Arc::clone(&self.checkpoints),
+        ))
+    }
+
+    /// Subscribes `projector` to the messages `filter` selects, under `name`.
+    pub(crate) async fn project<P: Projection>(
+        &self,
+        name: &str,
+        filter: Filter,
+        projector: &Arc<Projector<P>>,
+    ) -> Result<SubscriptionHandle, StartError> {
+        self.subscribe(
+            Subscription::new(name).with_filter(filter),
+            Arc::clone(projector) as Arc<dyn MessageHandler>,
+        )
+        .await
     }
 
     /// `handler`, running each delivery in this context's span and relaying what it recorded
@@ -151,8 +180,17 @@ impl ContextInfra {
         }
     }
 
+    /// The context's HTTP service: `routes`, and `/ready` checking its store.
+    pub(crate) fn service(&self, routes: OpenApiRouter) -> Service {
+        Service {
+            name: self.service,
+            routes,
+            ready: self.ready_check(),
+        }
+    }
+
     /// `/ready`: the store answers a read.
-    pub(crate) fn ready_check(&self) -> ReadyCheck {
+    fn ready_check(&self) -> ReadyCheck {
         let store = Arc::clone(&self.store);
         Arc::new(move || {
             let store = Arc::clone(&store);
@@ -165,6 +203,17 @@ impl ContextInfra {
             })
         })
     }
+}
+
+/// A filter on message types (any source).
+pub(crate) fn of_types(types: &[&str]) -> Filter {
+    types.iter().fold(Filter::all(), |f, t| f.message_type(*t))
+}
+
+/// A started context, as the app keeps it: its HTTP service, and its consumers to stop.
+pub(crate) struct Started {
+    pub(crate) service: Service,
+    pub(crate) consumers: Vec<SubscriptionHandle>,
 }
 
 /// A handler running in its context's span.

@@ -4,3 +4,4 @@
 pub(crate) mod application;
 pub(crate) mod domain;
 pub(crate) mod http;
+pub(crate) mod infrastructure;

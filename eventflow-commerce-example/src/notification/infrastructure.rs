@@ -1,0 +1,53 @@
+//! Notification's wiring: the rule from the bus to the work queue, the worker, the routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventflow_bus::{
+    DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
+};
+use eventflow_core::Subscription;
+
+use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
+use super::http::NotificationState;
+use crate::app::StartError;
+use crate::contract::events;
+use crate::platform::messaging::{ContextInfra, Started, of_types};
+
+/// How long the queue hides a message being handled, and how many receives it gets before it is
+/// dead-lettered.
+const VISIBILITY: Duration = Duration::from_secs(30);
+const MAX_RECEIVES: u32 = 5;
+
+pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
+    let queue = Arc::new(InMemoryWorkQueue::new(
+        QueueSettings::new("notifications")
+            .with_visibility_timeout(VISIBILITY)
+            .with_max_receives(Some(MAX_RECEIVES)),
+    ));
+    let log = Arc::new(infra.repository(false));
+    let settled = of_types(&[events::ORDER_COMPLETED, events::ORDER_CANCELLED]).source("ordering");
+    let rule = infra
+        .subscribe(
+            Subscription::new("notification-queue-rule").with_filter(settled),
+            Arc::new(ForwardToQueue {
+                queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+            }),
+        )
+        .await?;
+    let worker = infra.in_context(Arc::new(NotificationWorker {
+        log: Arc::clone(&log),
+        sender: Arc::new(LoggingSender),
+    }));
+    let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
+        .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
+        .start()
+        .map_err(|e| StartError::wiring(infra.service, e))?;
+    Ok(Started {
+        service: infra.service(super::http::routes(NotificationState {
+            log,
+            queue: queue as Arc<dyn DeadLetterQueue>,
+        })),
+        consumers: vec![rule, worker],
+    })
+}

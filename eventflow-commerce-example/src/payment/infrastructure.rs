@@ -1,0 +1,34 @@
+//! Payment's wiring: its repository, the saga participant, the capture on `OrderCompleted`, the
+//! routes.
+
+use std::sync::Arc;
+
+use super::application::{CaptureOnCompletion, participant};
+use crate::app::StartError;
+use crate::contract::events;
+use crate::platform::messaging::{ContextInfra, Started, of_types};
+use eventflow_core::Subscription;
+
+/// Starts payment, declining orders above `limit_cents`.
+pub(crate) async fn start(infra: &ContextInfra, limit_cents: u64) -> Result<Started, StartError> {
+    let payments = Arc::new(infra.repository(false));
+    let participant = participant(infra.repository(false), Arc::clone(&infra.bus), limit_cents);
+    let completed = of_types(&[events::ORDER_COMPLETED]).source("ordering");
+    let consumers = vec![
+        infra
+            .subscribe(participant.subscription(), Arc::new(participant))
+            .await?,
+        infra
+            .subscribe(
+                Subscription::new("payment-capture").with_filter(completed),
+                Arc::new(CaptureOnCompletion {
+                    payments: Arc::clone(&payments),
+                }),
+            )
+            .await?,
+    ];
+    Ok(Started {
+        service: infra.service(super::http::routes(payments)),
+        consumers,
+    })
+}

@@ -13,6 +13,7 @@ use support::{App, JWT_SECRET, order};
 
 const USER: &str = "user@example.com";
 const OTHER: &str = "other@example.com";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 async fn stock(app: &App, product: &str) -> (u64, u64) {
     let (status, body) = app
@@ -81,6 +82,7 @@ async fn happy_path_completes_captures_ships_and_confirms() {
         .post(app.url("ordering", "/orders"))
         .bearer_auth(&token)
         .header("x-correlation-id", "e2e-happy-1")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
         .header("idempotency-key", "key-1")
         .json(&body)
         .send()
@@ -194,6 +196,26 @@ async fn happy_path_completes_captures_ships_and_confirms() {
         assert!(
             services.contains(service),
             "no log line of {service} carries the correlation id; saw {services:?}"
+        );
+    }
+    // The caller's W3C trace too: through event metadata, bus attributes and saga commands.
+    let traced: BTreeSet<String> = app
+        .logs()
+        .iter()
+        .filter(|l| l["traceId"] == TRACE_ID)
+        .filter_map(|l| l["service"].as_str().map(str::to_owned))
+        .collect();
+    for service in [
+        "ordering",
+        "saga",
+        "inventory",
+        "payment",
+        "shipping",
+        "notification",
+    ] {
+        assert!(
+            traced.contains(service),
+            "no log line of {service} carries the trace id; saw {traced:?}"
         );
     }
 

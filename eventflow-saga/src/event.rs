@@ -73,6 +73,9 @@ pub enum SagaEvent {
         /// The correlation id of the request that started it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         correlation_id: Option<String>,
+        /// The W3C trace context of the request that started it, carried by every command.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// A step's command was sent; a reply is due by `deadline`.
     StepSent {

@@ -32,6 +32,7 @@ pub(crate) enum InputKind {
     Start {
         data: Value,
         correlation_id: Option<String>,
+        traceparent: Option<String>,
     },
     Reply(Reply),
     Timer(TimerKey),
@@ -46,9 +47,11 @@ impl InputKind {
             InputKind::Start {
                 data,
                 correlation_id,
+                traceparent,
             } => Input::Start {
                 data,
                 correlation_id: correlation_id.as_deref(),
+                traceparent: traceparent.as_deref(),
             },
             InputKind::Reply(reply) => Input::Reply(reply),
             InputKind::Timer(key) => Input::Timer(key),
@@ -119,6 +122,7 @@ pub(crate) enum Input<'a> {
     Start {
         data: &'a Value,
         correlation_id: Option<&'a str>,
+        traceparent: Option<&'a str>,
     },
     Reply(&'a Reply),
     Timer(&'a TimerKey),
@@ -200,6 +204,7 @@ pub(crate) fn decide(
         Input::Start {
             data,
             correlation_id,
+            traceparent,
         } => {
             if state.status.is_some() {
                 return Decision::none(Disposition::Duplicate);
@@ -208,6 +213,7 @@ pub(crate) fn decide(
                 saga_type: definition.name.clone(),
                 data: data.clone(),
                 correlation_id: correlation_id.map(str::to_owned),
+                traceparent: traceparent.map(str::to_owned),
             }];
             events.push(send_step(definition, 0, now));
             Decision::apply(events)
@@ -679,6 +685,7 @@ fn command(
         command_type: command_type.clone(),
         message_id: String::new(),
         correlation_id: state.correlation_id.clone(),
+        traceparent: state.traceparent.clone(),
     }
 }
 
@@ -747,6 +754,8 @@ mod tests {
         log: Vec<SagaEvent>,
     }
 
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     impl Run {
         fn start() -> Self {
             let mut run = Run {
@@ -759,6 +768,7 @@ mod tests {
                 Input::Start {
                     data: &data,
                     correlation_id: Some("req-1"),
+                    traceparent: Some(TRACEPARENT),
                 },
                 0,
             );
@@ -993,7 +1003,8 @@ mod tests {
             run.feed(
                 Input::Start {
                     data: &data,
-                    correlation_id: None
+                    correlation_id: None,
+                    traceparent: None,
                 },
                 5
             ),
@@ -1165,6 +1176,9 @@ mod tests {
         );
         assert_eq!(command.data, json!({"orderId": "order-1"}));
         assert_eq!(command.correlation_id.as_deref(), Some("req-1"));
+        assert_eq!(command.traceparent.as_deref(), Some(TRACEPARENT));
+        let message = command.to_message("saga").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(message.traceparent(), Some(TRACEPARENT));
         assert_eq!(first.timer, Some((at(10), TimerKey::Step { step: 0 })));
         run.ok("ReserveInventory", "InventoryReservationFailed");
         let compensating = obligations(&run.def, &run.state);

@@ -127,6 +127,9 @@ pub struct SagaCommand {
     /// The correlation id it carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The W3C trace context of the request that started the saga.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn one() -> u32 {
@@ -142,6 +145,9 @@ impl SagaCommand {
         command.message_id.clone_from(&message.id);
         if command.correlation_id.is_none() {
             command.correlation_id = message.correlation_id().map(str::to_owned);
+        }
+        if command.traceparent.is_none() {
+            command.traceparent = message.traceparent().map(str::to_owned);
         }
         command.fill_key();
         Ok(command)
@@ -181,6 +187,9 @@ impl SagaCommand {
             .with_attribute(attributes::IDEMPOTENCY_KEY, self.idempotency_key.as_str());
         if let Some(id) = &self.correlation_id {
             message = message.with_correlation_id(id.as_str());
+        }
+        if let Some(traceparent) = &self.traceparent {
+            message = message.with_attribute(core_attributes::TRACEPARENT, traceparent.as_str());
         }
         Ok(message.with_attribute(core_attributes::CAUSATION_ID, self.saga_id.as_str()))
     }
@@ -240,6 +249,9 @@ impl SagaCommand {
             .with_attribute(core_attributes::CAUSATION_ID, self.message_id.as_str());
         if let Some(id) = &self.correlation_id {
             message = message.with_correlation_id(id.as_str());
+        }
+        if let Some(traceparent) = &self.traceparent {
+            message = message.with_attribute(core_attributes::TRACEPARENT, traceparent.as_str());
         }
         message
     }

@@ -399,6 +399,7 @@ impl<A: Aggregate> Participant<A> {
             .with_header(IDEMPOTENCY_KEY_HEADER, command.idempotency_key.as_str())
             .with_header("saga-id", command.saga_id.as_str());
         metadata.correlation_id.clone_from(&command.correlation_id);
+        metadata.traceparent.clone_from(&command.traceparent);
         CommandContext::new()
             .with_metadata(metadata)
             .with_idempotency_key(key)

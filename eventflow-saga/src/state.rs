@@ -148,6 +148,8 @@ pub struct SagaState {
     pub data: Value,
     /// The correlation id that started it.
     pub correlation_id: Option<String>,
+    /// The W3C trace context of the request that started it.
+    pub traceparent: Option<String>,
     /// The steps sent so far, by index.
     pub steps: Vec<StepState>,
     /// The compensation progress, once compensating.
@@ -200,10 +202,12 @@ impl SagaState {
                 saga_type,
                 data,
                 correlation_id,
+                traceparent,
             } => {
                 self.saga_type.clone_from(saga_type);
                 self.data = data.clone();
                 self.correlation_id.clone_from(correlation_id);
+                self.traceparent.clone_from(traceparent);
                 self.status = Some(SagaStatus::Running);
             }
             SagaEvent::StepSent {

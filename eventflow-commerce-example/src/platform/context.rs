@@ -88,6 +88,7 @@ pub(crate) async fn correlate(
         "request",
         service,
         correlation_id = %context.correlation_id,
+        traceparent = %context.traceparent,
         method = %request.method(),
         path = %request.uri().path(),
     );

@@ -1,6 +1,7 @@
 //! Logs: one JSON object per line by default, `{timestamp, level, service, correlationId,
-//! message, target, ...fields}`, with `service` and `correlationId` taken from the spans the line
-//! was written in (an HTTP request's, a bus delivery's, a saga's). `--log-format pretty` prints
+//! traceId, message, target, ...fields}`, with `service`, `correlationId` and `traceId` (of the
+//! W3C `traceparent`) taken from the spans the line was written in (an HTTP request's, a bus
+//! delivery's, a saga's). `--log-format pretty` prints
 //! tracing's human format instead.
 
 use std::fmt;
@@ -53,6 +54,7 @@ pub fn init(format: LogFormat) {
 struct SpanFields {
     service: Option<String>,
     correlation_id: Option<String>,
+    trace_id: Option<String>,
 }
 
 impl Visit for SpanFields {
@@ -70,6 +72,11 @@ impl SpanFields {
         match field.name() {
             "service" | "participant" if self.service.is_none() => self.service = Some(value),
             "correlation_id" if !value.is_empty() => self.correlation_id = Some(value),
+            "traceparent" => {
+                if let Some(trace_id) = value.split('-').nth(1).filter(|t| t.len() == 32) {
+                    self.trace_id = Some(trace_id.to_owned());
+                }
+            }
             _ => {}
         }
     }
@@ -148,6 +155,9 @@ where
                     if scope.correlation_id.is_none() {
                         scope.correlation_id.clone_from(&fields.correlation_id);
                     }
+                    if scope.trace_id.is_none() {
+                        scope.trace_id.clone_from(&fields.trace_id);
+                    }
                 }
             }
         }
@@ -165,11 +175,12 @@ where
             .unwrap_or_else(|| scope.correlation_id.into());
         // The fixed keys first, in this order, then the event's own fields.
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let head: [(&str, Value); 6] = [
+        let head: [(&str, Value); 7] = [
             ("timestamp", timestamp.into()),
             ("level", event.metadata().level().as_str().into()),
             ("service", service),
             ("correlationId", correlation_id),
+            ("traceId", scope.trace_id.into()),
             ("message", message),
             ("target", event.metadata().target().into()),
         ];

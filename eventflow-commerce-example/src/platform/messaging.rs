@@ -230,6 +230,7 @@ impl MessageHandler for InContext {
             "message",
             service = self.service,
             correlation_id = delivery.message.correlation_id().unwrap_or(""),
+            traceparent = delivery.message.traceparent().unwrap_or(""),
             message_type = %delivery.message.message_type,
             attempt = delivery.attempt,
         );

@@ -138,10 +138,10 @@ impl<D: SagaData> Orchestrator<D> {
         }
         let (kind, start_metadata) = match input {
             ShellInput::Start { data, metadata } => {
-                let correlation_id = metadata.correlation_id.clone();
                 let kind = InputKind::Start {
                     data,
-                    correlation_id,
+                    correlation_id: metadata.correlation_id.clone(),
+                    traceparent: metadata.traceparent.clone(),
                 };
                 (kind, Some(metadata))
             }

@@ -54,7 +54,7 @@ async fn notifications(app: &App, token: &str, order_id: &str) -> Value {
     .await
 }
 
-fn compensations(saga: &Value) -> Vec<&str> {
+fn compensations_of(saga: &Value) -> Vec<&str> {
     saga["compensations"]
         .as_array()
         .unwrap()
@@ -223,122 +223,101 @@ async fn happy_path_completes_captures_ships_and_confirms() {
     assert!(app.terminate().success());
 }
 
-#[tokio::test]
-async fn a_declined_payment_releases_the_stock_and_cancels() {
-    let app = App::start().await;
+/// Places `body` and checks what every cancelled order leaves: CANCELLED with `reason`, the saga
+/// compensated with exactly `compensations` (in this order), no shipment, the cancellation email.
+/// Returns the token and the order id for the checks particular to a case.
+async fn cancelled(
+    app: &App,
+    body: &Value,
+    reason: &str,
+    compensations: &[&str],
+) -> (String, String) {
     let token = app.login(USER).await;
-    // 6 x 399.00 = 2,394.00, above the 2,000.00 limit.
-    let order_id = app.place_ok(&token, &order("prod-2", 6, "98101")).await;
+    let order_id = app.place_ok(&token, body).await;
     let done = app.settled(&token, &order_id).await;
     assert_eq!(done["status"], "CANCELLED");
     assert!(
         done["cancellationReason"]
             .as_str()
             .unwrap()
-            .contains("declined"),
+            .contains(reason),
         "{done}"
     );
-    let saga = saga(&app, &order_id).await;
+    let saga = saga(app, &order_id).await;
     assert_eq!(saga["status"], "COMPENSATED");
-    assert_eq!(
-        compensations(&saga),
-        [
-            "compensation of ReserveInventory",
-            "final command CancelOrder"
-        ]
-    );
-    let (status, payment) = app
-        .get("payment", &format!("/payments/{order_id}"), Some(&token))
+    assert_eq!(compensations_of(&saga), compensations);
+    let shipment = app
+        .get("shipping", &format!("/shipments/{order_id}"), Some(&token))
         .await;
+    assert_eq!(shipment.0, 404, "no shipment is left: {}", shipment.1);
     assert_eq!(
-        (status, payment["status"].as_str()),
-        (200, Some("DECLINED")),
+        notifications(app, &token, &order_id).await[0]["kind"],
+        "ORDER_CANCELLATION"
+    );
+    (token, order_id)
+}
+
+async fn payment_of(app: &App, token: &str, order_id: &str) -> (u16, Option<String>) {
+    let (status, payment) = app
+        .get("payment", &format!("/payments/{order_id}"), Some(token))
+        .await;
+    (status, payment["status"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_declined_payment_releases_the_stock_and_cancels() {
+    let app = App::start().await;
+    // 6 x 399.00 = 2,394.00, above the 2,000.00 limit.
+    let (token, order_id) = cancelled(
+        &app,
+        &order("prod-2", 6, "98101"),
+        "declined",
+        &[
+            "compensation of ReserveInventory",
+            "final command CancelOrder",
+        ],
+    )
+    .await;
+    let declined = (200, Some("DECLINED".to_owned()));
+    assert_eq!(
+        payment_of(&app, &token, &order_id).await,
+        declined,
         "never authorized"
     );
     assert_eq!(stock(&app, "prod-2").await, (50, 0));
-    assert_eq!(
-        app.get("shipping", &format!("/shipments/{order_id}"), Some(&token))
-            .await
-            .0,
-        404
-    );
-    let sent = notifications(&app, &token, &order_id).await;
-    assert_eq!(sent[0]["kind"], "ORDER_CANCELLATION");
 }
 
 #[tokio::test]
 async fn out_of_stock_cancels_without_touching_payment() {
     let app = App::start().await;
-    let token = app.login(USER).await;
-    let order_id = app.place_ok(&token, &order("prod-5", 6, "98101")).await;
-    let done = app.settled(&token, &order_id).await;
-    assert_eq!(done["status"], "CANCELLED");
-    assert!(
-        done["cancellationReason"]
-            .as_str()
-            .unwrap()
-            .contains("insufficient stock"),
-        "{done}"
-    );
-    let saga = saga(&app, &order_id).await;
-    assert_eq!(compensations(&saga), ["final command CancelOrder"]);
-    assert_eq!(
-        app.get("payment", &format!("/payments/{order_id}"), Some(&token))
-            .await
-            .0,
-        404
-    );
+    let (token, order_id) = cancelled(
+        &app,
+        &order("prod-5", 6, "98101"),
+        "insufficient stock",
+        &["final command CancelOrder"],
+    )
+    .await;
+    assert_eq!(payment_of(&app, &token, &order_id).await.0, 404);
     assert_eq!(stock(&app, "prod-5").await, (5, 0));
-    assert_eq!(
-        app.get("shipping", &format!("/shipments/{order_id}"), Some(&token))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        notifications(&app, &token, &order_id).await[0]["kind"],
-        "ORDER_CANCELLATION"
-    );
 }
 
 #[tokio::test]
 async fn an_undeliverable_address_undoes_payment_and_stock_in_reverse_order() {
     let app = App::start().await;
-    let token = app.login(USER).await;
-    let order_id = app.place_ok(&token, &order("prod-1", 1, "00000")).await;
-    let done = app.settled(&token, &order_id).await;
-    assert_eq!(done["status"], "CANCELLED");
-    assert!(
-        done["cancellationReason"]
-            .as_str()
-            .unwrap()
-            .contains("undeliverable"),
-        "{done}"
-    );
-    let saga = saga(&app, &order_id).await;
-    assert_eq!(
-        compensations(&saga),
-        [
+    let (token, order_id) = cancelled(
+        &app,
+        &order("prod-1", 1, "00000"),
+        "undeliverable",
+        &[
             "compensation of AuthorizePayment",
             "compensation of ReserveInventory",
-            "final command CancelOrder"
-        ]
-    );
-    let (status, payment) = app
-        .get("payment", &format!("/payments/{order_id}"), Some(&token))
-        .await;
-    assert_eq!((status, payment["status"].as_str()), (200, Some("VOIDED")));
+            "final command CancelOrder",
+        ],
+    )
+    .await;
+    let voided = (200, Some("VOIDED".to_owned()));
+    assert_eq!(payment_of(&app, &token, &order_id).await, voided);
     assert_eq!(stock(&app, "prod-1").await, (100, 0));
-    assert_eq!(
-        app.get("shipping", &format!("/shipments/{order_id}"), Some(&token))
-            .await
-            .0,
-        404
-    );
-    assert_eq!(
-        notifications(&app, &token, &order_id).await[0]["kind"],
-        "ORDER_CANCELLATION"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -174,7 +174,7 @@ impl<A> AggregateCache<A> {
 /// Loads the streams of a [`Decider`] from an [`EventStore`] and runs commands against them.
 ///
 /// A command runs as: load (cache or snapshot, then later events) → [`Decider::decide`] → append
-/// with [`ExpectedVersion::Exact`]. On a conflict it catches up and tries again, up to
+/// with [`ExpectedVersion::Observed`] (the version it loaded). On a conflict it catches up and tries again, up to
 /// [`with_max_conflict_retries`](Self::with_max_conflict_retries) times. Aggregates use it as
 /// [`Repository<A>`]; other typed users of the store (a saga orchestrator, a ledger) bring their
 /// own decider ([`DeciderRepository::for_decider`]).
@@ -415,7 +415,7 @@ impl<D: Decider> DeciderRepository<D> {
         context: CommandContext,
         inspect: impl FnOnce(&D::State, u64) + Send,
     ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
-        // A cached state is decided on without reading the stream first: the append's `Exact`
+        // A cached state is decided on without reading the stream first: the append's version
         // check proves it was current. Only a decision that appends nothing (a rejection, an empty
         // result) is not proven by an append, so it first catches up with the stream and decides
         // again. After a conflict the state catches up from its version rather than from scratch.
@@ -464,9 +464,12 @@ impl<D: Decider> DeciderRepository<D> {
                 }
             };
             let (new_events, mut envelopes) = encode_events(&stream, events, &context.metadata)?;
-            let mut request =
-                AppendRequest::new(stream.clone(), ExpectedVersion::Exact(version), new_events)
-                    .with_outbox(self.outbox);
+            let mut request = AppendRequest::new(
+                stream.clone(),
+                ExpectedVersion::Observed(version),
+                new_events,
+            )
+            .with_outbox(self.outbox);
             request.idempotency_key = context.idempotency_key.clone();
             let append = self
                 .dyn_store()
@@ -588,7 +591,7 @@ impl<D: Decider> DeciderRepository<D> {
                     continue;
                 }
                 let (new_events, envelopes) = encode_events(stream, events, &context.metadata)?;
-                let expected = ExpectedVersion::Exact(version);
+                let expected = ExpectedVersion::Observed(version);
                 request = Some(match request {
                     None => AppendRequest::new(stream.clone(), expected, new_events),
                     Some(request) => request.with_stream(stream.clone(), expected, new_events),

@@ -93,6 +93,14 @@ pub enum ExpectedVersion {
     NoStream,
     /// The stream must be at exactly this version. `Exact(0)` is the same as `NoStream`.
     Exact(u64),
+    /// The writer **read** the stream at this version, so the stream has at least this many
+    /// events (versions never go backwards): the append conflicts if anything was appended since.
+    /// A backend may prove that with the next version's absence alone; DynamoDB then writes one
+    /// transaction item per event instead of an extra existence check. The repository uses it for
+    /// versions it loaded (from the stream, its cache or a snapshot). A version that was not read
+    /// from the stream, say one a client sends, must be [`Exact`](Self::Exact): a backend need not
+    /// detect an `Observed` version beyond the head.
+    Observed(u64),
 }
 
 impl ExpectedVersion {
@@ -101,7 +109,7 @@ impl ExpectedVersion {
         match self {
             ExpectedVersion::Any => true,
             ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exact(v) => actual == v,
+            ExpectedVersion::Exact(v) | ExpectedVersion::Observed(v) => actual == v,
         }
     }
 }
@@ -112,6 +120,7 @@ impl fmt::Display for ExpectedVersion {
             ExpectedVersion::Any => f.write_str("any version"),
             ExpectedVersion::NoStream => f.write_str("no stream"),
             ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+            ExpectedVersion::Observed(v) => write!(f, "version {v} (as read)"),
         }
     }
 }

@@ -55,13 +55,20 @@ pub(crate) struct Footprint {
 }
 
 /// Condition-check items an append of this shape needs besides its puts: the check that item `n`
-/// exists for `Exact(n > 0)`, and for an empty append the check that the stream has not moved on.
+/// exists for a caller's `Exact(n > 0)`, and for an empty append the check that the stream has
+/// not moved on. An `Observed` version was read from the stream: it needs no existence check.
 pub(crate) fn condition_checks(expected: ExpectedVersion, events: usize) -> u64 {
     match (expected, events) {
         (ExpectedVersion::Any, _) => 0,
-        (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), 0) => 1,
+        (
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) | ExpectedVersion::Observed(_),
+            0,
+        ) => 1,
         (ExpectedVersion::Exact(_), 0) => 2,
-        (ExpectedVersion::NoStream | ExpectedVersion::Exact(0), _) => 0,
+        (
+            ExpectedVersion::NoStream | ExpectedVersion::Exact(0) | ExpectedVersion::Observed(_),
+            _,
+        ) => 0,
         (ExpectedVersion::Exact(_), _) => 1,
         // A variant added to the core later: assume the most checks.
         _ => 2,
@@ -242,6 +249,9 @@ mod tests {
         // An empty append with a key checks item 7 exists and item 8 does not.
         let r = request(ExpectedVersion::Exact(7), Vec::new()).with_idempotency_key("k");
         assert_eq!(check(&r, None).unwrap().items, 3);
+        // A version the writer read needs no existence check: 50 events + 50 outbox entries.
+        let r = request(ExpectedVersion::Observed(7), events(50, 10)).with_outbox(true);
+        assert_eq!(check(&r, None).unwrap().items, 100);
     }
 
     #[test]

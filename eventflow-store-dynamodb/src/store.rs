@@ -83,13 +83,17 @@ enum Outcome {
     VersionConflict(usize),
 }
 
-/// Where one stream of a request starts: the version its events follow, and whether the
-/// transaction must check that the stream is there (a version from the caller) or not (a version
-/// just read, for `Any`).
+/// Where one stream of a request starts: the version its events follow, whether that version is
+/// the caller's condition (`Exact`, `Observed`, `NoStream`) or was just read (`Any`), and whether
+/// the transaction must also prove that the stream has reached it. The puts' own
+/// `attribute_not_exists` proves nothing was appended after it; only a caller's `Exact` needs the
+/// extra existence check, since an `Observed` version was read from the stream and versions never
+/// go backwards.
 #[derive(Debug, Clone, Copy)]
 struct Base {
     version: u64,
     checked: bool,
+    must_exist: bool,
 }
 
 /// A transaction ready to send, and what it will have written.
@@ -222,7 +226,7 @@ impl DynamoDbEventStore {
                 transaction.push(item);
                 owners.push(Some(index));
             };
-            if base.checked && base.version > 0 {
+            if base.must_exist && base.version > 0 {
                 push(condition_check(
                     events_table,
                     items::event_key(stream, base.version),
@@ -352,12 +356,14 @@ impl DynamoDbEventStore {
                 ExpectedVersion::Any => Base {
                     version: self.stream_version(stream).await?,
                     checked: false,
+                    must_exist: false,
                 },
                 ExpectedVersion::NoStream => Base {
                     version: 0,
                     checked: true,
+                    must_exist: false,
                 },
-                ExpectedVersion::Exact(version) => {
+                ExpectedVersion::Exact(version) | ExpectedVersion::Observed(version) => {
                     if version.checked_add(events.len() as u64 + 1).is_none() {
                         return Err(Error::InvalidRequest(format!(
                             "expected version {version} of {stream} leaves no room for {} more events",
@@ -367,6 +373,7 @@ impl DynamoDbEventStore {
                     Base {
                         version,
                         checked: true,
+                        must_exist: matches!(expected, ExpectedVersion::Exact(_)),
                     }
                 }
                 other => {

@@ -246,9 +246,39 @@ async fn expected_versions<S: EventStore>(store: &S) {
         any.last_version, 1,
         "expected_versions: Any on a new stream"
     );
+    // A version read from the stream: appends at its head, conflicts once the stream moved on.
+    // (An `Observed` version beyond the head is the caller's mistake, which a backend need not
+    // detect: not checked here. A caller's `Exact` beyond the head is refused above.)
+    let read = check(
+        append(store, &s, ExpectedVersion::Observed(5), events(6, 1)).await,
+        "Observed(5) at the head",
+    );
+    assert_eq!(
+        read.last_version, 6,
+        "expected_versions: Observed appends at its version"
+    );
+    expect_conflict(
+        append(store, &s, ExpectedVersion::Observed(5), events(7, 1)).await,
+        ExpectedVersion::Observed(5),
+        6,
+    );
+    check(
+        append(store, &fresh, ExpectedVersion::Observed(1), events(2, 1)).await,
+        "Observed(1)",
+    );
+    let new = stream("expected-observed");
+    check(
+        append(store, &new, ExpectedVersion::Observed(0), events(1, 1)).await,
+        "Observed(0) on a new stream",
+    );
+    expect_conflict(
+        append(store, &new, ExpectedVersion::Observed(0), events(2, 1)).await,
+        ExpectedVersion::Observed(0),
+        1,
+    );
     assert_eq!(
         version_of(store, &s).await,
-        5,
+        6,
         "expected_versions: final version"
     );
 }

@@ -9,6 +9,11 @@
 //! - `*_paired`: the same comparisons as alternating pairs (store, raw, raw, store, ...), printed as
 //!   medians, trimmed means and ratios. moto has rare pauses of 100 ms and more and this machine is
 //!   shared, so sequential criterion groups drift; pairs do not. The ratio to read is the paired one.
+//! - `dynamodb_command_paired` (moto): a command through `Repository::execute` (uncached: a
+//!   consistent `Query` of the stream, decide, append one event with the version it read, which is
+//!   a one-item transaction) against what dynamo-es writes by hand: the same `Query`, then one
+//!   `PutItem` conditioned on `attribute_not_exists`. Each side's stream grows by one event per
+//!   command, [`RESET_EVERY`] commands per table lifetime.
 //! - `dynamodb_load_1000/*` (moto): reading a 1,000-event stream: the store's `read_stream` (a
 //!   consistent `Query` following `LastEvaluatedKey`, decoded into `RecordedEvent`s),
 //!   `read_stream_to_end` (the core's paging convenience, which asks once more after a full page),
@@ -20,6 +25,8 @@
 //! `EVENTFLOW_DYNAMODB_ENDPOINT` is used; without either the moto benches print SKIPPED.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -29,7 +36,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWrite
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use eventflow_core::{
-    AppendRequest, EventStore, EventStoreExt, ExpectedVersion, Metadata, NewEvent, StreamId,
+    AppendRequest, CommandContext, EventStore, EventStoreExt, ExpectedVersion, Metadata, NewEvent,
+    Repository, StreamId,
 };
 use eventflow_store_dynamodb::testkit;
 use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbEventStore};
@@ -206,6 +214,24 @@ fn paired(c: &mut Criterion) {
             store_times,
             raw_times,
         );
+        if let Some(endpoint) = moto
+            && existing
+        {
+            let (store_times, raw_times, checked_times) =
+                rt.block_on(paired_commands(endpoint, PAIRED_ROUNDS));
+            report(
+                "dynamodb_command_paired/existing_stream",
+                store_times,
+                raw_times.clone(),
+            );
+            // What a command cost before `Observed`: a condition check on the version read, plus
+            // the put, in one transaction.
+            report(
+                "dynamodb_command_paired/query_check_put_vs_query_put",
+                checked_times,
+                raw_times,
+            );
+        }
         if let Some(endpoint) = moto {
             let client = testkit::local_client(endpoint);
             let (store_times, raw_times) = rt.block_on(paired_appends(
@@ -221,6 +247,80 @@ fn paired(c: &mut Criterion) {
             );
         }
     }
+}
+
+/// `rounds` rounds of [`RESET_EVERY`] triples of commands, each round on fresh tables: the
+/// repository's (load + one-item transaction), a raw `Query` + conditional `PutItem`, and a raw
+/// `Query` + the two-item transaction (existence check + put) a command sent before `Observed`.
+async fn paired_commands(
+    endpoint: &str,
+    rounds: u64,
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
+    let (mut store_times, mut raw_times, mut checked_times) = (Vec::new(), Vec::new(), Vec::new());
+    let raw_stream = StreamId::new("account-raw");
+    let checked_stream = StreamId::new("account-checked");
+    for round in 0..rounds {
+        let store = std::sync::Arc::new(fresh_store(endpoint).await);
+        let repository = Repository::<common::Account>::new(store.clone());
+        for i in 0..RESET_EVERY {
+            let order = if (round + i) % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for raw in order {
+                let start = Instant::now();
+                if raw {
+                    let table = store.config().events_table();
+                    raw_command(store.client(), table, &raw_stream).await;
+                    raw_times.push(start.elapsed());
+                    let start = Instant::now();
+                    let version = stream_length(store.client(), table, &checked_stream).await;
+                    raw_append(store.client(), table, &checked_stream, version + 1).await;
+                    checked_times.push(start.elapsed());
+                } else {
+                    let executed = repository
+                        .execute("hot", &common::DEPOSIT, CommandContext::new())
+                        .await
+                        .expect("command");
+                    black_box(executed);
+                    store_times.push(start.elapsed());
+                }
+            }
+        }
+        store.delete_tables().await.expect("delete tables");
+    }
+    (store_times, raw_times, checked_times)
+}
+
+/// The length of `stream`: a consistent `Query` of all its items (one page: streams stay short).
+async fn stream_length(client: &Client, table: &str, stream: &StreamId) -> u64 {
+    let events = client
+        .query()
+        .table_name(table)
+        .consistent_read(true)
+        .key_condition_expression("#s = :s")
+        .expression_attribute_names("#s", "stream_id")
+        .expression_attribute_values(":s", AttributeValue::S(stream.as_str().to_owned()))
+        .send()
+        .await
+        .expect("raw Query");
+    events.items().len() as u64
+}
+
+/// A command as dynamo-es writes it: a consistent `Query` of the stream, then one `PutItem` of the
+/// next version conditioned on `attribute_not_exists`.
+async fn raw_command(client: &Client, table: &str, stream: &StreamId) {
+    let version = stream_length(client, table, stream).await;
+    client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(raw_event_item(stream, version + 1)))
+        .condition_expression("attribute_not_exists(#pk)")
+        .expression_attribute_names("#pk", "stream_id")
+        .send()
+        .await
+        .expect("raw PutItem");
 }
 
 /// `rounds` rounds of [`RESET_EVERY`] pairs; on moto (`endpoint`) each round has fresh tables.

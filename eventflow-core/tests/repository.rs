@@ -412,7 +412,11 @@ async fn conflicts_are_retried_then_reported() {
         Err(CommandError::Store(Error::Conflict {
             expected, actual, ..
         })) => {
-            assert_eq!(expected, ExpectedVersion::Observed(8), "the version it loaded");
+            assert_eq!(
+                expected,
+                ExpectedVersion::Observed(8),
+                "the version it loaded"
+            );
             assert_eq!(actual, 9);
         }
         other => panic!("expected a conflict after the retries, got {other:?}"),

@@ -56,6 +56,8 @@ const TRANSIENT_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
     "TransactionInProgressException",
+    // A single-item write (`PutItem`) to an item a transaction is writing.
+    "TransactionConflictException",
     "InternalServerError",
     "InternalFailure",
     "ServiceUnavailable",

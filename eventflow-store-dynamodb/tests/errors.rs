@@ -64,6 +64,7 @@ fn scripted(responses: Vec<(u16, &'static str)>) -> Scripted {
 }
 
 const CONFLICT: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict]","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}"#;
+const PUT_CONFLICT: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#;
 const THROTTLED: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate of requests exceeds the allowed throughput."}"#;
 const INTERNAL: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"Internal server error"}"#;
 const VALIDATION: &str = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"One or more parameter values were invalid"}"#;
@@ -77,9 +78,15 @@ fn store(endpoint: &str) -> DynamoDbEventStore {
     DynamoDbEventStore::new(testkit::local_client(endpoint), config)
 }
 
+/// One event: written with a conditional `PutItem`.
 fn append_one() -> AppendRequest {
     let event = NewEvent::new("E", 1, Bytes::from_static(b"{}"), Metadata::new());
     AppendRequest::new(StreamId::new("s"), ExpectedVersion::NoStream, vec![event])
+}
+
+/// One event and its outbox entry: two items, written with `TransactWriteItems`.
+fn append_transaction() -> AppendRequest {
+    append_one().with_outbox(true)
 }
 
 fn dynamo_source(error: &Error) -> &DynamoDbError {
@@ -92,7 +99,10 @@ fn dynamo_source(error: &Error) -> &DynamoDbError {
 #[tokio::test]
 async fn transaction_conflicts_are_retried_with_backoff() {
     let server = scripted(vec![(400, CONFLICT), (400, CONFLICT)]);
-    let result = store(&server.endpoint).append(append_one()).await.unwrap();
+    let result = store(&server.endpoint)
+        .append(append_transaction())
+        .await
+        .unwrap();
     assert_eq!(result.last_version, 1);
     assert_eq!(
         server.requests.load(Ordering::SeqCst),
@@ -105,7 +115,7 @@ async fn transaction_conflicts_are_retried_with_backoff() {
 async fn transaction_conflicts_become_transient_when_attempts_run_out() {
     let server = scripted(vec![(400, CONFLICT); 3]);
     let error = store(&server.endpoint)
-        .append(append_one())
+        .append(append_transaction())
         .await
         .unwrap_err();
     assert!(
@@ -151,6 +161,17 @@ async fn throttling_is_retried_by_the_sdk_then_transient() {
             .contains("ThrottlingException")
     );
     assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_single_put_meeting_a_transaction_is_transient() {
+    let server = scripted(vec![(400, PUT_CONFLICT); 2]);
+    let error = store(&server.endpoint)
+        .append(append_one())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transient { .. }), "{error:?}");
+    assert_eq!(dynamo_source(&error).operation(), "PutItem");
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! `eventflow-store-dynamodb` against the raw AWS SDK, in the same run.
 //!
-//! - `dynamodb_append/*` (moto): one event appended to a new stream (`NoStream`: one put), and one
-//!   event appended to an existing stream (`Exact(n)`: a condition check on event `n` plus the put).
-//!   The `raw_sdk` lines send the very same `TransactWriteItems` (same items, attributes and
-//!   conditions) built by hand: the floor for this backend.
+//! - `dynamodb_append/*` (moto): one event appended to a new stream (`NoStream`: one conditional
+//!   `PutItem`), and one event appended to an existing stream (`Exact(n)`: a condition check on
+//!   event `n` plus the put, in a `TransactWriteItems`). The `raw_sdk` lines send the very same
+//!   request (same items, attributes and conditions) built by hand: the floor for this backend.
 //! - `dynamodb_append_stub/*`: the same, against a stub HTTP server that answers `200 {}` at once, so
 //!   what is measured is the client side alone (the store's work plus the SDK's), without moto.
 //! - `*_paired`: the same comparisons as alternating pairs (store, raw, raw, store, ...), printed as
@@ -109,9 +109,14 @@ fn raw_event_item(stream: &StreamId, version: u64) -> HashMap<String, AttributeV
     ])
 }
 
-/// The same `TransactWriteItems` the store sends for one event at `version` (with the condition
-/// check on `version - 1` when the stream exists).
+/// The same write the store sends for one event at `version` after `Exact(version - 1)`: a
+/// conditional `PutItem` on a new stream, a `TransactWriteItems` with the condition check on
+/// `version - 1` when the stream exists.
 async fn raw_append(client: &Client, table: &str, stream: &StreamId, version: u64) {
+    if version == 1 {
+        put_event(client, table, stream, version).await;
+        return;
+    }
     let names = HashMap::from([("#pk".to_owned(), "stream_id".to_owned())]);
     let mut items = Vec::with_capacity(2);
     if version > 1 {
@@ -312,10 +317,15 @@ async fn stream_length(client: &Client, table: &str, stream: &StreamId) -> u64 {
 /// next version conditioned on `attribute_not_exists`.
 async fn raw_command(client: &Client, table: &str, stream: &StreamId) {
     let version = stream_length(client, table, stream).await;
+    put_event(client, table, stream, version + 1).await;
+}
+
+/// One event item at `version`, put on the condition that it is not there yet.
+async fn put_event(client: &Client, table: &str, stream: &StreamId, version: u64) {
     client
         .put_item()
         .table_name(table)
-        .set_item(Some(raw_event_item(stream, version + 1)))
+        .set_item(Some(raw_event_item(stream, version)))
         .condition_expression("attribute_not_exists(#pk)")
         .expression_attribute_names("#pk", "stream_id")
         .send()

@@ -178,45 +178,28 @@ async fn happy_path_completes_captures_ships_and_confirms() {
     assert_eq!(mine["total"], 1);
     assert_eq!(mine["items"][0]["orderId"], order_id.as_str());
 
-    // Correlation: the id reached every context the order touched, in their log lines.
-    let services: BTreeSet<String> = app
-        .logs()
-        .iter()
-        .filter(|l| l["correlationId"] == "e2e-happy-1")
-        .filter_map(|l| l["service"].as_str().map(str::to_owned))
-        .collect();
-    for service in [
-        "ordering",
-        "saga",
-        "inventory",
-        "payment",
-        "shipping",
-        "notification",
-    ] {
-        assert!(
-            services.contains(service),
-            "no log line of {service} carries the correlation id; saw {services:?}"
-        );
-    }
-    // The caller's W3C trace too: through event metadata, bus attributes and saga commands.
-    let traced: BTreeSet<String> = app
-        .logs()
-        .iter()
-        .filter(|l| l["traceId"] == TRACE_ID)
-        .filter_map(|l| l["service"].as_str().map(str::to_owned))
-        .collect();
-    for service in [
-        "ordering",
-        "saga",
-        "inventory",
-        "payment",
-        "shipping",
-        "notification",
-    ] {
-        assert!(
-            traced.contains(service),
-            "no log line of {service} carries the trace id; saw {traced:?}"
-        );
+    // The correlation id and the caller's W3C trace reached every context the order touched,
+    // through event metadata, bus attributes and saga commands, into their log lines.
+    for (field, value) in [("correlationId", "e2e-happy-1"), ("traceId", TRACE_ID)] {
+        let services: BTreeSet<String> = app
+            .logs()
+            .iter()
+            .filter(|l| l[field] == value)
+            .filter_map(|l| l["service"].as_str().map(str::to_owned))
+            .collect();
+        for service in [
+            "ordering",
+            "saga",
+            "inventory",
+            "payment",
+            "shipping",
+            "notification",
+        ] {
+            assert!(
+                services.contains(service),
+                "no log line of {service} carries {field} {value}; saw {services:?}"
+            );
+        }
     }
 
     // Graceful shutdown on SIGTERM: exit 0.

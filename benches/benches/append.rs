@@ -8,8 +8,8 @@
 //!
 //! The peer, cqrs-es 0.5.0, appends through `EventStore::commit` of its `MemStore` (spread and
 //! batches only: its commit copies the whole stream, so a hot stream is O(n) per append; see the
-//! `hot_aggregate` bench). Its `MemStore` prints a line per commit: run with stdout sent to
-//! `/dev/null` (see docs/performance.md).
+//! `hot_aggregate` bench). Its `MemStore` prints a line per commit, which the bench sends to
+//! `/dev/null` itself while it times cqrs-es (`common::Quiet`).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 mod common;
@@ -17,7 +17,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{CqrsAccount, DEPOSITED, RawLog, SPREAD, ids, runtime};
+use common::{CqrsAccount, DEPOSITED, Quiet, RawLog, SPREAD, ids, runtime};
 use cqrs_es::EventStore as _;
 use cqrs_es::mem_store::{MemStore, MemStoreAggregateContext};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -67,6 +67,7 @@ async fn eventflow_appends(streams: &[StreamId], batch: usize, iters: u64) -> Du
 
 /// cqrs-es: `iters` commits of `batch` events, round robin over `ids`, at the known sequence.
 async fn cqrs_appends(ids: &[String], batch: usize, iters: u64) -> Duration {
+    let _quiet = Quiet::stdout();
     let mut store = MemStore::<CqrsAccount>::default();
     let mut sequences = vec![0_usize; ids.len()];
     let mut written = 0_u64;

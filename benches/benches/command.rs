@@ -6,8 +6,7 @@
 //! events (4.5 on average) when a command reaches it, for every framework alike.
 //!
 //! cqrs-es's `MemStore` prints two lines to stdout per command (`loading: ...`, `storing: ...`);
-//! run with stdout sent to `/dev/null` (see docs/performance.md) and read the figures from
-//! `target/criterion`.
+//! the bench sends them to `/dev/null` itself while it times cqrs-es (`common::Quiet`).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 mod common;
@@ -16,7 +15,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Account, CqrsAccount, DEPOSIT, SPREAD, ids, raw_loop, runtime};
+use common::{Account, CqrsAccount, DEPOSIT, Quiet, SPREAD, ids, raw_loop, runtime};
 use cqrs_es::CqrsFramework;
 use cqrs_es::mem_store::MemStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -56,6 +55,7 @@ async fn eventflow_commands(ids: &[String], cache: bool, iters: u64) -> Duration
 }
 
 async fn cqrs_commands(ids: &[String], iters: u64) -> Duration {
+    let _quiet = Quiet::stdout();
     let framework = || CqrsFramework::new(MemStore::<CqrsAccount>::default(), vec![], ());
     let mut cqrs = framework();
     let mut elapsed = Duration::ZERO;

@@ -19,8 +19,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{
-    Account, CqrsAccount, DEPOSIT, cqrs_envelopes, new_events, raw_loop, runtime, seeded_mem_store,
-    seeded_snapshots, seeded_store,
+    Account, CqrsAccount, DEPOSIT, Quiet, cqrs_envelopes, new_events, raw_loop, runtime,
+    seeded_mem_store, seeded_snapshots, seeded_store,
 };
 use cqrs_es::{CqrsFramework, EventEnvelope};
 use criterion::{
@@ -89,6 +89,7 @@ async fn eventflow_hot(variant: Variant, seed: &[NewEvent], iters: u64) -> Durat
 }
 
 async fn cqrs_hot(seed: &[EventEnvelope<CqrsAccount>], iters: u64) -> Duration {
+    let _quiet = Quiet::stdout();
     let every = (seed.len() as u64 / 10).max(10);
     let framework = || CqrsFramework::new(seeded_mem_store(ID, seed), vec![], ());
     let mut cqrs = framework();

@@ -12,10 +12,10 @@ mod common;
 
 use std::hint::black_box;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
-    Account, CqrsAccount, DEPOSITED, cqrs_envelopes, new_events, runtime, seeded_mem_store,
+    Account, CqrsAccount, DEPOSITED, Quiet, cqrs_envelopes, new_events, runtime, seeded_mem_store,
     seeded_snapshots, seeded_store,
 };
 use cqrs_es::EventStore as _;
@@ -66,9 +66,17 @@ fn rehydrate(c: &mut Criterion) {
         });
     });
     group.bench_function("cqrs_es/mem_store", |b| {
-        b.to_async(&rt).iter(|| async {
-            let context = mem_store.load_aggregate(black_box(ID)).await.expect("load");
-            black_box::<CqrsAccount>(context.aggregate)
+        b.to_async(&rt).iter_custom(|iters| {
+            let mem_store = &mem_store;
+            async move {
+                let _quiet = Quiet::stdout();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let context = mem_store.load_aggregate(black_box(ID)).await.expect("load");
+                    black_box::<CqrsAccount>(context.aggregate);
+                }
+                start.elapsed()
+            }
         });
     });
     group.bench_function("eventflow/no_snapshot", |b| {

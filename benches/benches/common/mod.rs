@@ -22,6 +22,28 @@ use eventflow_core::{
 };
 use serde::{Deserialize, Serialize};
 
+/// Sends stdout to `/dev/null` while it lives: cqrs-es 0.5.0's `MemStore` prints a line on every
+/// load and every commit, which would otherwise cost it a terminal write each time (or whatever
+/// the caller's stdout is). Create it outside the timed region; what was buffered is flushed
+/// before stdout comes back, so criterion's report is not lost.
+pub(crate) struct Quiet(Option<gag::Gag>);
+
+impl Quiet {
+    pub(crate) fn stdout() -> Quiet {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        Quiet(gag::Gag::stdout().ok())
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        self.0.take();
+    }
+}
+
 /// How many aggregates (streams) the "spread" benches cycle through.
 pub(crate) const SPREAD: usize = 10_000;
 

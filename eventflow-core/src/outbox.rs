@@ -203,6 +203,8 @@ pub struct OutboxRelay {
     bus: Arc<dyn EventBus>,
     source: String,
     batch_size: usize,
+    /// Wakes [`run`](OutboxRelay::run) before its interval is up ([`kick`](OutboxRelay::kick)).
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -222,6 +224,7 @@ impl OutboxRelay {
             bus,
             source: source.into(),
             batch_size: 100,
+            wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -301,8 +304,17 @@ impl OutboxRelay {
         Ok(published)
     }
 
-    /// Relays every `interval` until `shutdown` resolves. Failures are logged and retried on the next
-    /// round: entries stay in the outbox until published.
+    /// Makes [`run`](Self::run) relay now rather than when its interval is up: call it after a
+    /// command committed, so its events go out at once; the interval stays the safety net for an
+    /// entry a kick missed (a crash between commit and kick).
+    pub fn kick(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Relays every `interval`, and at once when [kicked](Self::kick), until `shutdown` resolves;
+    /// then one last round, so what was committed before the stop goes out. One task runs the
+    /// rounds, so entries of a stream go out in order and kicks never race. Failures are logged and
+    /// retried on the next round: entries stay in the outbox until published.
     pub async fn run(&self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -310,9 +322,13 @@ impl OutboxRelay {
                 tracing::warn!(%error, "outbox relay round failed; will retry");
             }
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => break,
+                () = self.wake.notified() => {}
                 () = tokio::time::sleep(interval) => {}
             }
+        }
+        if let Err(error) = self.relay_pending().await {
+            tracing::warn!(%error, "final outbox relay round failed; entries stay pending");
         }
     }
 }

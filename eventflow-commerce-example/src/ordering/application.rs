@@ -11,7 +11,7 @@ use super::domain::{Order, OrderCommand, OrderError, OrderEvent};
 use super::infrastructure::{OrderView, OrderViews, PriceList};
 use crate::contract::{Address, OrderLine, PlacedOrder, order_of, saga};
 use crate::platform::context::RequestContext;
-use crate::platform::messaging::Relay;
+use eventflow_core::OutboxRelay;
 
 /// At most this many lines per order, and this many of one product per line.
 pub(crate) const MAX_LINES: usize = 50;
@@ -57,7 +57,7 @@ pub(crate) struct Ordering {
     pub(crate) orders: Repository<Order>,
     pub(crate) views: Arc<Projector<OrderViews>>,
     pub(crate) prices: Arc<Projector<PriceList>>,
-    pub(crate) relay: Arc<Relay>,
+    pub(crate) relay: Arc<OutboxRelay>,
 }
 
 impl Ordering {

@@ -12,7 +12,6 @@ use eventflow_core::{
     OutboxRelay, Projection, Projector, Repository, SnapshotPolicy, SnapshotStore, StreamId,
     Subscription, SubscriptionHandle,
 };
-use tokio::sync::Notify;
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -27,39 +26,6 @@ const CACHED_AGGREGATES: usize = 10_000;
 /// kick missed (a crash between commit and kick, in a durable deployment).
 const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Publishes a context's outbox to the bus: at once when kicked after a command, and on a timer.
-/// One task relays, so entries of a stream go out in order and kicks never race.
-pub(crate) struct Relay {
-    relay: OutboxRelay,
-    wake: Notify,
-}
-
-impl Relay {
-    /// Kicks the relay: what the last command recorded goes out now rather than on the timer.
-    pub(crate) fn kick(&self) {
-        self.wake.notify_one();
-    }
-
-    async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        loop {
-            if let Err(error) = self.relay.relay_pending().await {
-                tracing::warn!(%error, "outbox relay round failed; will retry");
-            }
-            tokio::select! {
-                () = &mut stop => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(RELAY_INTERVAL) => {}
-            }
-        }
-        // What was committed before the stop still goes out.
-        if let Err(error) = self.relay.relay_pending().await {
-            tracing::warn!(%error, "final outbox relay failed; entries stay pending");
-        }
-    }
-}
-
 /// A context's persistence and messaging: its own event store (no other context reads it), the
 /// relay of its outbox, and the shared bus.
 #[derive(Clone)]
@@ -71,7 +37,7 @@ pub(crate) struct ContextInfra {
     snapshots: Arc<dyn SnapshotStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     pub(crate) bus: Arc<dyn EventBus>,
-    pub(crate) relay: Arc<Relay>,
+    pub(crate) relay: Arc<OutboxRelay>,
 }
 
 impl ContextInfra {
@@ -83,11 +49,10 @@ impl ContextInfra {
         shutdown: &Shutdown,
     ) -> Self {
         let store = Arc::new(InMemoryEventStore::new());
-        let relay = Arc::new(Relay {
-            relay: OutboxRelay::new(store.clone(), Arc::clone(&bus), service),
-            wake: Notify::new(),
-        });
-        tokio::spawn(Arc::clone(&relay).run(shutdown.clone()));
+        let relay = Arc::new(OutboxRelay::new(store.clone(), Arc::clone(&bus), service));
+        let relaying = Arc::clone(&relay);
+        let stop = shutdown.clone();
+        tokio::spawn(async move { relaying.run(RELAY_INTERVAL, stop.wait()).await });
         ContextInfra {
             service,
             feed: Arc::clone(&store),
@@ -220,7 +185,7 @@ pub(crate) struct Started {
 struct InContext {
     service: &'static str,
     inner: Arc<dyn MessageHandler>,
-    relay: Arc<Relay>,
+    relay: Arc<OutboxRelay>,
 }
 
 #[async_trait]

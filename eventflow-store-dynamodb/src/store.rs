@@ -278,13 +278,13 @@ impl DynamoDbEventStore {
         let mut attempt = 1;
         loop {
             let Plan {
-                items,
+                mut items,
                 owners,
                 key_index,
                 result,
             } = self.plan(request, bases)?;
-            if let [only] = items.as_slice()
-                && let Some(put) = only.put()
+            if matches!(items.as_slice(), [only] if only.put.is_some())
+                && let Some(put) = items.pop().and_then(|item| item.put)
             {
                 let outcome = self.put_one(put, owners[0], key_index.is_some()).await?;
                 return Ok((outcome, result));
@@ -337,15 +337,15 @@ impl DynamoDbEventStore {
     /// Writes a plan of one put (one event, no key, no outbox: most commands) as a conditional
     /// `PutItem`. One item is atomic either way, and a `PutItem` costs half the write capacity of a
     /// one-item transaction on DynamoDB (and one table copy less on moto).
-    async fn put_one(&self, put: &Put, owner: Option<usize>, is_key: bool) -> Result<Outcome> {
+    async fn put_one(&self, put: Put, owner: Option<usize>, is_key: bool) -> Result<Outcome> {
         let sent = self
             .client
             .put_item()
-            .table_name(put.table_name())
-            .set_item(Some(put.item().clone()))
-            .set_condition_expression(put.condition_expression().map(str::to_owned))
-            .set_expression_attribute_names(put.expression_attribute_names().cloned())
-            .set_expression_attribute_values(put.expression_attribute_values().cloned())
+            .table_name(put.table_name)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

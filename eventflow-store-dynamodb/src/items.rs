@@ -48,6 +48,7 @@ pub(crate) mod meta_attr {
     pub(crate) const TAKEN_AT: &str = "taken_at";
     pub(crate) const REASON: &str = "reason";
     pub(crate) const PARKED_AT: &str = "parked_at";
+    pub(crate) const VALUE: &str = "value";
 }
 
 /// Prefix of an idempotency key's partition key in the meta table.
@@ -60,6 +61,9 @@ pub(crate) const OUTBOX_PREFIX: &str = "outbox#";
 pub(crate) const PARKED_PK: &str = "outbox-parked";
 /// Prefix of a snapshot's partition key in the meta table.
 pub(crate) const SNAPSHOT_PREFIX: &str = "snapshot#";
+/// Prefix of a projection's checkpoints partition key in the meta table (the sort key is the
+/// checkpoint's key).
+pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint#";
 /// Sort key of a snapshot item.
 pub(crate) const SNAPSHOT_SK: &str = "snapshot";
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod checkpoint;
 mod config;
 mod error;
 mod items;
@@ -12,6 +13,7 @@ mod tables;
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
+pub use checkpoint::DynamoDbCheckpointStore;
 pub use config::{
     DEFAULT_EVENTS_TABLE, DEFAULT_META_TABLE, DynamoDbConfig, EVENTS_TABLE_ENV, META_TABLE_ENV,
     OUTBOX_SHARDS_ENV, RetryPolicy,

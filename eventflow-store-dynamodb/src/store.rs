@@ -19,6 +19,7 @@ use eventflow_core::{
 };
 use tracing::Instrument;
 
+use crate::checkpoint::DynamoDbCheckpointStore;
 use crate::config::DynamoDbConfig;
 use crate::error::{TRANSIENT_REASONS, classified_sdk_error, other_error, sdk_error};
 use crate::items::{self, Item, event_attr, meta_attr, n, s};
@@ -160,6 +161,11 @@ impl DynamoDbEventStore {
     /// A snapshot store in this store's meta table.
     pub fn snapshot_store(&self) -> DynamoDbSnapshotStore {
         DynamoDbSnapshotStore::new(self.client.clone(), self.config.meta_table())
+    }
+
+    /// A checkpoint store for projections in this store's meta table.
+    pub fn checkpoint_store(&self) -> DynamoDbCheckpointStore {
+        DynamoDbCheckpointStore::new(self.client.clone(), self.config.meta_table())
     }
 
     /// Creates the events and meta tables (on-demand capacity) unless they exist, and waits until

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use eventflow_core::bus::{BusCapabilities, Message};
 use eventflow_core::outbox::message_to_event;
 use eventflow_core::{
-    AppendRequest, Error, EventBus, EventStore, EventStoreExt, ExpectedVersion, MessageHandler,
-    Metadata, NewEvent, Outbox, OutboxRelay, Snapshot, SnapshotStore, StreamId, Subscription,
-    SubscriptionHandle,
+    AppendRequest, CheckpointStore, Error, EventBus, EventStore, EventStoreExt, ExpectedVersion,
+    MessageHandler, Metadata, NewEvent, Outbox, OutboxRelay, Snapshot, SnapshotStore, StreamId,
+    Subscription, SubscriptionHandle,
 };
 use eventflow_store_dynamodb::limits::{self, names};
 use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbError, DynamoDbEventStore, testkit};
@@ -534,6 +534,40 @@ async fn snapshots_never_move_backwards() {
     let huge = Snapshot::new(s.clone(), 9, 1, Bytes::from(vec![b'1'; 401 * 1024]));
     let (limit, _, _) = limit_of(snapshots.save(huge).await);
     assert_eq!(limit, names::ITEM_BYTES);
+}
+
+/// Checkpoints: saved per projection and key, never moved backwards by a slower instance,
+/// forgotten by `reset` for that projection only, and an empty name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_move_forward_and_reset_per_projection() {
+    let Some(store) = testkit::fresh_store().await else {
+        return;
+    };
+    let checkpoints = store.checkpoint_store();
+    assert_eq!(checkpoints.load("views", "order-1").await.unwrap(), None);
+    checkpoints.save("views", "order-1", 3).await.unwrap();
+    checkpoints.save("views", "order-1", 2).await.unwrap();
+    assert_eq!(
+        checkpoints.load("views", "order-1").await.unwrap(),
+        Some(3),
+        "an older checkpoint is ignored"
+    );
+    checkpoints.save("views", "order-1", 5).await.unwrap();
+    checkpoints.save("views", "order-2", 1).await.unwrap();
+    checkpoints.save("prices", "order-1", 7).await.unwrap();
+    assert_eq!(checkpoints.load("views", "order-1").await.unwrap(), Some(5));
+    checkpoints.reset("views").await.unwrap();
+    assert_eq!(checkpoints.load("views", "order-1").await.unwrap(), None);
+    assert_eq!(checkpoints.load("views", "order-2").await.unwrap(), None);
+    assert_eq!(
+        checkpoints.load("prices", "order-1").await.unwrap(),
+        Some(7),
+        "another projection keeps its progress"
+    );
+    assert!(matches!(
+        checkpoints.save("", "order-1", 1).await,
+        Err(Error::InvalidRequest(_))
+    ));
 }
 
 /// Missing tables are backend errors whose source names the operation and keeps the SDK error.

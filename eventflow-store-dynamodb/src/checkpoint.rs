@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use eventflow_core::{CheckpointStore, Error, Result};
 
+use crate::documents::delete_partition;
 use crate::error::sdk_error;
 use crate::items::{self, CHECKPOINT_PREFIX, Item, meta_attr, n, s};
 
@@ -101,36 +102,6 @@ impl CheckpointStore for DynamoDbCheckpointStore {
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {
-        let pk = partition(projection);
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", meta_attr::PK)
-                .expression_attribute_values(":pk", s(pk.as_str()))
-                .projection_expression("#pk, sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query", e))?;
-            for item in page.items() {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .key(meta_attr::PK, s(pk.as_str()))
-                    .key(meta_attr::SK, s(items::get_s(item, meta_attr::SK)?))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DeleteItem", e))?;
-            }
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(());
-            }
-        }
+        delete_partition(&self.client, &self.table, &partition(projection)).await
     }
 }

@@ -49,6 +49,7 @@ pub(crate) mod meta_attr {
     pub(crate) const REASON: &str = "reason";
     pub(crate) const PARKED_AT: &str = "parked_at";
     pub(crate) const VALUE: &str = "value";
+    pub(crate) const JSON: &str = "json";
 }
 
 /// Prefix of an idempotency key's partition key in the meta table.
@@ -64,6 +65,8 @@ pub(crate) const SNAPSHOT_PREFIX: &str = "snapshot#";
 /// Prefix of a projection's checkpoints partition key in the meta table (the sort key is the
 /// checkpoint's key).
 pub(crate) const CHECKPOINT_PREFIX: &str = "checkpoint#";
+/// Prefix of a document collection's partition key in the meta table (the sort key is the id).
+pub(crate) const DOCUMENT_PREFIX: &str = "doc#";
 /// Sort key of a snapshot item.
 pub(crate) const SNAPSHOT_SK: &str = "snapshot";
 

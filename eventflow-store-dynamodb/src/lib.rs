@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod config;
+mod documents;
 mod error;
 mod items;
 pub mod limits;
@@ -18,6 +19,7 @@ pub use config::{
     DEFAULT_EVENTS_TABLE, DEFAULT_META_TABLE, DynamoDbConfig, EVENTS_TABLE_ENV, META_TABLE_ENV,
     OUTBOX_SHARDS_ENV, RetryPolicy,
 };
+pub use documents::DynamoDbDocuments;
 pub use error::DynamoDbError;
 pub use snapshot::DynamoDbSnapshotStore;
 pub use store::DynamoDbEventStore;

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::checkpoint::DynamoDbCheckpointStore;
 use crate::config::DynamoDbConfig;
+use crate::documents::DynamoDbDocuments;
 use crate::error::{TRANSIENT_REASONS, classified_sdk_error, other_error, sdk_error};
 use crate::items::{self, Item, event_attr, meta_attr, n, s};
 use crate::limits;
@@ -166,6 +167,11 @@ impl DynamoDbEventStore {
     /// A checkpoint store for projections in this store's meta table.
     pub fn checkpoint_store(&self) -> DynamoDbCheckpointStore {
         DynamoDbCheckpointStore::new(self.client.clone(), self.config.meta_table())
+    }
+
+    /// Read-model documents in this store's meta table.
+    pub fn documents(&self) -> DynamoDbDocuments {
+        DynamoDbDocuments::new(self.client.clone(), self.config.meta_table())
     }
 
     /// Creates the events and meta tables (on-demand capacity) unless they exist, and waits until

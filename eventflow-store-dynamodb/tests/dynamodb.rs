@@ -570,6 +570,48 @@ async fn checkpoints_move_forward_and_reset_per_projection() {
     ));
 }
 
+/// Documents: replaced by id, listed in id order per collection, cleared per collection; an
+/// oversized one is refused before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_kept_per_collection() {
+    let Some(store) = testkit::fresh_store().await else {
+        return;
+    };
+    let documents = store.documents();
+    assert_eq!(documents.get("orders", "o-1").await.unwrap(), None);
+    documents
+        .put("orders", "o-2", "{\"n\":2}".into())
+        .await
+        .unwrap();
+    documents
+        .put("orders", "o-1", "{\"n\":0}".into())
+        .await
+        .unwrap();
+    documents
+        .put("orders", "o-1", "{\"n\":1}".into())
+        .await
+        .unwrap();
+    documents.put("prices", "p-1", "5".into()).await.unwrap();
+    assert_eq!(
+        documents.get("orders", "o-1").await.unwrap().as_deref(),
+        Some("{\"n\":1}")
+    );
+    assert_eq!(
+        documents.all("orders").await.unwrap(),
+        vec!["{\"n\":1}".to_owned(), "{\"n\":2}".to_owned()]
+    );
+    documents.clear("orders").await.unwrap();
+    assert!(documents.all("orders").await.unwrap().is_empty());
+    assert_eq!(documents.all("prices").await.unwrap(), vec!["5".to_owned()]);
+    let huge = format!("\"{}\"", "x".repeat(401 * 1024));
+    let (limit, _, _) = limit_of(documents.put("prices", "p-2", huge).await);
+    assert_eq!(limit, names::ITEM_BYTES);
+    assert!(matches!(
+        documents.put("", "p-2", "1".into()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+}
+
 /// Missing tables are backend errors whose source names the operation and keeps the SDK error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_table_is_a_backend_error_with_its_source() {

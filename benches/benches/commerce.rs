@@ -240,7 +240,7 @@ async fn run() {
         (after.saturating_sub(before)) as f64 / 1048576.0,
         after.saturating_sub(before) as f64 / MEMORY_ORDERS as f64 / 1024.0
     );
-    let orders = app.order_count();
+    let orders = app.order_count().await;
     println!(
         "stored events after {orders} orders (context, events, per order, payload bytes per order):"
     );

@@ -340,19 +340,23 @@ async fn pubsub(
     })
 }
 
-/// The work queue `name` the environment names: `WORK_QUEUE_ADAPTER=local` (default) gives an
+/// The work queue the environment names, with `settings` (a name alone gives the defaults: 30 s
+/// visibility, dead-lettered after 5 receives): `WORK_QUEUE_ADAPTER=local` (default) gives an
 /// [`InMemoryWorkQueue`], `sqs` an [`SqsWorkQueue`](crate::sqs::SqsWorkQueue) named
-/// `EVENTFLOW_RESOURCE_PREFIX + name`, provisioned with a DLQ after 5 receives unless
-/// `EVENTFLOW_PROVISION=false`.
-pub async fn work_queue_from_env(name: &str) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
-    work_queue_from_lookup(name, |n| std::env::var(n).ok()).await
+/// `EVENTFLOW_RESOURCE_PREFIX + name`, provisioned with the settings' visibility timeout and
+/// dead-letter queue unless `EVENTFLOW_PROVISION=false`.
+pub async fn work_queue_from_env(
+    settings: impl Into<QueueSettings>,
+) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
+    work_queue_from_lookup(settings, |n| std::env::var(n).ok()).await
 }
 
 /// Like [`work_queue_from_env`], reading settings through `lookup`.
 pub async fn work_queue_from_lookup(
-    name: &str,
+    settings: impl Into<QueueSettings>,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
+    let settings = settings.into();
     let get = |n: &str| {
         lookup(n)
             .map(|v| v.trim().to_owned())
@@ -363,10 +367,8 @@ pub async fn work_queue_from_lookup(
         .map(|v| v.to_ascii_lowercase())
         .as_deref()
     {
-        None | Some("local") | Some("memory") => {
-            Ok(Arc::new(InMemoryWorkQueue::new(QueueSettings::new(name))))
-        }
-        Some("sqs") => sqs_queue(name, &get, provision).await,
+        None | Some("local") | Some("memory") => Ok(Arc::new(InMemoryWorkQueue::new(settings))),
+        Some("sqs") => sqs_queue(&settings, &get, provision).await,
         Some(other) => Err(ConfigError::UnknownAdapter {
             variable: WORK_QUEUE_ADAPTER_VAR,
             value: other.to_owned(),
@@ -377,11 +379,12 @@ pub async fn work_queue_from_lookup(
 
 #[cfg(feature = "sqs")]
 async fn sqs_queue(
-    name: &str,
+    settings: &QueueSettings,
     get: &impl Fn(&str) -> Option<String>,
     provision: bool,
 ) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {
     use crate::sqs::{SqsQueueOptions, SqsWorkQueue};
+    let name = &settings.name;
     let sdk = aws_sdk_config(get, "sqs").await?;
     let client = aws_sdk_sqs::Client::new(&sdk);
     let queue_name = format!(
@@ -393,7 +396,10 @@ async fn sqs_queue(
         source,
     };
     let queue = if provision {
-        SqsWorkQueue::provision(client, &queue_name, &SqsQueueOptions::default())
+        let options = SqsQueueOptions::new()
+            .with_visibility_timeout(settings.visibility_timeout)
+            .with_max_receives(settings.max_receives);
+        SqsWorkQueue::provision(client, &queue_name, &options)
             .await
             .map_err(backend)?
     } else {
@@ -406,7 +412,7 @@ async fn sqs_queue(
 
 #[cfg(not(feature = "sqs"))]
 async fn sqs_queue(
-    _name: &str,
+    _settings: &QueueSettings,
     _get: &impl Fn(&str) -> Option<String>,
     _provision: bool,
 ) -> Result<Arc<dyn DeadLetterQueue>, ConfigError> {

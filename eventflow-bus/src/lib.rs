@@ -19,7 +19,10 @@ pub mod sqs;
 pub mod testkit;
 pub mod work_queue;
 
-pub use config::{Adapter, AnyBus, ConfigError, from_env, work_queue_from_env};
+pub use config::{
+    Adapter, AnyBus, ConfigError, from_env, from_lookup, work_queue_from_env,
+    work_queue_from_lookup,
+};
 #[cfg(feature = "eventbridge")]
 pub use eventbridge::{EventBridgeBus, EventBridgeConfig};
 #[cfg(feature = "pubsub")]

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventflow_core::{
-    Aggregate, CommandContext, EventBus, InMemoryBus, Projector, Repository, StreamId,
-    SubscriptionHandle,
+    Aggregate, CommandContext, Projector, Repository, StreamId, SubscriptionHandle,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,8 +18,9 @@ use crate::identity::application::Identity;
 use crate::ordering::domain::Order;
 use crate::ordering::infrastructure::{OrderViews, PriceList};
 use crate::platform::auth::Jwt;
+use crate::platform::backends::Backends;
 use crate::platform::messaging::ContextInfra;
-use crate::platform::server::Shutdown;
+use crate::platform::server::{Service, Shutdown};
 use crate::{
     catalog, identity, inventory, notification, orchestration, ordering, payment, shipping,
 };
@@ -47,8 +47,8 @@ pub struct RunningApp {
     servers: Vec<JoinHandle<()>>,
     /// In a mutex only so the app is `Sync` (a handle's stop function is not); used by `stop`.
     consumers: std::sync::Mutex<Vec<SubscriptionHandle>>,
-    timers: JoinHandle<()>,
-    orders: Arc<Projector<OrderViews>>,
+    timers: Option<JoinHandle<()>>,
+    orders: Option<Arc<Projector<OrderViews>>>,
     contexts: Vec<ContextInfra>,
 }
 
@@ -87,62 +87,20 @@ impl StartError {
 }
 
 impl RunningApp {
-    /// Starts every context and service in this process, on in-memory backends, seeds the
-    /// data, and returns once the catalog is visible to ordering (so the first order can be
-    /// priced).
+    /// Starts the services [`Config::role`] names on the [`Config::backend`], seeds the data
+    /// when it runs them all, and returns once the catalog is visible to ordering (so the first
+    /// order can be priced).
     pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         let (stop, shutdown) = Shutdown::new();
-        let bus: Arc<dyn EventBus> = Arc::new(InMemoryBus::new());
-        let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
-        let mut contexts = Vec::new();
-        let mut infra = |name: &'static str| {
-            let infra = ContextInfra::in_memory(name, Arc::clone(&bus), &shutdown);
-            contexts.push(infra.clone());
-            infra
-        };
-        let (catalog, catalog_started) = catalog::infrastructure::start(&infra("catalog")).await?;
-        let (ordering, ordering_started) =
-            ordering::infrastructure::start(&infra("ordering")).await?;
-        let payment_started =
-            payment::infrastructure::start(&infra("payment"), config.payment_max_order_cents)
-                .await?;
-        let (stock, inventory_started) =
-            inventory::infrastructure::start(&infra("inventory")).await?;
-        let shipping_started = shipping::infrastructure::start(&infra("shipping")).await?;
-        let notification_started =
-            notification::infrastructure::start(&infra("notification")).await?;
-        let (saga_started, timers) =
-            orchestration::infrastructure::start(&infra("saga"), config.step_timeout, &shutdown)
-                .await?;
-        let (identity, identity_started) =
-            identity::infrastructure::start(&infra("identity"), Arc::clone(&jwt)).await?;
-        let started = [
-            catalog_started,
-            ordering_started,
-            payment_started,
-            inventory_started,
-            shipping_started,
-            notification_started,
-            saga_started,
-            identity_started,
-        ];
-        let mut consumers = Vec::new();
-        let mut services = Vec::new();
-        for context in started {
-            consumers.extend(context.consumers);
-            services.push(context.service);
-        }
-
-        seed(&catalog, &identity, &stock, config.seed_stock).await?;
-        wait_until_priced(ordering.prices.projection()).await?;
-
+        let backends = Backends::connect(&config.backend).await?;
+        let contexts = Contexts::start(config, &backends, &shutdown).await?;
         let mut addresses = Vec::new();
         let mut servers = Vec::new();
-        for service in services {
+        for service in contexts.services {
             let name = service.name;
             let addr = SocketAddr::new(config.host, config.port_of(name));
             let (local, task) = service
-                .serve(addr, Arc::clone(&jwt), shutdown.clone())
+                .serve(addr, Arc::clone(&contexts.jwt), shutdown.clone())
                 .await?;
             addresses.push((name, local));
             servers.push(task);
@@ -152,11 +110,40 @@ impl RunningApp {
             addresses,
             stop,
             servers,
-            consumers: std::sync::Mutex::new(consumers),
-            timers,
-            orders: Arc::clone(&ordering.views),
-            contexts,
+            consumers: std::sync::Mutex::new(contexts.consumers),
+            timers: contexts.timers,
+            orders: contexts.orders,
+            contexts: contexts.infra,
         })
+    }
+
+    /// `provision`: creates every context's tables, the bus, every subscription's queue or
+    /// subscription and the work queue, seeds the catalog, stock and users, waits until the
+    /// seed's prices reached ordering, and stops. Running it again changes nothing.
+    #[cfg(feature = "cloud")]
+    pub async fn provision(config: &Config) -> Result<(), StartError> {
+        let (stop, shutdown) = Shutdown::new();
+        let backends = Backends::connect(&config.backend).await?;
+        let Backends::Cloud(cloud) = &backends else {
+            return Err(StartError::wiring(
+                "provision",
+                "provisioning is for the distributed mode (EVENT_BUS_ADAPTER)",
+            ));
+        };
+        cloud.create_tables().await?;
+        let config = Config {
+            role: crate::config::Role::Provision,
+            ..config.clone()
+        };
+        let contexts = Contexts::start(&config, &backends, &shutdown).await?;
+        stop.send_replace(true);
+        for consumer in contexts.consumers {
+            consumer.unsubscribe().await;
+        }
+        if let Some(timers) = contexts.timers {
+            let _ = timers.await;
+        }
+        Ok(())
     }
 
     /// Each service's name and address, in [`SERVICES`](crate::SERVICES) order.
@@ -172,18 +159,19 @@ impl RunningApp {
             .map(|(_, addr)| *addr)
     }
 
-    /// How many orders ordering's read model holds.
-    pub fn order_count(&self) -> usize {
-        self.orders.projection().len()
+    /// How many orders ordering's read model holds (0 when ordering does not run here).
+    pub async fn order_count(&self) -> usize {
+        match &self.orders {
+            Some(orders) => orders.projection().len().await.unwrap_or_default(),
+            None => 0,
+        }
     }
 
     /// The status an order has in ordering's read model (`PENDING`, `COMPLETED`, `CANCELLED`),
     /// without going through HTTP: for load generators that must not add polling load.
-    pub fn order_status(&self, order_id: &str) -> Option<&'static str> {
-        self.orders
-            .projection()
-            .get(order_id)
-            .map(|o| o.status.as_str())
+    pub async fn order_status(&self, order_id: &str) -> Option<&'static str> {
+        let view = self.orders.as_ref()?.projection().get(order_id).await;
+        view.ok().flatten().map(|o| o.status.as_str())
     }
 
     /// Waits, up to `timeout`, until the order is settled (completed or cancelled) in
@@ -196,17 +184,19 @@ impl RunningApp {
     ) -> Option<&'static str> {
         let stream = StreamId::for_aggregate(<Order as Aggregate>::STREAM_TYPE, order_id);
         // Placed is version 1; completed or cancelled is version 2.
-        self.orders.wait_for(&stream, 2, timeout).await.ok()?;
-        self.order_status(order_id)
+        let orders = self.orders.as_ref()?;
+        orders.wait_for(&stream, 2, timeout).await.ok()?;
+        self.order_status(order_id).await
     }
 
     /// Per context: the events its store holds and their payload bytes (what the in-memory
-    /// stores keep; a memory report).
+    /// stores keep, a memory report; empty on the cloud backends).
     pub async fn stored_events(&self) -> Vec<(&'static str, u64, u64)> {
         let mut report = Vec::new();
         for context in &self.contexts {
-            let (events, bytes) = context.stored().await.unwrap_or_default();
-            report.push((context.service, events, bytes));
+            if let Ok(Some((events, bytes))) = context.stored().await {
+                report.push((context.service, events, bytes));
+            }
         }
         report
     }
@@ -225,7 +215,103 @@ impl RunningApp {
         for consumer in consumers {
             consumer.unsubscribe().await;
         }
-        let _ = self.timers.await;
+        if let Some(timers) = self.timers {
+            let _ = timers.await;
+        }
+    }
+}
+
+/// The contexts [`Config::role`] names, started on one set of backends.
+struct Contexts {
+    jwt: Arc<Jwt>,
+    services: Vec<Service>,
+    consumers: Vec<SubscriptionHandle>,
+    timers: Option<JoinHandle<()>>,
+    orders: Option<Arc<Projector<OrderViews>>>,
+    infra: Vec<ContextInfra>,
+}
+
+impl Contexts {
+    async fn start(
+        config: &Config,
+        backends: &Backends,
+        shutdown: &Shutdown,
+    ) -> Result<Contexts, StartError> {
+        let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
+        let runs = |service: &str| config.role.runs(service);
+        let mut infra = Vec::new();
+        let mut context = |name: &'static str| {
+            let context = ContextInfra::new(name, backends, shutdown);
+            infra.push(context.clone());
+            context
+        };
+        let mut started = Vec::new();
+        let mut catalog = None;
+        if runs("catalog") {
+            let (context, s) = catalog::infrastructure::start(&context("catalog")).await?;
+            catalog = Some(context);
+            started.push(s);
+        }
+        let mut ordering = None;
+        if runs("ordering") {
+            let (context, s) = ordering::infrastructure::start(&context("ordering")).await?;
+            ordering = Some(context);
+            started.push(s);
+        }
+        if runs("payment") {
+            let payment = &context("payment");
+            started.push(
+                payment::infrastructure::start(payment, config.payment_max_order_cents).await?,
+            );
+        }
+        let mut stock = None;
+        if runs("inventory") {
+            let (context, s) = inventory::infrastructure::start(&context("inventory")).await?;
+            stock = Some(context);
+            started.push(s);
+        }
+        if runs("shipping") {
+            started.push(shipping::infrastructure::start(&context("shipping")).await?);
+        }
+        if runs("notification") {
+            started.push(notification::infrastructure::start(&context("notification")).await?);
+        }
+        let mut timers = None;
+        if runs("saga") {
+            let saga = &context("saga");
+            let (s, running) =
+                orchestration::infrastructure::start(saga, config.step_timeout, shutdown).await?;
+            timers = Some(running);
+            started.push(s);
+        }
+        let mut identity = None;
+        if runs("identity") {
+            let identity_context = &context("identity");
+            let (context, s) =
+                identity::infrastructure::start(identity_context, Arc::clone(&jwt)).await?;
+            identity = Some(context);
+            started.push(s);
+        }
+        if let (Some(catalog), Some(identity), Some(stock)) = (&catalog, &identity, &stock) {
+            seed(catalog, identity, stock, config.seed_stock).await?;
+        }
+        if let (Some(_), Some(ordering)) = (&catalog, &ordering) {
+            wait_until_priced(ordering.prices.projection()).await?;
+        }
+        let mut consumers = Vec::new();
+        let mut services = Vec::new();
+        for context in started {
+            consumers.extend(context.consumers);
+            services.push(context.service);
+        }
+        Ok(Contexts {
+            jwt,
+            services,
+            consumers,
+            timers,
+            orders: ordering.map(|o| Arc::clone(&o.views)),
+            infra,
+        })
     }
 }
 
@@ -262,14 +348,15 @@ async fn seed(
 
 /// The seed's products reach ordering's price list over the bus; orders are refused until then.
 async fn wait_until_priced(prices: &PriceList) -> Result<(), StartError> {
-    for _ in 0..500 {
-        if prices.len() >= PRODUCTS.len() {
+    // A cloud bus takes a few polls of its queue; memory takes milliseconds.
+    for _ in 0..3_000 {
+        if prices.len().await.unwrap_or_default() >= PRODUCTS.len() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(StartError::Wiring {
         what: "seed",
-        cause: "the catalog did not reach ordering's price list within 5 s".into(),
+        cause: "the catalog did not reach ordering's price list within 30 s".into(),
     })
 }

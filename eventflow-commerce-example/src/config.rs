@@ -1,6 +1,7 @@
 //! Settings: flags override environment variables, which override the defaults. A wrong value
 //! stops the process at start with one line naming the setting.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -45,13 +46,100 @@ pub struct Config {
     /// Stock every seeded product with this many units instead of the seed's own numbers (load
     /// tests).
     pub seed_stock: Option<u64>,
+    /// What this process runs.
+    pub role: Role,
+    /// Where the contexts keep their data and exchange messages.
+    pub backend: Backend,
 }
+
+/// What a process of the app runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// Every service, seeded (no subcommand).
+    All,
+    /// One service of a distributed deployment (`serve <service>`); nothing is seeded.
+    Serve(&'static str),
+    /// Create every table, bus resource, queue and subscription, seed the data, and exit
+    /// (`provision`); running it again changes nothing.
+    Provision,
+}
+
+impl Role {
+    /// Whether this process runs `service`.
+    pub fn runs(self, service: &str) -> bool {
+        match self {
+            Role::All | Role::Provision => true,
+            Role::Serve(one) => one == service,
+        }
+    }
+}
+
+/// Where the contexts keep their data and exchange messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// In memory, in this process (`EVENT_BUS_ADAPTER` unset or `local`).
+    Local,
+    /// DynamoDB, and EventBridge + SQS or Google Pub/Sub (`EVENT_BUS_ADAPTER=eventbridge` or
+    /// `pubsub`): the settings the cloud adapters read, as given.
+    Cloud(CloudSettings),
+}
+
+/// The environment of the cloud backends: [`CLOUD_VARIABLES`] as set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CloudSettings {
+    settings: BTreeMap<String, String>,
+}
+
+impl CloudSettings {
+    /// The value of `variable`, if set and not blank.
+    pub fn get(&self, variable: &str) -> Option<String> {
+        self.settings.get(variable).cloned()
+    }
+
+    /// The events and meta tables of `service`: `EVENTFLOW_TABLE_PREFIX` (default `commerce-`)
+    /// + the service + `-events` / `-meta`.
+    pub fn tables_of(&self, service: &str) -> (String, String) {
+        let prefix = self
+            .get("EVENTFLOW_TABLE_PREFIX")
+            .unwrap_or_else(|| "commerce-".to_owned());
+        (
+            format!("{prefix}{service}-events"),
+            format!("{prefix}{service}-meta"),
+        )
+    }
+}
+
+/// The variables the cloud backends read.
+pub const CLOUD_VARIABLES: [&str; 17] = [
+    "EVENT_BUS_ADAPTER",
+    "EVENT_BUS_NAME",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "PUBSUB_PROJECT_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "PUBSUB_TOPIC",
+    "PUBSUB_EMULATOR_HOST",
+    "EVENTFLOW_RESOURCE_PREFIX",
+    "EVENTFLOW_PROVISION",
+    "EVENTFLOW_TABLE_PREFIX",
+    "WORK_QUEUE_ADAPTER",
+];
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-eventflow-commerce-example: the commerce app, every service in one process, in memory.
+eventflow-commerce-example: the commerce app.
 
-Usage: eventflow-commerce-example [options]
+Usage: eventflow-commerce-example [options]                  every service in this process
+       eventflow-commerce-example [options] serve <service>  one service (distributed mode)
+       eventflow-commerce-example [options] provision        create tables, bus resources and
+                                                             queues, seed the data, exit
 
 Options (each also read from the environment variable in brackets):
   --host ADDR                 address to listen on [HOST] (default 127.0.0.1)
@@ -64,6 +152,18 @@ Options (each also read from the environment variable in brackets):
   --saga-step-timeout-ms N    saga step deadline [SAGA_STEP_TIMEOUT_MS] (default 10000)
   --log-format json|pretty    [LOG_FORMAT] (default json); --pretty is --log-format pretty
   -h, --help                  this text
+
+Backends (environment only):
+  EVENT_BUS_ADAPTER           local (default: in memory, one process), eventbridge or pubsub;
+                              the last two keep every context's data in DynamoDB and need
+                              the `cloud` feature, JWT_SECRET and AWS_REGION
+  EVENT_BUS_NAME              eventbridge: the bus
+  PUBSUB_PROJECT_ID           pubsub: the project (PUBSUB_TOPIC, PUBSUB_EMULATOR_HOST)
+  AWS_ENDPOINT_URL            an emulator for every AWS service (moto);
+  AWS_ENDPOINT_URL_DYNAMODB   one for DynamoDB only
+  EVENTFLOW_TABLE_PREFIX      table names: <prefix><service>-events|-meta (default commerce-)
+  EVENTFLOW_RESOURCE_PREFIX   prefix of queue, rule and subscription names
+  EVENTFLOW_PROVISION         false: never create bus resources at start (use `provision`)
 ";
 
 /// What the command line asked for.
@@ -83,10 +183,24 @@ impl Config {
         args: impl IntoIterator<Item = String>,
     ) -> Result<Parsed, String> {
         let mut settings: Vec<(String, String)> = Vec::new();
+        let mut role = Role::All;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(Parsed::Help),
+                "serve" if role == Role::All => {
+                    let service = args.next().ok_or_else(|| {
+                        format!("serve needs a service: one of {}", SERVICES.join(", "))
+                    })?;
+                    let known = SERVICES.iter().find(|s| **s == service).ok_or_else(|| {
+                        format!(
+                            "serve {service:?}: not a service; use one of {}",
+                            SERVICES.join(", ")
+                        )
+                    })?;
+                    role = Role::Serve(known);
+                }
+                "provision" if role == Role::All => role = Role::Provision,
                 "--pretty" => settings.push(("LOG_FORMAT".into(), "pretty".into())),
                 flag if flag.starts_with("--") => {
                     let (name, value) = match flag.split_once('=') {
@@ -156,11 +270,22 @@ impl Config {
                 bad.0.to_ascii_lowercase().replace('_', "-")
             ));
         }
+        let backend = backend(&get)?;
+        if role != Role::All && backend == Backend::Local {
+            return Err(
+                "serve and provision are for the distributed mode: set EVENT_BUS_ADAPTER to \
+                 eventbridge or pubsub (in memory, every service runs in one process)"
+                    .into(),
+            );
+        }
         let (jwt_secret, dev_secret) = match get("JWT_SECRET") {
             Some(secret) if secret.len() < 32 => {
                 return Err("JWT_SECRET must be at least 32 characters".into());
             }
             Some(secret) => (secret, false),
+            None if backend != Backend::Local => {
+                return Err("JWT_SECRET is required outside the in-memory dev mode".into());
+            }
             None => (DEV_JWT_SECRET.to_owned(), true),
         };
         let log_format = match get("LOG_FORMAT").as_deref() {
@@ -181,6 +306,8 @@ impl Config {
             )?,
             log_format,
             seed_stock: None,
+            role,
+            backend,
             step_timeout: Duration::from_millis(number(
                 "SAGA_STEP_TIMEOUT_MS",
                 get("SAGA_STEP_TIMEOUT_MS"),
@@ -211,6 +338,53 @@ impl Config {
             .position(|s| *s == service)
             .map_or(0, |i| self.ports[i])
     }
+}
+
+/// The backend the environment names; a missing required variable is named.
+fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
+    let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+    let adapter = value("EVENT_BUS_ADAPTER").map(|a| a.trim().to_ascii_lowercase());
+    let required: &[&str] = match adapter.as_deref() {
+        None | Some("local") => return Ok(Backend::Local),
+        Some("eventbridge") => &["EVENT_BUS_NAME"],
+        Some("pubsub") => &[],
+        Some(other) => {
+            return Err(format!(
+                "EVENT_BUS_ADAPTER={other:?} is not an adapter: use local, eventbridge or pubsub"
+            ));
+        }
+    };
+    if !cfg!(feature = "cloud") {
+        return Err(format!(
+            "EVENT_BUS_ADAPTER={} needs the cloud backends: build with --features cloud",
+            adapter.unwrap_or_default()
+        ));
+    }
+    for variable in required {
+        if value(variable).is_none() {
+            return Err(format!(
+                "{variable} is required with EVENT_BUS_ADAPTER=eventbridge"
+            ));
+        }
+    }
+    if adapter.as_deref() == Some("pubsub")
+        && value("PUBSUB_PROJECT_ID")
+            .or_else(|| value("GOOGLE_CLOUD_PROJECT"))
+            .is_none()
+    {
+        return Err("PUBSUB_PROJECT_ID is required with EVENT_BUS_ADAPTER=pubsub".into());
+    }
+    if value("AWS_REGION")
+        .or_else(|| value("AWS_DEFAULT_REGION"))
+        .is_none()
+    {
+        return Err("AWS_REGION is required outside the in-memory dev mode (DynamoDB)".into());
+    }
+    let settings = CLOUD_VARIABLES
+        .iter()
+        .filter_map(|name| value(name).map(|v| ((*name).to_owned(), v.trim().to_owned())))
+        .collect();
+    Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
 const KNOWN: [&str; 6] = [

@@ -32,5 +32,5 @@ mod platform;
 mod shipping;
 
 pub use app::{RunningApp, StartError};
-pub use config::{Config, Parsed, SERVICES, USAGE};
+pub use config::{Backend, CLOUD_VARIABLES, CloudSettings, Config, Parsed, Role, SERVICES, USAGE};
 pub use platform::logging::{LogFormat, init as init_logging};

@@ -1,9 +1,10 @@
-//! The commerce app, every service in one process: `cargo run -p eventflow-commerce-example`
-//! (`--help` for the settings).
+//! The commerce app: every service in one process (`cargo run -p eventflow-commerce-example`), one
+//! service of a distributed deployment (`serve <service>`), or its provisioning (`provision`);
+//! `--help` for the settings.
 
 use std::process::ExitCode;
 
-use eventflow_commerce_example::{Config, Parsed, RunningApp, USAGE, init_logging};
+use eventflow_commerce_example::{Backend, Config, Parsed, Role, RunningApp, USAGE, init_logging};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,6 +20,9 @@ async fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    if config.role == Role::Provision {
+        return provision(&config).await;
+    }
     let app = match RunningApp::start(&config).await {
         Ok(app) => app,
         Err(error) => {
@@ -38,11 +42,42 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+#[cfg(feature = "cloud")]
+async fn provision(config: &Config) -> ExitCode {
+    match RunningApp::provision(config).await {
+        Ok(()) => {
+            tracing::info!("provisioned: tables, bus, queues and subscriptions exist; data seeded");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(%error, "provisioning failed");
+            eprintln!("eventflow-commerce-example: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(not(feature = "cloud"))]
+async fn provision(_config: &Config) -> ExitCode {
+    eprintln!(
+        "eventflow-commerce-example: provision needs the cloud backends: build with --features cloud"
+    );
+    ExitCode::from(2)
+}
+
 /// What a newcomer needs to try the app.
 fn banner(config: &Config, app: &RunningApp) -> String {
-    let mut text = String::from(
-        "\neventflow commerce example: every service in this process, in memory (dev mode)\n\n",
-    );
+    let mut text = match (&config.backend, config.role) {
+        (Backend::Local, _) => String::from(
+            "\neventflow commerce example: every service in this process, in memory (dev mode)\n\n",
+        ),
+        (_, Role::Serve(service)) => {
+            format!("\neventflow commerce example: the {service} service (distributed mode)\n\n")
+        }
+        _ => String::from(
+            "\neventflow commerce example: every service in this process, on DynamoDB and the cloud bus\n\n",
+        ),
+    };
     for (service, addr) in app.addresses() {
         text.push_str(&format!("  {service:<13} http://{addr}\n"));
     }
@@ -50,13 +85,12 @@ fn banner(config: &Config, app: &RunningApp) -> String {
     if config.dev_secret {
         text.push_str("  JWT: signed with a DEVELOPMENT secret; set JWT_SECRET (32+ characters) for anything real\n");
     }
-    let identity = app
-        .address("identity")
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    text.push_str(&format!(
-        "\n  try: curl -s -X POST http://{identity}/auth/login -H 'content-type: application/json' \\\n         -d '{{\"username\":\"user@example.com\",\"password\":\"password\"}}'\n\n  Ctrl-C stops it.\n\n"
-    ));
+    if let Some(identity) = app.address("identity") {
+        text.push_str(&format!(
+            "\n  try: curl -s -X POST http://{identity}/auth/login -H 'content-type: application/json' \\\n         -d '{{\"username\":\"user@example.com\",\"password\":\"password\"}}'\n"
+        ));
+    }
+    text.push_str("\n  Ctrl-C stops it.\n\n");
     text
 }
 

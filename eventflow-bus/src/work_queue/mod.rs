@@ -71,6 +71,13 @@ impl QueueSettings {
     }
 }
 
+/// [`QueueSettings::new`]: a queue with the default settings.
+impl From<&str> for QueueSettings {
+    fn from(name: &str) -> Self {
+        QueueSettings::new(name)
+    }
+}
+
 /// The handle of one receive of a message: acknowledge or change the visibility with it. A later
 /// receive of the same message gets a new receipt.
 #[derive(Clone, PartialEq, Eq, Hash)]

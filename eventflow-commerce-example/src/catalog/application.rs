@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use eventflow_core::{CommandContext, CommandError, Projector, Repository};
+use eventflow_core::{CommandContext, CommandError, Projector, Repository, Result};
 
 use super::domain::{Product, ProductCommand, ProductError};
 use super::infrastructure::CatalogView;
@@ -27,11 +27,11 @@ impl Catalog {
             .map(drop)
     }
 
-    pub(crate) fn all(&self) -> Vec<ProductListed> {
-        self.view.projection().products.select(|_| true)
+    pub(crate) async fn all(&self) -> Result<Vec<ProductListed>> {
+        self.view.projection().products.select(|_| true).await
     }
 
-    pub(crate) fn get(&self, product_id: &str) -> Option<ProductListed> {
-        self.view.projection().products.get(product_id)
+    pub(crate) async fn get(&self, product_id: &str) -> Result<Option<ProductListed>> {
+        self.view.projection().products.get(product_id).await
     }
 }

@@ -39,9 +39,13 @@ impl From<ProductListed> for ProductView {
 
 /// Every product for sale.
 #[utoipa::path(get, path = "/catalog", tag = "catalog",
-    responses((status = 200, description = "The catalog", body = [ProductView])))]
-async fn list(State(catalog): State<Arc<Catalog>>) -> Json<Vec<ProductView>> {
-    Json(catalog.all().into_iter().map(ProductView::from).collect())
+    responses(
+        (status = 200, description = "The catalog", body = [ProductView]),
+        (status = 503, description = "The catalog's store is unavailable", body = ErrorBody),
+    ))]
+async fn list(State(catalog): State<Arc<Catalog>>) -> Result<Json<Vec<ProductView>>, ApiError> {
+    let products = catalog.all().await.map_err(|e| ApiError::store(&e))?;
+    Ok(Json(products.into_iter().map(ProductView::from).collect()))
 }
 
 /// One product.
@@ -57,6 +61,8 @@ async fn get_one(
 ) -> Result<Json<ProductView>, ApiError> {
     catalog
         .get(&product_id)
+        .await
+        .map_err(|e| ApiError::store(&e))?
         .map(|p| Json(p.into()))
         .ok_or_else(|| ApiError::not_found(format!("no product {product_id}")))
 }

@@ -13,7 +13,7 @@ use crate::contract::{ProductListed, events};
 use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct CatalogView {
     pub(crate) products: Documents<ProductListed>,
 }
@@ -28,13 +28,11 @@ impl Projection for CatalogView {
 
     async fn apply(&self, id: &str, event: &Envelope<ProductEvent>) -> Result<()> {
         let ProductEvent::ProductListed(listing) = &event.event;
-        self.products.put(id, listing.clone());
-        Ok(())
+        self.products.put(id, listing.clone()).await
     }
 
     async fn reset(&self) -> Result<()> {
-        self.products.clear();
-        Ok(())
+        self.products.clear().await
     }
 }
 
@@ -42,7 +40,9 @@ impl Projection for CatalogView {
 pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Catalog>, Started), StartError> {
     let catalog = Arc::new(Catalog {
         products: infra.repository(true),
-        view: infra.projector(CatalogView::default()),
+        view: infra.projector(CatalogView {
+            products: infra.documents("catalog-products"),
+        }),
     });
     let view = infra
         .project(

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_bus::{
-    DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
-};
+use eventflow_bus::{QueueSettings, WorkQueue, Worker, WorkerOptions};
 use eventflow_core::Subscription;
 
 use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
@@ -20,11 +18,13 @@ const VISIBILITY: Duration = Duration::from_secs(30);
 const MAX_RECEIVES: u32 = 5;
 
 pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
-    let queue = Arc::new(InMemoryWorkQueue::new(
-        QueueSettings::new("notifications")
-            .with_visibility_timeout(VISIBILITY)
-            .with_max_receives(Some(MAX_RECEIVES)),
-    ));
+    let queue = infra
+        .work_queue(
+            QueueSettings::new("notifications")
+                .with_visibility_timeout(VISIBILITY)
+                .with_max_receives(Some(MAX_RECEIVES)),
+        )
+        .await?;
     let log = Arc::new(infra.repository(false));
     let settled = of_types(&[events::ORDER_COMPLETED, events::ORDER_CANCELLED]).source("ordering");
     let rule = infra
@@ -44,10 +44,7 @@ pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
         .start()
         .map_err(|e| StartError::wiring(infra.service, e))?;
     Ok(Started {
-        service: infra.service(super::http::routes(NotificationState {
-            log,
-            queue: queue as Arc<dyn DeadLetterQueue>,
-        })),
+        service: infra.service(super::http::routes(NotificationState { log, queue })),
         consumers: vec![rule, worker],
     })
 }

@@ -35,6 +35,9 @@ pub(crate) enum PlaceError {
     /// The idempotency key was used for a different order.
     #[error("the Idempotency-Key was used for a different order ({0})")]
     KeyReused(String),
+    /// Ordering's own data could not be read or written.
+    #[error(transparent)]
+    Store(eventflow_core::Error),
     #[error("{0}")]
     Internal(String),
 }
@@ -70,7 +73,7 @@ impl Ordering {
         idempotency_key: Option<&str>,
         request: &RequestContext,
     ) -> Result<Placed, PlaceError> {
-        let placed = self.price(Uuid::now_v7().to_string(), &order)?;
+        let placed = self.price(Uuid::now_v7().to_string(), &order).await?;
         let mut context =
             CommandContext::new().with_metadata(request.metadata(Some(&order.customer_id)));
         if let Some(key) = idempotency_key {
@@ -103,6 +106,7 @@ impl Ordering {
             Err(CommandError::Rejected(OrderError::NoLines)) => {
                 return Err(invalid("items", "an order needs at least one line"));
             }
+            Err(CommandError::Store(error)) => return Err(PlaceError::Store(error)),
             Err(other) => return Err(PlaceError::Internal(other.to_string())),
         };
         let Some(OrderEvent::OrderPlaced(recorded)) = executed.events.first().map(|e| &e.event)
@@ -130,7 +134,7 @@ impl Ordering {
     }
 
     /// The order as recorded, priced from ordering's price list.
-    fn price(&self, order_id: String, order: &NewOrder) -> Result<PlacedOrder, PlaceError> {
+    async fn price(&self, order_id: String, order: &NewOrder) -> Result<PlacedOrder, PlaceError> {
         if order.lines.is_empty() {
             return Err(invalid("items", "an order needs at least one line"));
         }
@@ -150,7 +154,11 @@ impl Ordering {
                     format!("must be between 1 and {MAX_QUANTITY}"),
                 ));
             }
-            let unit_price_cents = prices.price_of(product_id).ok_or_else(|| {
+            let unit_price_cents = prices
+                .price_of(product_id)
+                .await
+                .map_err(PlaceError::Store)?;
+            let unit_price_cents = unit_price_cents.ok_or_else(|| {
                 invalid(
                     format!("items[{i}].productId"),
                     format!("no product {product_id:?} in the catalog"),
@@ -177,22 +185,29 @@ impl Ordering {
     }
 
     /// The customer's order, from the view. Another customer's order is not found.
-    pub(crate) fn get(&self, order_id: &str, customer_id: &str) -> Option<OrderView> {
-        self.views
+    pub(crate) async fn get(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+    ) -> eventflow_core::Result<Option<OrderView>> {
+        Ok(self
+            .views
             .projection()
             .get(order_id)
-            .filter(|o| o.customer_id == customer_id)
+            .await?
+            .filter(|o| o.customer_id == customer_id))
     }
 
-    pub(crate) fn list(
+    pub(crate) async fn list(
         &self,
         customer_id: &str,
         offset: usize,
         limit: usize,
-    ) -> (Vec<OrderView>, usize) {
+    ) -> eventflow_core::Result<(Vec<OrderView>, usize)> {
         self.views
             .projection()
             .of_customer(customer_id, offset, limit)
+            .await
     }
 }
 

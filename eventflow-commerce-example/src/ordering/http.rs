@@ -117,6 +117,7 @@ async fn create(
             }
             PlaceError::KeyReused(_) => ApiError::conflict(e.to_string()),
             PlaceError::Internal(cause) => ApiError::internal(cause),
+            PlaceError::Store(error) => ApiError::store(&error),
         })?;
     if placed.created {
         tracing::info!(order_id = %placed.order_id, "order placed");
@@ -127,6 +128,8 @@ async fn create(
         .views
         .projection()
         .get(&placed.order_id)
+        .await
+        .map_err(|e| ApiError::store(&e))?
         .map_or(OrderStatus::Pending, |o| o.status);
     let location = HeaderValue::from_str(&format!("/orders/{}", placed.order_id))
         .map_err(ApiError::internal)?;
@@ -157,6 +160,8 @@ async fn get_one(
 ) -> Result<Json<OrderView>, ApiError> {
     ordering
         .get(&order_id, &customer_id)
+        .await
+        .map_err(|e| ApiError::store(&e))?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))
 }
@@ -206,7 +211,10 @@ async fn list(
         ));
     }
     let offset = (number as usize - 1).saturating_mul(size as usize);
-    let (items, total) = ordering.list(&customer_id, offset, size as usize);
+    let (items, total) = ordering
+        .list(&customer_id, offset, size as usize)
+        .await
+        .map_err(|e| ApiError::store(&e))?;
     Ok(Json(OrderPage {
         items,
         page: number,

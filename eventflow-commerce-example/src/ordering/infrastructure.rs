@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::{Envelope, Projection, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::application::{Ordering, participant};
@@ -19,7 +19,7 @@ use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
 
 /// An order as queries see it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OrderView {
     pub(crate) order_id: String,
@@ -36,35 +36,35 @@ pub(crate) struct OrderView {
 }
 
 /// The projected orders, by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct OrderViews {
     orders: Documents<OrderView>,
 }
 
 impl OrderViews {
-    pub(crate) fn get(&self, order_id: &str) -> Option<OrderView> {
-        self.orders.get(order_id)
+    pub(crate) async fn get(&self, order_id: &str) -> Result<Option<OrderView>> {
+        self.orders.get(order_id).await
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.orders.len()
+    pub(crate) async fn len(&self) -> Result<usize> {
+        self.orders.len().await
     }
 
     /// A customer's orders, newest first: `(page, total)`.
-    pub(crate) fn of_customer(
+    pub(crate) async fn of_customer(
         &self,
         customer_id: &str,
         offset: usize,
         limit: usize,
-    ) -> (Vec<OrderView>, usize) {
-        let mut mine = self.orders.select(|o| o.customer_id == customer_id);
+    ) -> Result<(Vec<OrderView>, usize)> {
+        let mut mine = self.orders.select(|o| o.customer_id == customer_id).await?;
         mine.sort_by(|a, b| {
             b.created_at
                 .cmp(&a.created_at)
                 .then_with(|| b.order_id.cmp(&a.order_id))
         });
         let total = mine.len();
-        (mine.into_iter().skip(offset).take(limit).collect(), total)
+        Ok((mine.into_iter().skip(offset).take(limit).collect(), total))
     }
 }
 
@@ -79,53 +79,63 @@ impl Projection for OrderViews {
     async fn apply(&self, id: &str, event: &Envelope<OrderEvent>) -> Result<()> {
         let at = event.recorded_at;
         match &event.event {
-            OrderEvent::OrderPlaced(placed) => self.orders.put(
-                id,
-                OrderView {
-                    order_id: placed.order_id.clone(),
-                    customer_id: placed.customer_id.clone(),
-                    status: OrderStatus::Pending,
-                    items: placed.items.clone(),
-                    total_cents: placed.total_cents,
-                    shipping_address: placed.shipping_address.clone(),
-                    cancellation_reason: None,
-                    created_at: at,
-                    updated_at: at,
-                },
-            ),
+            OrderEvent::OrderPlaced(placed) => {
+                self.orders
+                    .put(
+                        id,
+                        OrderView {
+                            order_id: placed.order_id.clone(),
+                            customer_id: placed.customer_id.clone(),
+                            status: OrderStatus::Pending,
+                            items: placed.items.clone(),
+                            total_cents: placed.total_cents,
+                            shipping_address: placed.shipping_address.clone(),
+                            cancellation_reason: None,
+                            created_at: at,
+                            updated_at: at,
+                        },
+                    )
+                    .await
+            }
             // The projector applies a stream's events in order: the order is there.
-            OrderEvent::OrderCompleted(_) => self.orders.update(id, |view| {
-                view.status = OrderStatus::Completed;
-                view.updated_at = at;
-            }),
-            OrderEvent::OrderCancelled(settled) => self.orders.update(id, |view| {
-                view.status = OrderStatus::Cancelled;
-                view.cancellation_reason.clone_from(&settled.reason);
-                view.updated_at = at;
-            }),
+            OrderEvent::OrderCompleted(_) => {
+                self.orders
+                    .update(id, |view| {
+                        view.status = OrderStatus::Completed;
+                        view.updated_at = at;
+                    })
+                    .await
+            }
+            OrderEvent::OrderCancelled(settled) => {
+                self.orders
+                    .update(id, |view| {
+                        view.status = OrderStatus::Cancelled;
+                        view.cancellation_reason.clone_from(&settled.reason);
+                        view.updated_at = at;
+                    })
+                    .await
+            }
         }
-        Ok(())
     }
 
     async fn reset(&self) -> Result<()> {
-        self.orders.clear();
-        Ok(())
+        self.orders.clear().await
     }
 }
 
 /// Ordering's copy of the catalog's prices, projected from `ProductListed`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PriceList {
     prices: Documents<u64>,
 }
 
 impl PriceList {
-    pub(crate) fn price_of(&self, product_id: &str) -> Option<u64> {
-        self.prices.get(product_id)
+    pub(crate) async fn price_of(&self, product_id: &str) -> Result<Option<u64>> {
+        self.prices.get(product_id).await
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.prices.len()
+    pub(crate) async fn len(&self) -> Result<usize> {
+        self.prices.len().await
     }
 }
 
@@ -141,13 +151,11 @@ impl Projection for PriceList {
 
     async fn apply(&self, id: &str, event: &Envelope<ProductEvent>) -> Result<()> {
         let ProductEvent::ProductListed(listing) = &event.event;
-        self.prices.put(id, listing.price_cents);
-        Ok(())
+        self.prices.put(id, listing.price_cents).await
     }
 
     async fn reset(&self) -> Result<()> {
-        self.prices.clear();
-        Ok(())
+        self.prices.clear().await
     }
 }
 
@@ -156,8 +164,12 @@ impl Projection for PriceList {
 pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Ordering>, Started), StartError> {
     let ordering = Arc::new(Ordering {
         orders: infra.repository(true),
-        views: infra.projector(OrderViews::default()),
-        prices: infra.projector(PriceList::default()),
+        views: infra.projector(OrderViews {
+            orders: infra.documents("ordering-orders"),
+        }),
+        prices: infra.projector(PriceList {
+            prices: infra.documents("ordering-prices"),
+        }),
         relay: Arc::clone(&infra.relay),
     });
     let own_events = of_types(&[

@@ -83,6 +83,17 @@ impl ApiError {
         )
     }
 
+    /// A read or write of the context's own data failed: 503 when it is worth retrying (the
+    /// database is unreachable or throttling), 500 otherwise.
+    pub(crate) fn store(error: &eventflow_core::Error) -> Self {
+        if matches!(error, eventflow_core::Error::Transient { .. }) {
+            tracing::warn!(%error, "the context's data store is unavailable");
+            Self::unavailable("the service's data store is unavailable; retry shortly")
+        } else {
+            Self::internal(error)
+        }
+    }
+
     /// 503: a dependency did not answer in time.
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)

@@ -1,20 +1,23 @@
-//! Bus plumbing a context needs: its own event store with an outbox relayed to the shared bus,
-//! and message handlers that run in the context's span (service + correlation id in every log
-//! line) and relay at once what they recorded.
+//! Persistence and bus plumbing a context needs: its own event store with an outbox relayed to
+//! the shared bus, its snapshots, checkpoints and read models, and message handlers that run in
+//! the context's span (service + correlation id in every log line) and relay at once what they
+//! recorded. [`Backends`] decides where all of it lives.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use eventflow_bus::{DeadLetterQueue, QueueSettings};
 use eventflow_core::{
     Aggregate, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed, HandlerError,
-    InMemoryCheckpointStore, InMemoryEventStore, InMemorySnapshotStore, MessageHandler,
-    OutboxRelay, Projection, Projector, Repository, SnapshotPolicy, SnapshotStore, StreamId,
-    Subscription, SubscriptionHandle,
+    InMemoryEventStore, MessageHandler, OutboxRelay, Projection, Projector, Repository,
+    SnapshotPolicy, SnapshotStore, StreamId, Subscription, SubscriptionHandle,
 };
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
+use super::backends::{Backends, Persistence};
+use super::read_model::{DocumentStore, Documents};
 use super::server::{ReadyCheck, Service, Shutdown};
 use crate::app::StartError;
 
@@ -32,35 +35,61 @@ const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) struct ContextInfra {
     pub(crate) service: &'static str,
     pub(crate) store: Arc<dyn EventStore>,
-    /// The same store, for what only the in-memory one offers (its global feed, for reports).
-    feed: Arc<InMemoryEventStore>,
+    /// The same store when it is the in-memory one, for its global feed (memory reports).
+    feed: Option<Arc<InMemoryEventStore>>,
     snapshots: Arc<dyn SnapshotStore>,
     checkpoints: Arc<dyn CheckpointStore>,
+    /// Where read models are kept: `None` in memory.
+    documents: Option<Arc<dyn DocumentStore>>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) relay: Arc<OutboxRelay>,
+    backends: Backends,
 }
 
 impl ContextInfra {
-    /// In memory: a fresh store for the context, relayed to `bus` with the context's name as the
-    /// messages' source. The relay runs until `shutdown`.
-    pub(crate) fn in_memory(
-        service: &'static str,
-        bus: Arc<dyn EventBus>,
-        shutdown: &Shutdown,
-    ) -> Self {
-        let store = Arc::new(InMemoryEventStore::new());
-        let relay = Arc::new(OutboxRelay::new(store.clone(), Arc::clone(&bus), service));
+    /// The context's store, snapshots, checkpoints and read models on `backends`, its outbox
+    /// relayed to the shared bus with the context's name as the messages' source. The relay runs
+    /// until `shutdown`.
+    pub(crate) fn new(service: &'static str, backends: &Backends, shutdown: &Shutdown) -> Self {
+        let bus = backends.bus();
+        let Persistence {
+            store,
+            outbox,
+            feed,
+            snapshots,
+            checkpoints,
+            documents,
+        } = backends.persistence(service);
+        let relay = Arc::new(OutboxRelay::new(outbox, Arc::clone(&bus), service));
         let relaying = Arc::clone(&relay);
         let stop = shutdown.clone();
         tokio::spawn(async move { relaying.run(RELAY_INTERVAL, stop.wait()).await });
         ContextInfra {
             service,
-            feed: Arc::clone(&store),
             store,
-            snapshots: Arc::new(InMemorySnapshotStore::new()),
-            checkpoints: Arc::new(InMemoryCheckpointStore::new()),
+            feed,
+            snapshots,
+            checkpoints,
+            documents,
             bus,
             relay,
+            backends: backends.clone(),
+        }
+    }
+
+    /// The work queue `settings` names, on this context's backends.
+    pub(crate) async fn work_queue(
+        &self,
+        settings: QueueSettings,
+    ) -> Result<Arc<dyn DeadLetterQueue>, StartError> {
+        self.backends.work_queue(settings).await
+    }
+
+    /// The read-model collection `collection` of this context.
+    pub(crate) fn documents<T>(&self, collection: &str) -> Documents<T> {
+        match &self.documents {
+            None => Documents::in_memory(),
+            Some(store) => Documents::durable(Arc::clone(store), collection),
         }
     }
 
@@ -131,13 +160,17 @@ impl ContextInfra {
         })
     }
 
-    /// How many events the context's store holds and their payload bytes.
-    pub(crate) async fn stored(&self) -> eventflow_core::Result<(u64, u64)> {
+    /// How many events the context's store holds and their payload bytes (in memory only:
+    /// `None` elsewhere).
+    pub(crate) async fn stored(&self) -> eventflow_core::Result<Option<(u64, u64)>> {
+        let Some(feed) = &self.feed else {
+            return Ok(None);
+        };
         let (mut events, mut bytes, mut from) = (0, 0, 1);
         loop {
-            let page = self.feed.read_all(from, 1_000).await?;
+            let page = feed.read_all(from, 1_000).await?;
             let Some(last) = page.last() else {
-                return Ok((events, bytes));
+                return Ok(Some((events, bytes)));
             };
             from = last.position.unwrap_or(from) + 1;
             events += page.len() as u64;

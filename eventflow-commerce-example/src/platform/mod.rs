@@ -3,6 +3,9 @@
 //! handlers that run in the context's span).
 
 pub(crate) mod auth;
+pub(crate) mod backends;
+#[cfg(feature = "cloud")]
+pub(crate) mod cloud;
 pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod logging;

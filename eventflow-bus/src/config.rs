@@ -11,6 +11,7 @@
 //! | `PUBSUB_EMULATOR_HOST` | pubsub | `host:port` of the emulator; no credentials then |
 //! | `EVENTFLOW_RESOURCE_PREFIX` | eventbridge, sqs | prefix of rule and queue names |
 //! | `EVENTFLOW_PROVISION` | all | `false`: use existing rules, queues, topics, subscriptions |
+//! | `EVENTFLOW_SQS_WAIT_SECONDS` | eventbridge | one receive's long poll, 0-20 (default 10): bounds a graceful stop |
 //! | `WORK_QUEUE_ADAPTER` | work queue | `local` (default) or `sqs` |
 //!
 //! Credentials come from each SDK's default chain (environment, profile, instance or workload
@@ -29,6 +30,10 @@ use crate::work_queue::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings};
 
 /// The adapter variable.
 pub const ADAPTER_VAR: &str = "EVENT_BUS_ADAPTER";
+/// How long, in whole seconds (0-20, default 10), one receive of an EventBridge subscription's SQS
+/// queue waits for messages. Stopping a consumer lets the receive in progress finish, so this also
+/// bounds how long a graceful stop takes.
+pub const SQS_WAIT_VAR: &str = "EVENTFLOW_SQS_WAIT_SECONDS";
 /// The work queue adapter variable.
 pub const WORK_QUEUE_ADAPTER_VAR: &str = "WORK_QUEUE_ADAPTER";
 
@@ -274,9 +279,23 @@ async fn eventbridge(
         hint: "the EventBridge event bus to publish to",
     })?;
     let sdk = aws_sdk_config(get, "eventbridge").await?;
-    let config = EventBridgeConfig::new(bus_name)
+    let mut config = EventBridgeConfig::new(bus_name)
         .with_resource_prefix(get("EVENTFLOW_RESOURCE_PREFIX").unwrap_or_default())
         .with_provision(provision);
+    if let Some(seconds) = get(SQS_WAIT_VAR) {
+        match seconds.parse::<u64>() {
+            Ok(seconds @ 0..=20) => {
+                config = config.with_wait_time(std::time::Duration::from_secs(seconds));
+            }
+            _ => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: SQS_WAIT_VAR,
+                    value: seconds,
+                    reason: "expected whole seconds from 0 to 20 (SQS's long-poll limit)".into(),
+                });
+            }
+        }
+    }
     let bus = EventBridgeBus::from_sdk_config(&sdk, config);
     if provision {
         bus.ensure_event_bus()
@@ -473,6 +492,24 @@ mod tests {
             .await
             .expect_err("missing");
         assert!(error.to_string().contains("PUBSUB_PROJECT_ID"), "{error}");
+        let error = from_lookup(env(&[
+            (ADAPTER_VAR, "eventbridge"),
+            ("EVENT_BUS_NAME", "bus"),
+            ("AWS_REGION", "us-east-1"),
+            (SQS_WAIT_VAR, "30"),
+        ]))
+        .await
+        .expect_err("bad wait");
+        assert!(
+            matches!(
+                error,
+                ConfigError::InvalidSetting {
+                    setting: SQS_WAIT_VAR,
+                    ..
+                }
+            ),
+            "{error}"
+        );
         let error = from_lookup(env(&[("EVENTFLOW_PROVISION", "maybe")]))
             .await
             .expect_err("bad");

@@ -112,7 +112,7 @@ impl CloudSettings {
 }
 
 /// The variables the cloud backends read.
-pub const CLOUD_VARIABLES: [&str; 17] = [
+pub const CLOUD_VARIABLES: [&str; 18] = [
     "EVENT_BUS_ADAPTER",
     "EVENT_BUS_NAME",
     "AWS_REGION",
@@ -130,6 +130,7 @@ pub const CLOUD_VARIABLES: [&str; 17] = [
     "EVENTFLOW_PROVISION",
     "EVENTFLOW_TABLE_PREFIX",
     "WORK_QUEUE_ADAPTER",
+    "EVENTFLOW_SQS_WAIT_SECONDS",
 ];
 
 /// The `--help` text.

@@ -24,7 +24,7 @@ use crate::event::{DomainEvent, Upcasters};
 use crate::feed::GlobalFeed;
 use crate::memory::InMemoryCheckpointStore;
 use crate::outbox::message_to_event;
-use crate::repository::Envelope;
+use crate::repository::{Envelope, Executed};
 use crate::store::{RecordedEvent, StreamId};
 
 /// A read model fed by the events of one aggregate type.
@@ -171,34 +171,88 @@ impl<P: Projection> Projector<P> {
     ///
     /// An event that arrives before its predecessor is refused with [`Error::OutOfOrder`] and
     /// nothing is applied: the feed or bus delivers it again later, after the gap is filled.
+    ///
+    /// Several instances of one projector (competing consumers of one queue, sharing a durable
+    /// checkpoint store) stay in step: before applying, the projector reads the stored
+    /// checkpoint, not only what this instance has seen.
     pub async fn apply(&self, recorded: RecordedEvent) -> Result<Applied> {
         let Some(id) = recorded.stream_id.as_str().strip_prefix(&self.prefix) else {
             return Ok(Applied::OtherStream);
         };
         let id = id.to_owned();
         let _one_at_a_time = self.gate.lock().await;
-        let last = self.applied_version(&recorded.stream_id).await?;
-        if recorded.version <= last {
-            return Ok(Applied::AlreadyApplied);
-        }
-        if recorded.version > last + 1 {
-            return Err(Error::OutOfOrder {
-                stream: recorded.stream_id,
-                expected: last + 1,
-                actual: recorded.version,
-            });
+        if let Some(skipped) = self.admit(&recorded.stream_id, recorded.version).await? {
+            return Ok(skipped);
         }
         let event = self.upcasters.decode(&recorded)?;
         let envelope = Envelope::from_recorded(recorded, event);
-        self.projection.apply(&id, &envelope).await?;
-        let name = self.projection.name();
-        let stream = envelope.stream_id;
-        self.checkpoints
-            .save(name, stream.as_str(), envelope.version)
-            .await?;
-        self.applied().insert(stream, envelope.version);
-        self.progress.send_modify(|n| *n += 1);
+        self.apply_admitted(&id, &envelope).await?;
         Ok(Applied::Applied)
+    }
+
+    /// Applies what a command of this process just recorded, without waiting for the bus: the
+    /// writer's own read model is current when the command returns, however slow the bus, and
+    /// the bus's delivery of the same events later is a duplicate. Events applied before are
+    /// skipped; events after a gap (an earlier version this projection has not seen yet) are
+    /// left to the bus, which delivers them in order.
+    pub async fn apply_executed(
+        &self,
+        executed: &Executed<<P::Aggregate as Aggregate>::Event>,
+    ) -> Result<()> {
+        let Some(id) = executed.stream_id.as_str().strip_prefix(&self.prefix) else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.gate.lock().await;
+        for envelope in &executed.events {
+            match self.admit(&envelope.stream_id, envelope.version).await {
+                Ok(None) => self.apply_admitted(id, envelope).await?,
+                Ok(Some(_)) => {}
+                Err(Error::OutOfOrder { .. }) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `version` of `stream` is the next to apply (`None`), or was applied before
+    /// (`Some(AlreadyApplied)`); an error when an earlier version is missing. Called with the
+    /// gate held.
+    async fn admit(&self, stream: &StreamId, version: u64) -> Result<Option<Applied>> {
+        let mut last = self.applied().get(stream).copied().unwrap_or(0);
+        if version > last {
+            // Another instance may have applied more since this one last looked.
+            let stored = self
+                .checkpoints
+                .load(self.projection.name(), stream.as_str());
+            last = last.max(stored.await?.unwrap_or(0));
+        }
+        if version <= last {
+            return Ok(Some(Applied::AlreadyApplied));
+        }
+        if version > last + 1 {
+            return Err(Error::OutOfOrder {
+                stream: stream.clone(),
+                expected: last + 1,
+                actual: version,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Applies an admitted event and records the progress. Called with the gate held.
+    async fn apply_admitted(
+        &self,
+        id: &str,
+        envelope: &Envelope<<P::Aggregate as Aggregate>::Event>,
+    ) -> Result<()> {
+        self.projection.apply(id, envelope).await?;
+        let stream = &envelope.stream_id;
+        self.checkpoints
+            .save(self.projection.name(), stream.as_str(), envelope.version)
+            .await?;
+        self.applied().insert(stream.clone(), envelope.version);
+        self.progress.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     /// Clears the read model and everything recorded of its progress.

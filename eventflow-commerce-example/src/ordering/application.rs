@@ -119,6 +119,11 @@ impl Ordering {
             return Err(PlaceError::KeyReused(recorded.order_id.clone()));
         }
         self.relay.kick();
+        // The order is in the view when the answer leaves, however slow the bus: this instance
+        // applies what it recorded, and the bus's copy is a duplicate.
+        if let Err(error) = self.views.apply_executed(&executed).await {
+            tracing::warn!(%error, "the order view could not be updated at once; the bus will");
+        }
         let visible = self
             .views
             .wait_for(&executed.stream_id, executed.version, READ_YOUR_WRITES)

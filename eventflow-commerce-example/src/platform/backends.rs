@@ -2,6 +2,7 @@
 //! and a cloud bus (the `cloud` feature). The contexts' code is the same on both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings};
 use eventflow_core::{
@@ -85,6 +86,18 @@ impl Backends {
                     documents: Some(Arc::new(store.documents())),
                 }
             }
+        }
+    }
+
+    /// How often a relay looks at its outbox when nobody kicked it: the safety net for entries a
+    /// kick missed (a crash between commit and kick). Every command and handler kicks its relay,
+    /// so this is not the latency of an event; on DynamoDB each look is two queries, so a
+    /// service that sits idle should not look often.
+    pub(crate) fn relay_interval(&self) -> Duration {
+        match self {
+            Backends::Local { .. } => Duration::from_millis(200),
+            #[cfg(feature = "cloud")]
+            Backends::Cloud(_) => Duration::from_secs(2),
         }
     }
 

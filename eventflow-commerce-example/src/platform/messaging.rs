@@ -4,7 +4,6 @@
 //! recorded. [`Backends`] decides where all of it lives.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_bus::{DeadLetterQueue, QueueSettings};
@@ -24,10 +23,6 @@ use crate::app::StartError;
 /// How many aggregates a context's repository keeps in memory between commands, so a hot one
 /// (a product's stock) is not replayed for every command.
 const CACHED_AGGREGATES: usize = 10_000;
-
-/// How often a relay looks at its outbox when nobody kicked it: the safety net for entries a
-/// kick missed (a crash between commit and kick, in a durable deployment).
-const RELAY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// A context's persistence and messaging: its own event store (no other context reads it), the
 /// relay of its outbox, and the shared bus.
@@ -63,7 +58,8 @@ impl ContextInfra {
         let relay = Arc::new(OutboxRelay::new(outbox, Arc::clone(&bus), service));
         let relaying = Arc::clone(&relay);
         let stop = shutdown.clone();
-        tokio::spawn(async move { relaying.run(RELAY_INTERVAL, stop.wait()).await });
+        let interval = backends.relay_interval();
+        tokio::spawn(async move { relaying.run(interval, stop.wait()).await });
         ContextInfra {
             service,
             store,

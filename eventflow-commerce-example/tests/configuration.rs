@@ -1,0 +1,218 @@
+//! The distributed mode's configuration, against the binary: a missing or wrong setting stops the
+//! process at start with one line naming it; a database that cannot be reached makes `/ready`
+//! answer 503 (and `/health` 200) until it can, then the service is ready without a restart.
+//! Needs the `cloud` feature.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_eventflow-commerce-example");
+const SECRET: &str = "configuration-test-secret-of-32-characters";
+
+/// A complete EventBridge configuration pointing at nothing (parsing never connects).
+fn eventbridge() -> Vec<(&'static str, String)> {
+    vec![
+        ("EVENT_BUS_ADAPTER", "eventbridge".into()),
+        ("EVENT_BUS_NAME", "commerce".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("JWT_SECRET", SECRET.into()),
+    ]
+}
+
+fn pubsub() -> Vec<(&'static str, String)> {
+    vec![
+        ("EVENT_BUS_ADAPTER", "pubsub".into()),
+        ("PUBSUB_PROJECT_ID", "commerce".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("JWT_SECRET", SECRET.into()),
+    ]
+}
+
+/// Runs the binary with exactly `env` (nothing inherited but PATH) and `args`: its exit code and
+/// what it printed to stderr.
+fn run(env: &[(&str, String)], args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn each_required_setting_missing_in_turn_is_named() {
+    for (complete, adapter) in [(eventbridge(), "eventbridge"), (pubsub(), "pubsub")] {
+        for (missing, _) in complete
+            .iter()
+            .filter(|(name, _)| *name != "EVENT_BUS_ADAPTER")
+        {
+            let env: Vec<_> = complete
+                .iter()
+                .filter(|(name, _)| name != missing)
+                .cloned()
+                .collect();
+            let (code, stderr) = run(&env, &["serve", "catalog"]);
+            assert_eq!(code, Some(2), "{adapter} without {missing}: {stderr}");
+            assert_eq!(
+                stderr.lines().count(),
+                1,
+                "{adapter} without {missing}: one line, got {stderr:?}"
+            );
+            assert!(
+                stderr.contains(missing),
+                "{adapter} without {missing}: the line names it: {stderr:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_settings_are_named() {
+    let cases: [(&[(&str, &str)], &[&str], &str); 5] = [
+        (&[("EVENT_BUS_ADAPTER", "kafka")], &[], "EVENT_BUS_ADAPTER"),
+        (
+            &[("JWT_SECRET", "short")],
+            &["serve", "catalog"],
+            "JWT_SECRET",
+        ),
+        (&[], &["serve", "warehouse"], "warehouse"),
+        (&[], &["serve"], "serve needs a service"),
+        (
+            &[("EVENT_BUS_ADAPTER", "local")],
+            &["provision"],
+            "EVENT_BUS_ADAPTER",
+        ),
+    ];
+    for (overrides, args, named) in cases {
+        let mut env = eventbridge();
+        for (name, value) in overrides {
+            env.retain(|(n, _)| n != name);
+            env.push((name, (*value).to_owned()));
+        }
+        let (code, stderr) = run(&env, args);
+        assert_eq!(code, Some(2), "{overrides:?} {args:?}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{overrides:?} {args:?} names {named}: {stderr:?}"
+        );
+    }
+}
+
+/// Forwards every connection on `listener` to `upstream` (a database coming back).
+async fn forward(listener: tokio::net::TcpListener, upstream: String) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
+    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+        return;
+    };
+    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
+        return;
+    };
+    let unique = format!("cfg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut env = eventbridge();
+    env.retain(|(name, _)| *name != "EVENT_BUS_NAME");
+    env.extend([
+        ("EVENT_BUS_NAME", format!("{unique}bus")),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_ENDPOINT_URL", aws.to_owned()),
+        ("EVENTFLOW_TABLE_PREFIX", unique.clone()),
+        ("EVENTFLOW_RESOURCE_PREFIX", unique.clone()),
+        ("EVENTFLOW_SQS_WAIT_SECONDS", "1".into()),
+        ("WORK_QUEUE_ADAPTER", "sqs".into()),
+    ]);
+    let mut provision_env = env.clone();
+    provision_env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
+    let (code, stderr) = run(&provision_env, &["provision"]);
+    assert_eq!(code, Some(0), "provision: {stderr}");
+
+    // The catalog's database address, with nothing listening there yet.
+    let down = TcpListener::bind("127.0.0.1:0").unwrap();
+    let database = down.local_addr().unwrap();
+    drop(down);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{database}")));
+    env.push(("CATALOG_PORT", port.to_string()));
+    let mut catalog = Command::new(BINARY)
+        .args(["serve", "catalog"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status("/health").await != Some(200) {
+        assert!(Instant::now() < deadline, "the catalog never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = http
+        .get(format!("http://127.0.0.1:{port}/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("event store"),
+        "{body}"
+    );
+
+    // The database comes back at the same address: ready, without a restart.
+    let listener = tokio::net::TcpListener::bind(database).await.unwrap();
+    let upstream = dynamodb.trim_start_matches("http://").to_owned();
+    tokio::spawn(forward(listener, upstream));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status("/ready").await != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the catalog did not become ready once its database was back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = catalog.kill();
+    let _ = catalog.wait();
+}

@@ -76,7 +76,13 @@ fn each_required_setting_missing_in_turn_is_named() {
 
 #[test]
 fn wrong_settings_are_named() {
-    let cases: [(&[(&str, &str)], &[&str], &str); 5] = [
+    // (variables set over the complete EventBridge settings, arguments, what the line names)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+        &'static str,
+    );
+    let cases: [Case; 5] = [
         (&[("EVENT_BUS_ADAPTER", "kafka")], &[], "EVENT_BUS_ADAPTER"),
         (
             &[("JWT_SECRET", "short")],

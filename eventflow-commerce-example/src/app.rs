@@ -274,7 +274,15 @@ impl Contexts {
             started.push(shipping::infrastructure::start(&context("shipping")).await?);
         }
         if runs("notification") {
-            started.push(notification::infrastructure::start(&context("notification")).await?);
+            let notification = &context("notification");
+            started.push(
+                notification::infrastructure::start(
+                    notification,
+                    config.notification_visibility,
+                    config.email_latency,
+                )
+                .await?,
+            );
         }
         let mut timers = None;
         if runs("saga") {

@@ -46,6 +46,12 @@ pub struct Config {
     /// Stock every seeded product with this many units instead of the seed's own numbers (load
     /// tests).
     pub seed_stock: Option<u64>,
+    /// How long the notification queue hides a message being handled: a worker that dies
+    /// holding one leaves it to another (or its restart) after this long.
+    pub notification_visibility: Duration,
+    /// A pause before each email is sent: the latency of a mail provider, for demos and for the
+    /// crash tests (a worker killed while it holds a message).
+    pub email_latency: Duration,
     /// What this process runs.
     pub role: Role,
     /// Where the contexts keep their data and exchange messages.
@@ -151,6 +157,11 @@ Options (each also read from the environment variable in brackets):
   --jwt-secret SECRET         HS256 secret [JWT_SECRET] (default: a development secret)
   --payment-max-order-cents N decline orders above N cents [PAYMENT_MAX_ORDER_CENTS] (default 200000)
   --saga-step-timeout-ms N    saga step deadline [SAGA_STEP_TIMEOUT_MS] (default 10000)
+  --notification-visibility-seconds N
+                              how long a queued notification being handled stays hidden
+                              [NOTIFICATION_VISIBILITY_SECONDS] (default 30)
+  --email-latency-ms N        pause before each email, a mail provider's latency
+                              [EMAIL_LATENCY_MS] (default 0)
   --log-format json|pretty    [LOG_FORMAT] (default json); --pretty is --log-format pretty
   -h, --help                  this text
 
@@ -307,6 +318,16 @@ impl Config {
             )?,
             log_format,
             seed_stock: None,
+            notification_visibility: Duration::from_secs(number(
+                "NOTIFICATION_VISIBILITY_SECONDS",
+                get("NOTIFICATION_VISIBILITY_SECONDS"),
+                30,
+            )?),
+            email_latency: Duration::from_millis(number(
+                "EMAIL_LATENCY_MS",
+                get("EMAIL_LATENCY_MS"),
+                0,
+            )?),
             role,
             backend,
             step_timeout: Duration::from_millis(number(
@@ -388,7 +409,9 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 8] = [
+    "NOTIFICATION_VISIBILITY_SECONDS",
+    "EMAIL_LATENCY_MS",
     "HOST",
     "PORT_OFFSET",
     "JWT_SECRET",

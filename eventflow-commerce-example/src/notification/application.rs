@@ -17,13 +17,19 @@ pub(crate) trait EmailSender: Send + Sync + 'static {
     async fn send(&self, email: &Email) -> Result<(), String>;
 }
 
-/// The development sender: logs the email (the notification log records it).
+/// The development sender: logs the email (the notification log records it), after `latency`.
 #[derive(Debug, Default)]
-pub(crate) struct LoggingSender;
+pub(crate) struct LoggingSender {
+    pub(crate) latency: std::time::Duration,
+}
 
 #[async_trait]
 impl EmailSender for LoggingSender {
     async fn send(&self, email: &Email) -> Result<(), String> {
+        if !self.latency.is_zero() {
+            tracing::info!(to = %email.recipient, kind = ?email.kind, "sending email");
+            tokio::time::sleep(self.latency).await;
+        }
         tracing::info!(to = %email.recipient, subject = %email.subject, kind = ?email.kind, "email sent");
         Ok(())
     }

@@ -12,16 +12,20 @@ use crate::app::StartError;
 use crate::contract::events;
 use crate::platform::messaging::{ContextInfra, Started, of_types};
 
-/// How long the queue hides a message being handled, and how many receives it gets before it is
-/// dead-lettered.
-const VISIBILITY: Duration = Duration::from_secs(30);
+/// How many receives a queued notification gets before it is dead-lettered.
 const MAX_RECEIVES: u32 = 5;
 
-pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
+/// Starts notification: `visibility` is how long the queue hides a message being handled,
+/// `email_latency` the sender's pause before each email.
+pub(crate) async fn start(
+    infra: &ContextInfra,
+    visibility: Duration,
+    email_latency: Duration,
+) -> Result<Started, StartError> {
     let queue = infra
         .work_queue(
             QueueSettings::new("notifications")
-                .with_visibility_timeout(VISIBILITY)
+                .with_visibility_timeout(visibility)
                 .with_max_receives(Some(MAX_RECEIVES)),
         )
         .await?;
@@ -37,7 +41,9 @@ pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
         .await?;
     let worker = infra.in_context(Arc::new(NotificationWorker {
         log: Arc::clone(&log),
-        sender: Arc::new(LoggingSender),
+        sender: Arc::new(LoggingSender {
+            latency: email_latency,
+        }),
     }));
     let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
         .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))

@@ -4,37 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::{App, JWT_SECRET, order};
+use crate::support::{App, JWT_SECRET, USER, order};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-const USER: &str = "user@example.com";
 const OTHER: &str = "other@example.com";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-
-async fn stock(app: &App, product: &str) -> (u64, u64) {
-    let (status, body) = app
-        .get("inventory", &format!("/inventory/{product}"), None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    (
-        body["available"].as_u64().unwrap(),
-        body["reserved"].as_u64().unwrap(),
-    )
-}
-
-async fn saga(app: &App, order_id: &str) -> Value {
-    app.eventually(
-        "saga",
-        &format!("/sagas/{order_id}"),
-        None,
-        |status, body| {
-            status == 200
-                && ["COMPLETED", "COMPENSATED"].contains(&body["status"].as_str().unwrap_or(""))
-        },
-    )
-    .await
-}
 
 async fn notifications(app: &App, token: &str, order_id: &str) -> Value {
     app.eventually(
@@ -117,7 +92,7 @@ async fn happy_path_completes_captures_ships_and_confirms() {
         )
         .await;
     assert_eq!(payment["amountCents"], 17998);
-    assert_eq!(stock(&app, "prod-1").await, (98, 2));
+    assert_eq!(app.stock("prod-1").await, (98, 2));
     let (status, shipment) = app
         .get("shipping", &format!("/shipments/{order_id}"), Some(&token))
         .await;
@@ -128,7 +103,7 @@ async fn happy_path_completes_captures_ships_and_confirms() {
     let sent = notifications(&app, &token, &order_id).await;
     assert_eq!(sent.as_array().unwrap().len(), 1);
     assert_eq!(sent[0]["kind"], "ORDER_CONFIRMATION");
-    let saga = saga(&app, &order_id).await;
+    let saga = app.saga(&order_id).await;
     assert_eq!(saga["status"], "COMPLETED");
     assert!(
         saga["steps"]
@@ -165,7 +140,7 @@ async fn happy_path_completes_captures_ships_and_confirms() {
         .unwrap();
     assert_eq!(reused.status(), 409);
     assert_eq!(
-        stock(&app, "prod-1").await,
+        app.stock("prod-1").await,
         (98, 2),
         "the retry reserved nothing"
     );
@@ -225,7 +200,7 @@ async fn cancelled(
             .contains(reason),
         "{done}"
     );
-    let saga = saga(app, &order_id).await;
+    let saga = app.saga(&order_id).await;
     assert_eq!(saga["status"], "COMPENSATED");
     assert_eq!(compensations_of(&saga), compensations);
     let shipment = app
@@ -268,7 +243,7 @@ async fn a_declined_payment_releases_the_stock_and_cancels() {
         declined,
         "never authorized"
     );
-    assert_eq!(stock(&app, "prod-2").await, (50, 0));
+    assert_eq!(app.stock("prod-2").await, (50, 0));
 }
 
 #[tokio::test]
@@ -284,7 +259,7 @@ async fn out_of_stock_cancels_without_touching_payment() {
     )
     .await;
     assert_eq!(payment_of(&app, &token, &order_id).await.0, 404);
-    assert_eq!(stock(&app, "prod-5").await, (5, 0));
+    assert_eq!(app.stock("prod-5").await, (5, 0));
 }
 
 #[tokio::test]
@@ -305,7 +280,7 @@ async fn an_undeliverable_address_undoes_payment_and_stock_in_reverse_order() {
     .await;
     let voided = (200, Some("VOIDED".to_owned()));
     assert_eq!(payment_of(&app, &token, &order_id).await, voided);
-    assert_eq!(stock(&app, "prod-1").await, (100, 0));
+    assert_eq!(app.stock("prod-1").await, (100, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +295,7 @@ async fn twenty_concurrent_orders_for_five_posters_complete_exactly_five() {
         tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..200 {
-                seen.push(stock(&app, "prod-5").await);
+                seen.push(app.stock("prod-5").await);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             seen
@@ -346,7 +321,7 @@ async fn twenty_concurrent_orders_for_five_posters_complete_exactly_five() {
         completed += usize::from(status == "COMPLETED");
     }
     assert_eq!(completed, 5);
-    assert_eq!(stock(&app, "prod-5").await, (0, 5));
+    assert_eq!(app.stock("prod-5").await, (0, 5));
     for (available, reserved) in watcher.await.unwrap() {
         assert_eq!(available + reserved, 5, "stock is conserved at every read");
     }
@@ -572,11 +547,7 @@ async fn bad_input_gets_a_status_and_a_json_body_naming_the_problem() {
         400
     );
     assert_eq!(app.get("saga", "/sagas?status=bogus", None).await.0, 400);
-    assert_eq!(
-        stock(&app, "prod-1").await,
-        (100, 0),
-        "nothing was reserved"
-    );
+    assert_eq!(app.stock("prod-1").await, (100, 0), "nothing was reserved");
 
     // A client's mistakes are not the service's errors.
     let errors: Vec<Value> = app

@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 
 pub use eventflow_commerce_example::SERVICES;
 
+/// The seed's first user.
+pub const USER: &str = "user@example.com";
+
 /// The secret the app under test signs with; tests forge tokens with it and with others.
 pub const JWT_SECRET: &str = "end-to-end-test-secret-of-at-least-32-characters";
 
@@ -27,10 +30,20 @@ pub enum Deployment {
 }
 
 pub struct App {
-    children: Vec<Child>,
+    processes: Vec<Process>,
     ports: Vec<u16>,
-    logs: Arc<Mutex<Vec<String>>>,
+    /// Every process's environment (a restarted or added process gets the same).
+    env: Vec<(String, String)>,
+    /// Log lines, each with the index of the process that wrote it.
+    logs: Arc<Mutex<Vec<(usize, String)>>>,
     pub http: reqwest::Client,
+}
+
+/// One running binary: its arguments (`serve <service>`, or none) and its process.
+struct Process {
+    args: Vec<String>,
+    port_override: Option<(String, u16)>,
+    child: Child,
 }
 
 fn free_port() -> u16 {
@@ -89,21 +102,32 @@ impl App {
                 port.to_string(),
             ));
         }
-        let roles: Vec<Vec<&str>> = match crate::DEPLOYMENT {
+        let roles: Vec<Vec<String>> = match crate::DEPLOYMENT {
             Deployment::OneProcess => vec![vec![]],
             Deployment::Services(adapter) => {
                 base.extend(distributed_env(adapter)?);
-                SERVICES.iter().map(|s| vec!["serve", s]).collect()
+                SERVICES
+                    .iter()
+                    .map(|s| vec!["serve".to_owned(), (*s).to_owned()])
+                    .collect()
             }
         };
         base.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let command = |args: &[&str]| {
-            let mut command = Command::new(BINARY);
-            command.args(args).envs(base.iter().map(|(k, v)| (k, v)));
-            command
+        let mut app = App {
+            processes: Vec::new(),
+            ports,
+            env: base,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
         };
         if matches!(crate::DEPLOYMENT, Deployment::Services(_)) {
-            let provisioned = command(&["provision"]).output().expect("provision runs");
+            let provisioned = app
+                .command(&["provision".to_owned()])
+                .output()
+                .expect("provision runs");
             assert!(
                 provisioned.status.success(),
                 "provision failed: {}\n{}",
@@ -111,48 +135,138 @@ impl App {
                 String::from_utf8_lossy(&provisioned.stderr)
             );
         }
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let mut children = Vec::new();
         for args in roles {
-            let mut child = command(&args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("the app binary starts");
-            let stdout = child.stdout.take().expect("piped stdout");
-            let sink = Arc::clone(&logs);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            children.push(child);
+            app.spawn(args, None);
         }
-        let app = App {
-            children,
-            ports,
-            logs,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
         for service in SERVICES {
-            loop {
-                let ready = app.http.get(app.url(service, "/ready")).send().await;
-                if matches!(&ready, Ok(r) if r.status() == 200) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "{service} did not become ready; logs:\n{}",
-                    app.logs.lock().unwrap().join("\n")
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            app.wait_ready(&app.url(service, "/ready")).await;
         }
         Some(app)
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut command = Command::new(BINARY);
+        command
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Starts the binary with `args` (and one variable overridden), its log lines going to
+    /// [`logs`](Self::logs) tagged with its index, which it returns.
+    fn spawn(&mut self, args: Vec<String>, port_override: Option<(String, u16)>) -> usize {
+        let mut command = self.command(&args);
+        if let Some((name, port)) = &port_override {
+            command.env(name, port.to_string());
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the app binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let sink = Arc::clone(&self.logs);
+        let index = self.processes.len();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((index, line));
+            }
+        });
+        self.processes.push(Process {
+            args,
+            port_override,
+            child,
+        });
+        index
+    }
+
+    async fn wait_ready(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.http.get(url).send().await;
+            if matches!(&ready, Ok(r) if r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not become ready; logs:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        let logs = self.logs.lock().unwrap();
+        logs.iter()
+            .map(|(_, line)| line.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The processes serving `service` (distributed deployments).
+    fn instances_of(&self, service: &str) -> Vec<usize> {
+        (0..self.processes.len())
+            .filter(|i| self.processes[*i].args.last().map(String::as_str) == Some(service))
+            .collect()
+    }
+
+    /// Kills every process serving `service` with SIGKILL: no shutdown, nothing flushed.
+    pub fn kill(&mut self, service: &str) {
+        for i in self.instances_of(service) {
+            let child = &mut self.processes[i].child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts `service` again (every instance that was killed), as it was started, and waits
+    /// until it is ready.
+    pub async fn restart(&mut self, service: &str) {
+        for i in self.instances_of(service) {
+            if self.processes[i].child.try_wait().unwrap().is_none() {
+                continue;
+            }
+            let (args, port_override) = (
+                self.processes[i].args.clone(),
+                self.processes[i].port_override.clone(),
+            );
+            self.spawn(args, port_override.clone());
+            let port = port_override.map_or_else(|| self.port_of(service), |(_, port)| port);
+            self.wait_ready(&format!("http://127.0.0.1:{port}/ready"))
+                .await;
+        }
+    }
+
+    /// Starts another instance of `service` on its own port, on the same tables and queues;
+    /// returns its base URL.
+    pub async fn add_instance(&mut self, service: &str) -> String {
+        let port = free_port();
+        let variable = format!("{}_PORT", service.to_ascii_uppercase());
+        self.spawn(
+            vec!["serve".to_owned(), service.to_owned()],
+            Some((variable, port)),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        self.wait_ready(&format!("{base}/ready")).await;
+        base
+    }
+
+    /// How many log lines with `message` each running instance of `service` wrote, in start order.
+    pub fn work_per_instance(&self, service: &str, message: &str) -> Vec<usize> {
+        let logs = self.logs.lock().unwrap();
+        self.instances_of(service)
+            .into_iter()
+            .map(|i| {
+                logs.iter()
+                    .filter(|(index, line)| *index == i && line.contains(message))
+                    .count()
+            })
+            .collect()
+    }
+
+    fn port_of(&self, service: &str) -> u16 {
+        self.ports[SERVICES.iter().position(|s| *s == service).unwrap()]
     }
 
     pub async fn start() -> Option<App> {
@@ -160,8 +274,7 @@ impl App {
     }
 
     pub fn url(&self, service: &str, path: &str) -> String {
-        let i = SERVICES.iter().position(|s| *s == service).unwrap();
-        format!("http://127.0.0.1:{}{path}", self.ports[i])
+        format!("http://127.0.0.1:{}{path}", self.port_of(service))
     }
 
     /// The JSON log lines written so far.
@@ -170,7 +283,7 @@ impl App {
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|(_, line)| serde_json::from_str(line).ok())
             .collect()
     }
 
@@ -236,6 +349,32 @@ impl App {
         }
     }
 
+    /// A product's stock: (available, reserved).
+    pub async fn stock(&self, product: &str) -> (u64, u64) {
+        let (status, body) = self
+            .get("inventory", &format!("/inventory/{product}"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["available"].as_u64().unwrap(),
+            body["reserved"].as_u64().unwrap(),
+        )
+    }
+
+    /// The order's saga once it has ended (completed or compensated).
+    pub async fn saga(&self, order_id: &str) -> Value {
+        self.eventually(
+            "saga",
+            &format!("/sagas/{order_id}"),
+            None,
+            |status, body| {
+                status == 200
+                    && ["COMPLETED", "COMPENSATED"].contains(&body["status"].as_str().unwrap_or(""))
+            },
+        )
+        .await
+    }
+
     /// Polls `GET path` until `done` holds for the body; returns it.
     pub async fn eventually(
         &self,
@@ -261,16 +400,19 @@ impl App {
     /// Sends SIGTERM to every process and waits for them to exit; the first unsuccessful exit
     /// status, else success.
     pub fn terminate(mut self) -> ExitStatus {
-        for child in &self.children {
+        self.processes
+            .retain_mut(|process| process.child.try_wait().unwrap().is_none());
+        for process in &self.processes {
             let sent = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args(["-TERM", &process.child.id().to_string()])
                 .status()
                 .unwrap();
             assert!(sent.success());
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut statuses = Vec::new();
-        for child in &mut self.children {
+        for process in &mut self.processes {
+            let child = &mut process.child;
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
                     statuses.push(status);
@@ -293,9 +435,9 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for process in &mut self.processes {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
         }
     }
 }

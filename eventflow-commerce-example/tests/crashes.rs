@@ -1,0 +1,120 @@
+//! The distributed mode survives processes killed with SIGKILL (no shutdown, nothing flushed):
+//! the orchestrator mid-saga, and the notification worker holding a message. Eight processes
+//! on moto + EventBridge/SQS, as in `e2e_eventbridge.rs`. Needs the `cloud` feature.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{App, USER, order};
+
+/// Where the tests run.
+const DEPLOYMENT: support::Deployment = support::Deployment::Services("eventbridge");
+
+fn count(saga: &Value, event_type: &str) -> usize {
+    saga["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["eventType"] == event_type)
+        .count()
+}
+
+/// The orchestrator dies after sending a step's command and before the reply comes back; a new
+/// one resumes the saga from its store and its queue: the order completes and every step ran
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_is_replaced_and_no_step_runs_twice() {
+    // A step deadline longer than the test, so that nothing here is a timeout.
+    let Some(mut app) = App::start_with(&[("SAGA_STEP_TIMEOUT_MS", "120000")]).await else {
+        return;
+    };
+    let token = app.login(USER).await;
+    let (available, reserved) = app.stock("prod-1").await;
+    // Payment is down: the saga's AuthorizePayment waits in payment's queue.
+    app.kill("payment");
+    let order_id = app.place_ok(&token, &order("prod-1", 2, "98101")).await;
+    app.eventually(
+        "saga",
+        &format!("/sagas/{order_id}"),
+        None,
+        |status, saga| status == 200 && count(saga, "SagaStepSent") == 2,
+    )
+    .await;
+    app.kill("saga");
+    // Payment handles the command and replies into the orchestrator's queue, with no
+    // orchestrator running.
+    app.restart("payment").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.restart("saga").await;
+
+    let saga = app.saga(&order_id).await;
+    assert_eq!(saga["status"], "COMPLETED", "{saga}");
+    assert_eq!(
+        count(&saga, "SagaStepSucceeded"),
+        4,
+        "each step once: {saga}"
+    );
+    assert_eq!(app.settled(&token, &order_id).await["status"], "COMPLETED");
+    assert_eq!(
+        app.stock("prod-1").await,
+        (available - 2, reserved + 2),
+        "reserved once"
+    );
+    let (status, payment) = app
+        .get("payment", &format!("/payments/{order_id}"), Some(&token))
+        .await;
+    assert_eq!(status, 200, "{payment}");
+    assert_eq!(payment["status"], "CAPTURED", "{payment}");
+    assert_eq!(
+        payment["amountCents"],
+        2 * 8_999,
+        "authorized once: {payment}"
+    );
+}
+
+/// The notification worker dies while it holds the order's message (its email half sent): the
+/// queue hands the message out again after the visibility timeout, and the restarted worker sends
+/// the email once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_holding_a_message_sends_the_email_once_after_restart() {
+    let Some(mut app) = App::start_with(&[
+        ("EMAIL_LATENCY_MS", "3000"),
+        ("NOTIFICATION_VISIBILITY_SECONDS", "5"),
+    ])
+    .await
+    else {
+        return;
+    };
+    let token = app.login(USER).await;
+    let order_id = app.place_ok(&token, &order("prod-3", 1, "98101")).await;
+    assert_eq!(app.settled(&token, &order_id).await["status"], "COMPLETED");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while app.work_per_instance("notification", "sending email") == [0] {
+        assert!(std::time::Instant::now() < deadline, "no email was started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.kill("notification");
+    assert_eq!(app.work_per_instance("notification", "\"email sent\""), [0]);
+    app.restart("notification").await;
+
+    let path = format!("/notifications?orderId={order_id}");
+    let sent = app
+        .eventually("notification", &path, Some(&token), |status, body| {
+            status == 200
+                && body
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|n| n["status"] == "SENT"))
+        })
+        .await;
+    assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
+    assert_eq!(
+        app.work_per_instance("notification", "\"email sent\"")
+            .iter()
+            .sum::<usize>(),
+        1,
+        "the email went out once"
+    );
+}

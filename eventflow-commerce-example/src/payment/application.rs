@@ -64,6 +64,10 @@ impl MessageHandler for CaptureOnCompletion {
             .execute(&completed.order_id, &PaymentCommand::Capture, context)
             .await
         {
+            Ok(executed) if executed.deduplicated => {
+                tracing::info!(order_id = %completed.order_id, "capture already recorded: a duplicate delivery");
+                Ok(())
+            }
             Ok(_) => {
                 tracing::info!(order_id = %completed.order_id, "payment captured");
                 Ok(())

@@ -119,7 +119,7 @@ impl App {
             env: base,
             logs: Arc::new(Mutex::new(Vec::new())),
             http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
+                .timeout(patience())
                 .build()
                 .unwrap(),
         };

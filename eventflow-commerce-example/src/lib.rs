@@ -34,3 +34,4 @@ mod shipping;
 pub use app::{RunningApp, StartError};
 pub use config::{Backend, CLOUD_VARIABLES, CloudSettings, Config, Parsed, Role, SERVICES, USAGE};
 pub use platform::logging::{LogFormat, init as init_logging};
+pub use platform::telemetry::Telemetry;

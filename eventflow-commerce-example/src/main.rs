@@ -19,11 +19,22 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.log_format);
+    let service = match config.role {
+        Role::Serve(service) => service,
+        _ => "eventflow-commerce",
+    };
+    let telemetry = init_logging(config.log_format, service);
+    let code = run(&config).await;
+    // Flushing waits for the exporter's own thread: not on a runtime worker.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
+}
+
+async fn run(config: &Config) -> ExitCode {
     if config.role == Role::Provision {
-        return provision(&config).await;
+        return provision(config).await;
     }
-    let app = match RunningApp::start(&config).await {
+    let app = match RunningApp::start(config).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(%error, "the app could not start");
@@ -34,7 +45,7 @@ async fn main() -> ExitCode {
     for (service, addr) in app.addresses() {
         tracing::info!(service = *service, %addr, "listening");
     }
-    eprint!("{}", banner(&config, &app));
+    eprint!("{}", banner(config, &app));
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests and deliveries in flight");
     app.stop().await;

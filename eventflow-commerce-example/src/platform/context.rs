@@ -92,6 +92,7 @@ pub(crate) async fn correlate(
         method = %request.method(),
         path = %request.uri().path(),
     );
+    super::telemetry::continue_trace(&span, &context.traceparent);
     request.extensions_mut().insert(context.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| {

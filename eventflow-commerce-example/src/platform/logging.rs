@@ -18,6 +18,8 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use super::telemetry::Telemetry;
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -29,9 +31,17 @@ pub enum LogFormat {
 }
 
 /// Installs the global tracing subscriber; `RUST_LOG` overrides the default filter (`info`).
-pub fn init(format: LogFormat) {
+/// With the `cloud` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported over
+/// OTLP, as `service` ([`Telemetry`] flushes them at the end).
+pub fn init(format: LogFormat, service: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    #[allow(unused_mut)] // Only the `cloud` feature installs an exporter.
+    let mut telemetry = Telemetry::default();
     let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "cloud")]
+    let registry = registry.with(super::telemetry::otlp::layer(service, &mut telemetry));
+    #[cfg(not(feature = "cloud"))]
+    let _ = service;
     let installed = match format {
         LogFormat::Json => registry
             .with(SpanFieldsLayer)
@@ -47,6 +57,7 @@ pub fn init(format: LogFormat) {
     };
     // A second init (tests) keeps the first subscriber.
     drop(installed);
+    telemetry
 }
 
 /// The span fields the JSON lines lift to the top level.

@@ -228,6 +228,9 @@ impl MessageHandler for InContext {
             message_type = %delivery.message.message_type,
             attempt = delivery.attempt,
         );
+        if let Some(traceparent) = delivery.message.traceparent() {
+            super::telemetry::continue_trace(&span, traceparent);
+        }
         let handled = self.inner.handle(delivery).instrument(span).await;
         self.relay.kick();
         handled

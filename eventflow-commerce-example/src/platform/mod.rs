@@ -12,3 +12,4 @@ pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod read_model;
 pub(crate) mod server;
+pub(crate) mod telemetry;

@@ -39,11 +39,13 @@ pub struct App {
     pub http: reqwest::Client,
 }
 
-/// One running binary: its arguments (`serve <service>`, or none) and its process.
+/// One binary: its arguments (`serve <service>`, or none), the variables it was given over the
+/// app's, and its process; `replaced` once a restart took its place.
 struct Process {
     args: Vec<String>,
-    port_override: Option<(String, u16)>,
+    overrides: Vec<(String, String)>,
     child: Child,
+    replaced: bool,
 }
 
 fn free_port() -> u16 {
@@ -136,7 +138,7 @@ impl App {
             );
         }
         for args in roles {
-            app.spawn(args, None);
+            app.spawn(args, Vec::new());
         }
         for service in SERVICES {
             app.wait_ready(&app.url(service, "/ready")).await;
@@ -152,13 +154,11 @@ impl App {
         command
     }
 
-    /// Starts the binary with `args` (and one variable overridden), its log lines going to
-    /// [`logs`](Self::logs) tagged with its index, which it returns.
-    fn spawn(&mut self, args: Vec<String>, port_override: Option<(String, u16)>) -> usize {
+    /// Starts the binary with `args` and `overrides` over the app's variables, its log lines
+    /// going to [`logs`](Self::logs) tagged with its index, which it returns.
+    fn spawn(&mut self, args: Vec<String>, overrides: Vec<(String, String)>) -> usize {
         let mut command = self.command(&args);
-        if let Some((name, port)) = &port_override {
-            command.env(name, port.to_string());
-        }
+        command.envs(overrides.iter().map(|(k, v)| (k, v)));
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -174,8 +174,9 @@ impl App {
         });
         self.processes.push(Process {
             args,
-            port_override,
+            overrides,
             child,
+            replaced: false,
         });
         index
     }
@@ -211,6 +212,15 @@ impl App {
             .collect()
     }
 
+    /// The value the app's processes were given for `variable`.
+    pub fn setting(&self, variable: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(name, _)| name == variable)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// Kills every process serving `service` with SIGKILL: no shutdown, nothing flushed.
     pub fn kill(&mut self, service: &str) {
         for i in self.instances_of(service) {
@@ -223,16 +233,29 @@ impl App {
     /// Starts `service` again (every instance that was killed), as it was started, and waits
     /// until it is ready.
     pub async fn restart(&mut self, service: &str) {
+        self.restart_with(service, &[]).await;
+    }
+
+    /// Like [`restart`](Self::restart), with `env` over the variables the instance had.
+    pub async fn restart_with(&mut self, service: &str, env: &[(&str, &str)]) {
+        let port_variable = format!("{}_PORT", service.to_ascii_uppercase());
         for i in self.instances_of(service) {
-            if self.processes[i].child.try_wait().unwrap().is_none() {
+            let process = &mut self.processes[i];
+            if process.replaced || process.child.try_wait().unwrap().is_none() {
                 continue;
             }
-            let (args, port_override) = (
-                self.processes[i].args.clone(),
-                self.processes[i].port_override.clone(),
-            );
-            self.spawn(args, port_override.clone());
-            let port = port_override.map_or_else(|| self.port_of(service), |(_, port)| port);
+            process.replaced = true;
+            let args = process.args.clone();
+            let mut overrides = process.overrides.clone();
+            for (name, value) in env {
+                overrides.retain(|(n, _)| n != name);
+                overrides.push(((*name).to_owned(), (*value).to_owned()));
+            }
+            let port = overrides
+                .iter()
+                .find(|(name, _)| *name == port_variable)
+                .map_or_else(|| self.port_of(service), |(_, port)| port.parse().unwrap());
+            self.spawn(args, overrides);
             self.wait_ready(&format!("http://127.0.0.1:{port}/ready"))
                 .await;
         }
@@ -245,7 +268,7 @@ impl App {
         let variable = format!("{}_PORT", service.to_ascii_uppercase());
         self.spawn(
             vec!["serve".to_owned(), service.to_owned()],
-            Some((variable, port)),
+            vec![(variable, port.to_string())],
         );
         let base = format!("http://127.0.0.1:{port}");
         self.wait_ready(&format!("{base}/ready")).await;

@@ -4,13 +4,11 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use eventflow_core::{CheckpointStore, Error, Result};
 
-use crate::documents::delete_partition;
 use crate::error::sdk_error;
 use crate::items::{self, CHECKPOINT_PREFIX, Item, meta_attr, n, s};
+use crate::meta::{delete_partition, put_unless_behind};
 
 /// A [`CheckpointStore`] on DynamoDB, in a table keyed like the meta table: one item per
 /// checkpoint (`pk` S = `checkpoint#<projection>`, `sk` S = the key, `value` N), by default the
@@ -78,27 +76,8 @@ impl CheckpointStore for DynamoDbCheckpointStore {
     async fn save(&self, projection: &str, checkpoint: &str, value: u64) -> Result<()> {
         let mut item = key(projection, checkpoint)?;
         item.insert(meta_attr::VALUE.to_owned(), n(value));
-        let sent = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #v <= :v")
-            .expression_attribute_names("#pk", meta_attr::PK)
-            .expression_attribute_names("#v", meta_attr::VALUE)
-            .expression_attribute_values(":v", n(value))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            // Another instance got further already: its checkpoint stands.
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        // Another instance that got further keeps its checkpoint.
+        put_unless_behind(&self.client, &self.table, item, meta_attr::VALUE, value).await
     }
 
     async fn reset(&self, projection: &str) -> Result<()> {

@@ -5,7 +5,7 @@ use eventflow_core::{Error, Result};
 
 use crate::error::sdk_error;
 use crate::items::{self, DOCUMENT_PREFIX, meta_attr, s};
-use crate::limits::{self, MAX_ITEM_BYTES};
+use crate::meta::{delete_partition, each_item};
 
 /// JSON documents by collection and id, in a table keyed like the meta table (`pk` S =
 /// `doc#<collection>`, `sk` S = the id, `json` S = the document), by default the event store's
@@ -62,14 +62,7 @@ impl DynamoDbDocuments {
             (meta_attr::SK.to_owned(), s(checked_id(id)?)),
             (meta_attr::JSON.to_owned(), s(json)),
         ]);
-        let size = items::item_size(&item);
-        if size > MAX_ITEM_BYTES {
-            return Err(Error::LimitExceeded {
-                limit: limits::names::ITEM_BYTES,
-                actual: size,
-                max: MAX_ITEM_BYTES,
-            });
-        }
+        items::check_size(&item)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -95,57 +88,6 @@ impl DynamoDbDocuments {
     pub async fn clear(&self, collection: &str) -> Result<()> {
         delete_partition(&self.client, &self.table, &partition(collection)?).await
     }
-}
-
-/// Calls `each` with every item of the partition `pk`, in sort-key order.
-pub(crate) async fn each_item(
-    client: &Client,
-    table: &str,
-    pk: &str,
-    mut each: impl FnMut(&items::Item) -> Result<()>,
-) -> Result<()> {
-    let mut start = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", meta_attr::PK)
-            .expression_attribute_values(":pk", s(pk))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .map_err(|e| sdk_error("Query", e))?;
-        for item in page.items() {
-            each(item)?;
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return Ok(());
-        }
-    }
-}
-
-/// Deletes every item of the partition `pk` (one `DeleteItem` each: for rare resets).
-pub(crate) async fn delete_partition(client: &Client, table: &str, pk: &str) -> Result<()> {
-    let mut sort_keys = Vec::new();
-    each_item(client, table, pk, |item| {
-        sort_keys.push(items::get_s(item, meta_attr::SK)?.to_owned());
-        Ok(())
-    })
-    .await?;
-    for sk in sort_keys {
-        client
-            .delete_item()
-            .table_name(table)
-            .key(meta_attr::PK, s(pk))
-            .key(meta_attr::SK, s(sk))
-            .send()
-            .await
-            .map_err(|e| sdk_error("DeleteItem", e))?;
-    }
-    Ok(())
 }
 
 fn partition(collection: &str) -> Result<String> {

@@ -292,6 +292,19 @@ pub(crate) fn decode_outbox(item: &Item) -> Result<(StreamId, u64)> {
 /// Longest stream id whose outbox sort key still fits DynamoDB's 1,024-byte sort key limit.
 pub(crate) const MAX_OUTBOX_STREAM_ID_BYTES: usize = 1024 - 1 - VERSION_DIGITS;
 
+/// Refuses an item over DynamoDB's item size limit before any call.
+pub(crate) fn check_size(item: &Item) -> Result<()> {
+    let size = item_size(item);
+    if size > crate::limits::MAX_ITEM_BYTES {
+        return Err(eventflow_core::Error::LimitExceeded {
+            limit: crate::limits::names::ITEM_BYTES,
+            actual: size,
+            max: crate::limits::MAX_ITEM_BYTES,
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn get_s<'a>(item: &'a Item, name: &'static str) -> Result<&'a str> {
     match item.get(name) {
         Some(AttributeValue::S(value)) => Ok(value),

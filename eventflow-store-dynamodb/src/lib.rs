@@ -7,6 +7,7 @@ mod documents;
 mod error;
 mod items;
 pub mod limits;
+mod meta;
 mod snapshot;
 mod store;
 mod tables;

@@ -4,14 +4,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use bytes::Bytes;
 use eventflow_core::{Error, Result, Snapshot, SnapshotStore, StreamId};
 
 use crate::error::sdk_error;
 use crate::items::{self, Item, SNAPSHOT_PREFIX, SNAPSHOT_SK, meta_attr, n, s};
-use crate::limits::{self, MAX_ITEM_BYTES};
+use crate::meta::put_unless_behind;
 
 /// A [`SnapshotStore`] on DynamoDB: one item per stream in a table keyed like the meta table
 /// (`pk` S = `snapshot#<stream id>`, `sk` S = `snapshot`), by default the event store's meta table
@@ -118,34 +116,15 @@ impl SnapshotStore for DynamoDbSnapshotStore {
             meta_attr::TAKEN_AT.to_owned(),
             items::timestamp(snapshot.taken_at),
         );
-        let size = items::item_size(&item);
-        if size > MAX_ITEM_BYTES {
-            return Err(Error::LimitExceeded {
-                limit: limits::names::ITEM_BYTES,
-                actual: size,
-                max: MAX_ITEM_BYTES,
-            });
-        }
-        let sent = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #v <= :v")
-            .expression_attribute_names("#pk", meta_attr::PK)
-            .expression_attribute_names("#v", meta_attr::VERSION)
-            .expression_attribute_values(":v", n(snapshot.version))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            // A snapshot of a later version is stored already: keep it.
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(sdk_error("PutItem", e)),
-        }
+        items::check_size(&item)?;
+        // A snapshot of a later version stored already is kept.
+        put_unless_behind(
+            &self.client,
+            &self.table,
+            item,
+            meta_attr::VERSION,
+            snapshot.version,
+        )
+        .await
     }
 }

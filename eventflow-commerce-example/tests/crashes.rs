@@ -26,6 +26,18 @@ fn count(saga: &Value, event_type: &str) -> usize {
         .count()
 }
 
+/// The order and its saga completed, and the saga recorded each of its four steps' success once.
+async fn completed_each_step_once(app: &App, token: &str, order_id: &str) {
+    let saga = app.saga(order_id).await;
+    assert_eq!(saga["status"], "COMPLETED", "{saga}");
+    assert_eq!(
+        count(&saga, "SagaStepSucceeded"),
+        4,
+        "each step once: {saga}"
+    );
+    assert_eq!(app.settled(token, order_id).await["status"], "COMPLETED");
+}
+
 /// The orchestrator dies after sending a step's command and before the reply comes back; a new
 /// one resumes the saga from its store and its queue: the order completes and every step ran
 /// once.
@@ -54,14 +66,7 @@ async fn a_killed_orchestrator_is_replaced_and_no_step_runs_twice() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     app.restart("saga").await;
 
-    let saga = app.saga(&order_id).await;
-    assert_eq!(saga["status"], "COMPLETED", "{saga}");
-    assert_eq!(
-        count(&saga, "SagaStepSucceeded"),
-        4,
-        "each step once: {saga}"
-    );
-    assert_eq!(app.settled(&token, &order_id).await["status"], "COMPLETED");
+    completed_each_step_once(&app, &token, &order_id).await;
     assert_eq!(
         app.stock("prod-1").await,
         (available - 2, reserved + 2),
@@ -194,14 +199,7 @@ async fn a_participant_killed_before_relaying_its_reply_relays_it_after_restart(
     blocked.store(false, Ordering::SeqCst);
     app.restart("payment").await;
 
-    let saga = app.saga(&order_id).await;
-    assert_eq!(saga["status"], "COMPLETED", "{saga}");
-    assert_eq!(
-        count(&saga, "SagaStepSucceeded"),
-        4,
-        "each step once: {saga}"
-    );
-    assert_eq!(app.settled(&token, &order_id).await["status"], "COMPLETED");
+    completed_each_step_once(&app, &token, &order_id).await;
     let payment = app
         .eventually(
             "payment",

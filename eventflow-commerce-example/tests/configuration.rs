@@ -112,6 +112,77 @@ fn wrong_settings_are_named() {
     }
 }
 
+/// A deployment of its own (tables, bus, queues) on moto's EventBridge and SQS at `aws`, without
+/// its DynamoDB endpoint.
+fn deployment(aws: &str) -> Vec<(&'static str, String)> {
+    let unique = format!("cfg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut env = eventbridge();
+    env.retain(|(name, _)| *name != "EVENT_BUS_NAME");
+    env.extend([
+        ("EVENT_BUS_NAME", format!("{unique}bus")),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_ENDPOINT_URL", aws.to_owned()),
+        ("EVENTFLOW_TABLE_PREFIX", unique.clone()),
+        ("EVENTFLOW_RESOURCE_PREFIX", unique),
+        ("EVENTFLOW_SQS_WAIT_SECONDS", "1".into()),
+        ("WORK_QUEUE_ADAPTER", "sqs".into()),
+    ]);
+    env
+}
+
+/// `provision` run twice: the second run succeeds and changes nothing (no second seed of the
+/// stock, no duplicate product).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_twice_changes_nothing() {
+    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+        return;
+    };
+    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
+        return;
+    };
+    let mut env = deployment(aws);
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
+    for run_number in 1..=2 {
+        let (code, stderr) = run(&env, &["provision"]);
+        assert_eq!(code, Some(0), "provision run {run_number}: {stderr}");
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.push(("INVENTORY_PORT", port.to_string()));
+    let mut inventory = Command::new(BINARY)
+        .args(["serve", "inventory"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stock = loop {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/inventory/prod-1"))
+            .send()
+            .await;
+        if let Ok(response) = response
+            && response.status() == 200
+        {
+            break response.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "inventory never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = inventory.kill();
+    let _ = inventory.wait();
+    assert_eq!(stock["available"], 100, "seeded once: {stock}");
+    assert_eq!(stock["reserved"], 0, "{stock}");
+}
+
 /// Forwards every connection on `listener` to `upstream` (a database coming back).
 async fn forward(listener: tokio::net::TcpListener, upstream: String) {
     loop {
@@ -135,19 +206,7 @@ async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
     let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
         return;
     };
-    let unique = format!("cfg{}-", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut env = eventbridge();
-    env.retain(|(name, _)| *name != "EVENT_BUS_NAME");
-    env.extend([
-        ("EVENT_BUS_NAME", format!("{unique}bus")),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_ENDPOINT_URL", aws.to_owned()),
-        ("EVENTFLOW_TABLE_PREFIX", unique.clone()),
-        ("EVENTFLOW_RESOURCE_PREFIX", unique.clone()),
-        ("EVENTFLOW_SQS_WAIT_SECONDS", "1".into()),
-        ("WORK_QUEUE_ADAPTER", "sqs".into()),
-    ]);
+    let mut env = deployment(aws);
     let mut provision_env = env.clone();
     provision_env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
     let (code, stderr) = run(&provision_env, &["provision"]);

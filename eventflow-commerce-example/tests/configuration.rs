@@ -4,7 +4,11 @@
 //! Needs the `cloud` feature.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
+mod support;
+
+/// Only the harness's port picking is used here; the deployments are built by hand.
+const DEPLOYMENT: support::Deployment = support::Deployment::Services("eventbridge");
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -147,11 +151,7 @@ async fn provisioning_twice_changes_nothing() {
         let (code, stderr) = run(&env, &["provision"]);
         assert_eq!(code, Some(0), "provision run {run_number}: {stderr}");
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     env.push(("INVENTORY_PORT", port.to_string()));
     let mut inventory = Command::new(BINARY)
         .args(["serve", "inventory"])
@@ -213,14 +213,8 @@ async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
     assert_eq!(code, Some(0), "provision: {stderr}");
 
     // The catalog's database address, with nothing listening there yet.
-    let down = TcpListener::bind("127.0.0.1:0").unwrap();
-    let database = down.local_addr().unwrap();
-    drop(down);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let database = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let port = support::free_port();
     env.push(("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{database}")));
     env.push(("CATALOG_PORT", port.to_string()));
     let mut catalog = Command::new(BINARY)

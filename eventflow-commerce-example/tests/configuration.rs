@@ -34,17 +34,21 @@ fn pubsub() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Runs the binary with exactly `env` (nothing inherited but PATH) and `args`: its exit code and
-/// what it printed to stderr.
-fn run(env: &[(&str, String)], args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(BINARY)
+/// The binary with exactly `env` (nothing inherited but PATH) and `args`.
+fn binary(env: &[(&str, String)], args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().map(|(k, v)| (*k, v)))
-        .stdin(Stdio::null())
-        .output()
-        .expect("the binary runs");
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs [`binary`]: its exit code and what it printed to stderr.
+fn run(env: &[(&str, String)], args: &[&str]) -> (Option<i32>, String) {
+    let output = binary(env, args).output().expect("the binary runs");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -153,11 +157,7 @@ async fn provisioning_twice_changes_nothing() {
     }
     let port = support::free_port();
     env.push(("INVENTORY_PORT", port.to_string()));
-    let mut inventory = Command::new(BINARY)
-        .args(["serve", "inventory"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v)))
+    let mut inventory = binary(&env, &["serve", "inventory"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -217,11 +217,7 @@ async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
     let port = support::free_port();
     env.push(("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{database}")));
     env.push(("CATALOG_PORT", port.to_string()));
-    let mut catalog = Command::new(BINARY)
-        .args(["serve", "catalog"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (*k, v)))
+    let mut catalog = binary(&env, &["serve", "catalog"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

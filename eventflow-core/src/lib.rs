@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod outbox;
 pub mod projection;
 pub mod repository;
+mod scratch;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testkit")]

@@ -118,8 +118,8 @@ pub mod event_attributes {
 pub fn event_to_message(event: &RecordedEvent, source: &str) -> Result<Message> {
     use event_attributes as ea;
     let payload = serde_json::from_slice(&event.payload)
-        .map_err(|e| Error::serialization(event.event_type.as_str(), e))?;
-    let mut message = Message::new(event.event_type.clone(), source, payload)
+        .map_err(|e| Error::serialization(event.event_type.as_ref(), e))?;
+    let mut message = Message::new(event.event_type.to_string(), source, payload)
         .with_id(event.event_id.to_string())
         .with_ordering_key(event.stream_id.as_str())
         .with_attribute(ea::STREAM_ID, event.stream_id.as_str())
@@ -189,10 +189,10 @@ pub fn message_to_event(message: &Message) -> Result<RecordedEvent> {
         stream_id: StreamId::new(attr(ea::STREAM_ID)?),
         version,
         position,
-        event_type: message.message_type.clone(),
+        event_type: message.message_type.clone().into(),
         schema_version,
         recorded_at,
-        metadata,
+        metadata: metadata.into(),
         payload: payload.into(),
     })
 }

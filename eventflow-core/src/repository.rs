@@ -1,6 +1,5 @@
 //! The repository: load an aggregate, let it decide, append what it decided, retry on conflict.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +15,7 @@ use crate::decider::{AggregateDecider, Decider};
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Upcasters};
 use crate::metadata::Metadata;
+use crate::scratch::with_joined;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 use crate::store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
@@ -36,8 +36,8 @@ pub struct Envelope<E> {
     pub position: Option<u64>,
     /// When it was recorded.
     pub recorded_at: DateTime<Utc>,
-    /// Correlation, causation, actor, trace context.
-    pub metadata: Metadata,
+    /// Correlation, causation, actor, trace context (shared with the record).
+    pub metadata: Arc<Metadata>,
     /// The event.
     pub event: E,
 }
@@ -148,19 +148,21 @@ fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<A> {
 /// a starting point: loading still reads the events appended after it, so other writers are seen.
 struct AggregateCache<A> {
     capacity: usize,
-    entries: Mutex<HashMap<StreamId, (u64, A)>>,
+    entries: Mutex<foldhash::HashMap<StreamId, (u64, A)>>,
 }
 
 impl<A> AggregateCache<A> {
-    fn take(&self, stream: &StreamId) -> Option<(u64, A)> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(stream)
+    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<StreamId, (u64, A)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the entry of the stream named `stream`, with the stored id: a hit builds no id.
+    fn take(&self, stream: &str) -> Option<(StreamId, (u64, A))> {
+        self.lock().remove_entry(stream)
     }
 
     fn put(&self, stream: StreamId, version: u64, state: A) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(&stream) {
             // Evicting an arbitrary entry keeps this O(1); the cost of a wrong pick is one replay.
             if let Some(victim) = entries.keys().next().cloned() {
@@ -271,7 +273,7 @@ impl<D: Decider> DeciderRepository<D> {
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Some(AggregateCache {
             capacity: capacity.max(1),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
         });
         self
     }
@@ -367,7 +369,7 @@ impl<D: Decider> DeciderRepository<D> {
     /// Drops `id` from the cache: the next command loads it from the store.
     pub fn forget(&self, id: &str) {
         if let Some(cache) = &self.cache {
-            cache.take(&self.stream_id(id));
+            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream));
         }
     }
 
@@ -396,21 +398,33 @@ impl<D: Decider> DeciderRepository<D> {
         context: CommandContext,
         inspect: impl FnOnce(&D::State, u64) + Send,
     ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
-        let stream = self.stream_id(id);
+        let (stream, cached) = self.take_cached(id);
         let span = tracing::info_span!(
             "eventflow.command",
             stream = %stream,
             correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
         );
-        self.execute_in_span(id, stream, command, context, inspect)
+        self.execute_in_span(id, stream, cached, command, context, inspect)
             .instrument(span)
             .await
+    }
+
+    /// The stream of `id` and its cached state, if any; the id comes from the cache on a hit.
+    fn take_cached(&self, id: &str) -> (StreamId, Option<(u64, D::State)>) {
+        let hit = self.cache.as_ref().and_then(|cache| {
+            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream))
+        });
+        match hit {
+            Some((stream, entry)) => (stream, Some(entry)),
+            None => (self.stream_id(id), None),
+        }
     }
 
     async fn execute_in_span(
         &self,
         id: &str,
         stream: StreamId,
+        cached: Option<(u64, D::State)>,
         command: &D::Command,
         context: CommandContext,
         inspect: impl FnOnce(&D::State, u64) + Send,
@@ -419,7 +433,7 @@ impl<D: Decider> DeciderRepository<D> {
         // check proves it was current. Only a decision that appends nothing (a rejection, an empty
         // result) is not proven by an append, so it first catches up with the stream and decides
         // again. After a conflict the state catches up from its version rather than from scratch.
-        let mut start = self.cache.as_ref().and_then(|c| c.take(&stream));
+        let mut start = cached;
         let mut verified = start.is_none();
         let mut attempt = 0;
         loop {
@@ -569,7 +583,11 @@ impl<D: Decider> DeciderRepository<D> {
             // Decide every command before writing anything.
             let mut decided = Vec::with_capacity(commands.len());
             for ((id, command), stream) in commands.iter().zip(&streams) {
-                let cached = self.cache.as_ref().and_then(|c| c.take(stream));
+                let cached = self
+                    .cache
+                    .as_ref()
+                    .and_then(|c| c.take(stream.as_str()))
+                    .map(|(_, entry)| entry);
                 let (state, version) = self.load_stream(id, stream, cached).await?;
                 match self.decider.decide(&state, command) {
                     Ok(events) => decided.push((stream, state, version, events)),
@@ -775,18 +793,22 @@ impl<D: Decider> DeciderRepository<D> {
             Some((version, state)) => (state, version),
             None => self.load_snapshot(id, stream).await?,
         };
+        // Decoded while the store visits its records (no record is copied), evolved after: a
+        // store may hold a lock while it visits, and the decider's code does not run under it.
+        let mut page: Vec<(u64, D::Event)> = Vec::new();
         loop {
-            let page = self
+            let visited = self
                 .dyn_store()
-                .read_stream(stream, version + 1, READ_PAGE_SIZE)
+                .visit_stream(stream, version + 1, READ_PAGE_SIZE, &mut |recorded| {
+                    page.push((recorded.version, self.upcasters.decode(recorded)?));
+                    Ok(())
+                })
                 .await?;
-            let full = page.len() == READ_PAGE_SIZE;
-            for recorded in &page {
-                let event = self.upcasters.decode(recorded)?;
+            for (recorded_version, event) in page.drain(..) {
                 self.decider.evolve(&mut state, &event);
-                version = recorded.version;
+                version = recorded_version;
             }
-            if !full {
+            if visited < READ_PAGE_SIZE {
                 return Ok((state, version));
             }
         }
@@ -847,9 +869,11 @@ fn encode_events<E: DomainEvent>(
     events: Vec<E>,
     metadata: &Metadata,
 ) -> Result<(Vec<NewEvent>, Vec<Envelope<E>>)> {
+    // One copy of the metadata for every event of the command, record and envelope alike.
+    let metadata = Arc::new(metadata.clone());
     let mut new_events = Vec::with_capacity(events.len());
     for event in &events {
-        new_events.push(NewEvent::encode(event, metadata.clone())?);
+        new_events.push(NewEvent::encode(event, Arc::clone(&metadata))?);
     }
     let envelopes = events
         .into_iter()
@@ -860,7 +884,7 @@ fn encode_events<E: DomainEvent>(
             version: 0,
             position: None,
             recorded_at: DateTime::<Utc>::UNIX_EPOCH,
-            metadata: metadata.clone(),
+            metadata: Arc::clone(&metadata),
             event,
         })
         .collect();

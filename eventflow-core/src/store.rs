@@ -12,6 +12,7 @@
     doc = "conformance suite (feature `testkit`)."
 )]
 
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::DomainEvent;
 use crate::metadata::Metadata;
+use crate::scratch;
 
 /// The id of an event stream, e.g. `order-42`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -38,18 +40,7 @@ impl StreamId {
 
     /// The stream of the aggregate `id` of type `stream_type`: `"{stream_type}-{id}"`.
     pub fn for_aggregate(stream_type: &str, id: &str) -> Self {
-        // Short ids are joined on the stack so the `Arc<str>` is the only allocation.
-        let len = stream_type.len() + 1 + id.len();
-        let mut buffer = [0u8; 96];
-        if len <= buffer.len() {
-            buffer[..stream_type.len()].copy_from_slice(stream_type.as_bytes());
-            buffer[stream_type.len()] = b'-';
-            buffer[stream_type.len() + 1..len].copy_from_slice(id.as_bytes());
-            if let Ok(joined) = std::str::from_utf8(&buffer[..len]) {
-                return StreamId(Arc::from(joined));
-            }
-        }
-        StreamId(Arc::from(format!("{stream_type}-{id}")))
+        scratch::with_joined(stream_type, id, |joined| StreamId(Arc::from(joined)))
     }
 
     /// The id as a string slice.
@@ -67,6 +58,14 @@ impl fmt::Display for StreamId {
 impl fmt::Debug for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// Maps keyed by `StreamId` can be searched with a `&str`, without building an id (hashing and
+/// equality are those of the string).
+impl Borrow<str> for StreamId {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -131,23 +130,25 @@ impl fmt::Display for ExpectedVersion {
 pub struct NewEvent {
     /// Unique id, chosen by the writer so a retried append is recognisable downstream.
     pub event_id: Uuid,
-    /// Stable event type name.
-    pub event_type: String,
+    /// Stable event type name: borrowed for the `&'static str` a [`DomainEvent`] returns, so
+    /// encoding and copying a record never allocate for it.
+    pub event_type: Cow<'static, str>,
     /// Schema version of the payload.
     pub schema_version: u32,
     /// The JSON payload.
     pub payload: Bytes,
-    /// Correlation, causation, actor, trace context.
-    pub metadata: Metadata,
+    /// Correlation, causation, actor, trace context: shared by the events of one command, and
+    /// by every copy of a record, rather than copied into each.
+    pub metadata: Arc<Metadata>,
 }
 
 impl NewEvent {
     /// A new event with a fresh time-ordered (v7) id.
     pub fn new(
-        event_type: impl Into<String>,
+        event_type: impl Into<Cow<'static, str>>,
         schema_version: u32,
         payload: Bytes,
-        metadata: Metadata,
+        metadata: impl Into<Arc<Metadata>>,
     ) -> Self {
         NewEvent {
             // Without uuid's process-wide context (a mutex that keeps ids monotonic within a
@@ -156,18 +157,23 @@ impl NewEvent {
             event_type: event_type.into(),
             schema_version,
             payload,
-            metadata,
+            metadata: metadata.into(),
         }
     }
 
     /// Serialises a domain event.
-    pub fn encode<E: DomainEvent>(event: &E, metadata: Metadata) -> Result<Self> {
-        let payload =
-            serde_json::to_vec(event).map_err(|e| Error::serialization(event.event_type(), e))?;
+    pub fn encode<E: DomainEvent>(event: &E, metadata: impl Into<Arc<Metadata>>) -> Result<Self> {
+        // Serialised into a reused buffer, then copied into an allocation of the exact size: one
+        // allocation per event, kept by the record.
+        let payload = scratch::with_bytes(|buffer| {
+            serde_json::to_writer(&mut *buffer, event)
+                .map(|()| Bytes::copy_from_slice(buffer))
+                .map_err(|e| Error::serialization(event.event_type(), e))
+        })?;
         Ok(NewEvent::new(
             event.event_type(),
             event.schema_version(),
-            Bytes::from(payload),
+            payload,
             metadata,
         ))
     }
@@ -193,13 +199,13 @@ pub struct RecordedEvent {
     /// Position in the store's global feed, where the store has one (1-based).
     pub position: Option<u64>,
     /// Stable event type name.
-    pub event_type: String,
+    pub event_type: Cow<'static, str>,
     /// Schema version of the payload as written.
     pub schema_version: u32,
     /// When the store accepted it.
     pub recorded_at: DateTime<Utc>,
-    /// Correlation, causation, actor, trace context.
-    pub metadata: Metadata,
+    /// Correlation, causation, actor, trace context (shared: see [`NewEvent::metadata`]).
+    pub metadata: Arc<Metadata>,
     /// The JSON payload.
     pub payload: Bytes,
 }
@@ -239,7 +245,7 @@ impl RecordedEvent {
         Error::Decode {
             stream: self.stream_id.clone(),
             version: self.version,
-            event_type: self.event_type.clone(),
+            event_type: self.event_type.to_string(),
             schema_version,
             source,
         }
@@ -458,6 +464,28 @@ pub trait EventStore: Send + Sync {
 
     /// The result of the append that recorded `key`, if any.
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>>;
+
+    /// Hands the events [`read_stream`](Self::read_stream) would return to `visit`, in order and
+    /// by reference, and returns how many it handed over. The first error `visit` returns ends
+    /// the read and is returned.
+    ///
+    /// A store that keeps its events in memory does this without copying a record, which is what
+    /// makes a replay cost little more than decoding; `visit` may then run while the store holds
+    /// its lock, so it must be short (the repository decodes in it) and must not call the store.
+    /// The provided implementation reads a page with `read_stream` and visits it.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        let page = self.read_stream(stream, from_version, max_count).await?;
+        for event in &page {
+            visit(event)?;
+        }
+        Ok(page.len())
+    }
 }
 
 #[async_trait]
@@ -475,6 +503,17 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
         (**self).find_idempotency_key(key).await
+    }
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        (**self)
+            .visit_stream(stream, from_version, max_count, visit)
+            .await
     }
 }
 

@@ -205,7 +205,7 @@ async fn relayed_events_reach_subscribers_in_stream_order_with_their_correlation
                     .unwrap()
                     .entry(event.stream_id.to_string())
                     .or_default()
-                    .push((event.version, event.metadata.correlation_id));
+                    .push((event.version, event.metadata.correlation_id.clone()));
                 Ok::<(), HandlerError>(())
             }
         })
@@ -256,7 +256,12 @@ async fn relayed_events_reach_subscribers_in_stream_order_with_their_correlation
 }
 
 fn raw_event(event_type: &str, payload: Vec<u8>) -> eventflow_core::NewEvent {
-    eventflow_core::NewEvent::new(event_type, 1, bytes::Bytes::from(payload), Metadata::new())
+    eventflow_core::NewEvent::new(
+        event_type.to_owned(),
+        1,
+        bytes::Bytes::from(payload),
+        Metadata::new(),
+    )
 }
 
 fn with_outbox(

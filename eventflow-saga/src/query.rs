@@ -111,7 +111,7 @@ impl SagaQuery {
                 version: e.version,
                 recorded_at: e.recorded_at,
                 event_type: e.event.event_type().to_owned(),
-                metadata: e.metadata,
+                metadata: std::sync::Arc::unwrap_or_clone(e.metadata),
                 event: e.event,
             })
             .collect())

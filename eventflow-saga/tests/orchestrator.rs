@@ -124,7 +124,7 @@ impl World {
                 if let Some(key) = event.metadata.headers.get(IDEMPOTENCY_KEY_HEADER) {
                     out.entry(key.clone())
                         .or_default()
-                        .push(event.event_type.clone());
+                        .push(event.event_type.to_string());
                 }
             }
         }

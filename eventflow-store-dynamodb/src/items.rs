@@ -105,7 +105,7 @@ pub(crate) fn event_item(
     );
     item.insert(
         event_attr::EVENT_TYPE.to_owned(),
-        s(event.event_type.as_str()),
+        s(event.event_type.as_ref()),
     );
     item.insert(
         event_attr::SCHEMA_VERSION.to_owned(),
@@ -115,7 +115,7 @@ pub(crate) fn event_item(
         event_attr::PAYLOAD.to_owned(),
         payload_value(&event.payload),
     );
-    if event.metadata != Metadata::default() {
+    if *event.metadata != Metadata::default() {
         let metadata =
             serde_json::to_string(&event.metadata).map_err(|e| Error::Serialization {
                 what: format!("metadata of {}", event.event_type),

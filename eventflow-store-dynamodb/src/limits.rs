@@ -140,7 +140,7 @@ fn exceeds(limit: &'static str, actual: u64, max: u64) -> Result<()> {
 pub(crate) fn event_item_size(stream_bytes: u64, event: &NewEvent) -> Result<u64> {
     use event_attr as a;
     let name = |n: &str| n.len() as u64;
-    let metadata = if event.metadata == Metadata::default() {
+    let metadata = if *event.metadata == Metadata::default() {
         0
     } else {
         let json = serde_json::to_string(&event.metadata).map_err(|e| Error::Serialization {

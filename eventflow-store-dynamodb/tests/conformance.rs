@@ -25,6 +25,7 @@ fn assert_report(report: &ConformanceReport) {
             "expected_versions",
             "conflict_writes_nothing",
             "paged_reads",
+            "visited_reads",
             "concurrent_writers",
             "idempotency_keys",
             "concurrent_idempotency",

@@ -15,7 +15,12 @@ use eventflow_core::{
 use eventflow_store_dynamodb::testkit;
 
 fn event(event_type: &str, payload: Vec<u8>) -> NewEvent {
-    NewEvent::new(event_type, 1, Bytes::from(payload), Metadata::new())
+    NewEvent::new(
+        event_type.to_owned(),
+        1,
+        Bytes::from(payload),
+        Metadata::new(),
+    )
 }
 
 /// A JSON string payload of `bytes` bytes.

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -32,8 +32,8 @@ struct Inner {
     /// Every event, in global order; an event's position is its index + 1.
     log: Vec<RecordedEvent>,
     /// Log indices of each stream's events, in version order.
-    streams: HashMap<StreamId, Vec<usize>>,
-    idempotency: HashMap<String, AppendResult>,
+    streams: foldhash::HashMap<StreamId, Vec<usize>>,
+    idempotency: foldhash::HashMap<String, AppendResult>,
     /// Log indices of events not yet relayed.
     outbox: BTreeSet<usize>,
     /// Log indices of entries the bus refused for good, with the reason and when.
@@ -247,6 +247,27 @@ impl EventStore for InMemoryEventStore {
 
     async fn find_idempotency_key(&self, key: &str) -> Result<Option<AppendResult>> {
         Ok(self.lock().idempotency.get(key).cloned())
+    }
+
+    /// Visits the stored records under the lock: no record is copied.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+        visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
+    ) -> Result<usize> {
+        let inner = self.lock();
+        let Some(indices) = inner.streams.get(stream) else {
+            return Ok(0);
+        };
+        let skip = from_version.saturating_sub(1) as usize;
+        let mut visited = 0;
+        for &i in indices.iter().skip(skip).take(max_count) {
+            visit(&inner.log[i])?;
+            visited += 1;
+        }
+        Ok(visited)
     }
 }
 

@@ -47,6 +47,8 @@ where
     report.pass("conflict_writes_nothing");
     paged_reads(&factory().await).await;
     report.pass("paged_reads");
+    visited_reads(&factory().await).await;
+    report.pass("visited_reads");
     concurrent_writers(Arc::new(factory().await)).await;
     report.pass("concurrent_writers");
     idempotency_keys(&factory().await).await;
@@ -154,7 +156,7 @@ async fn append_and_read<S: EventStore>(store: &S) {
         .with_header("tenant", "acme");
     let mut sent = events(1, 3);
     for e in &mut sent {
-        e.metadata = metadata.clone();
+        e.metadata = std::sync::Arc::new(metadata.clone());
     }
     sent[2].schema_version = 3;
     let result = append(store, &s, ExpectedVersion::NoStream, sent.clone())
@@ -359,6 +361,60 @@ async fn paged_reads<S: EventStore>(store: &S) {
         past_end.is_empty(),
         "paged_reads: reading past the end is empty"
     );
+}
+
+/// `visit_stream` hands over exactly what `read_stream` returns, and stops at the visitor's error.
+async fn visited_reads<S: EventStore>(store: &S) {
+    let s = stream("visited");
+    append(store, &s, ExpectedVersion::NoStream, events(1, 12))
+        .await
+        .or_fail("visited_reads: append");
+    for (from, max) in [(1, 100), (1, 5), (4, 3), (12, 10), (13, 10), (0, 2)] {
+        let read = store
+            .read_stream(&s, from, max)
+            .await
+            .or_fail("visited_reads: read");
+        let mut visited = Vec::new();
+        let count = store
+            .visit_stream(&s, from, max, &mut |event| {
+                visited.push(event.clone());
+                Ok(())
+            })
+            .await
+            .or_fail("visited_reads: visit");
+        assert_eq!(
+            count,
+            read.len(),
+            "visited_reads: count from {from}, max {max}"
+        );
+        assert_eq!(
+            visited, read,
+            "visited_reads: events from {from}, max {max}"
+        );
+    }
+    let missing = store
+        .visit_stream(&stream("visited-missing"), 1, 10, &mut |_| {
+            panic!("visited_reads: a missing stream has nothing to visit")
+        })
+        .await
+        .or_fail("visited_reads: visit a missing stream");
+    assert_eq!(missing, 0, "visited_reads: a missing stream visits nothing");
+    let mut seen = 0;
+    let stopped = store
+        .visit_stream(&s, 1, 100, &mut |_| {
+            seen += 1;
+            if seen == 2 {
+                Err(Error::InvalidRequest("visitor stops".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+    assert!(
+        matches!(stopped, Err(Error::InvalidRequest(ref m)) if m == "visitor stops"),
+        "visited_reads: the visitor's error is returned, got {stopped:?}"
+    );
+    assert_eq!(seen, 2, "visited_reads: nothing is visited after the error");
 }
 
 async fn concurrent_writers<S: EventStore + 'static>(store: Arc<S>) {

@@ -2,7 +2,8 @@
 //! bytes into a `Mutex<Vec<_>>`) measured in the same run.
 //!
 //! Every eventflow figure includes encoding the event (`NewEvent::encode`: serde_json, a v7 id),
-//! building the `AppendRequest` and awaiting the store's `append`, just as the raw loop includes
+//! the append's metadata (one, shared by its events, as the repository writes them), building the
+//! `AppendRequest` and awaiting the store's `append`, just as the raw loop includes
 //! `serde_json::to_vec`. Stores (and the raw `Vec`) are replaced, untimed, every
 //! [`RESET_EVERY`] events so memory stays flat; a spread stream holds at most 10 events.
 //!
@@ -15,6 +16,7 @@
 mod common;
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{CqrsAccount, DEPOSITED, Quiet, RawLog, SPREAD, ids, runtime};
@@ -50,8 +52,12 @@ async fn eventflow_appends(streams: &[StreamId], batch: usize, iters: u64) -> Du
             start = Instant::now();
         }
         let s = (i % streams.len() as u64) as usize;
+        // One metadata for the whole append, shared by its events, as the repository writes them.
+        let metadata = Arc::new(Metadata::new());
         let events = (0..batch)
-            .map(|_| NewEvent::encode(black_box(&DEPOSITED), Metadata::new()).expect("encode"))
+            .map(|_| {
+                NewEvent::encode(black_box(&DEPOSITED), Arc::clone(&metadata)).expect("encode")
+            })
             .collect();
         let request = AppendRequest::new(
             streams[s].clone(),

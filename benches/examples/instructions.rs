@@ -7,7 +7,8 @@
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions command-cached 100000
 //! ```
 //!
-//! Workloads: `append` (one-event appends round robin over 10,000 streams), `command-fresh` (one
+//! Workloads: `append` (one-event appends round robin over 10,000 streams), `append-batch` (the
+//! same with 10 events per append), `command-fresh` (one
 //! command per aggregate, every stream new), `command-cached` (cached commands round robin over
 //! 10,000 aggregates, after one untimed round), `replay` (`N` loads of a 1,000-event stream),
 //! `raw-decode` (the rehydrate bench's raw loop: `N` times, decode and apply 1,000 payloads).
@@ -32,19 +33,20 @@ fn main() {
     let rt = runtime();
     rt.block_on(async {
         match workload.as_str() {
-            "append" => append(n).await,
+            "append" => append(n, 1).await,
+            "append-batch" => append(n, 10).await,
             "command-fresh" => commands(n, false).await,
             "command-cached" => commands(n, true).await,
             "replay" => replay(n).await,
             "raw-decode" => raw_decode(n),
             other => eprintln!(
-                "unknown workload {other:?}: append, command-fresh, command-cached, replay, raw-decode"
+                "unknown workload {other:?}: append, append-batch, command-fresh, command-cached, replay, raw-decode"
             ),
         }
     });
 }
 
-async fn append(n: u64) {
+async fn append(n: u64, batch: usize) {
     let store = InMemoryEventStore::new();
     let streams: Vec<StreamId> = (0..SPREAD)
         .map(|i| StreamId::for_aggregate("account", &i.to_string()))
@@ -52,11 +54,16 @@ async fn append(n: u64) {
     let mut versions = vec![0_u64; SPREAD];
     for i in 0..n {
         let s = (i % SPREAD as u64) as usize;
-        let event = NewEvent::encode(black_box(&DEPOSITED), Metadata::new()).expect("encode");
+        let metadata = Arc::new(Metadata::new());
+        let events = (0..batch)
+            .map(|_| {
+                NewEvent::encode(black_box(&DEPOSITED), Arc::clone(&metadata)).expect("encode")
+            })
+            .collect();
         let request = AppendRequest::new(
             streams[s].clone(),
             ExpectedVersion::Exact(versions[s]),
-            vec![event],
+            events,
         );
         versions[s] = store.append(request).await.expect("append").last_version;
     }

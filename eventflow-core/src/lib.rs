@@ -6,6 +6,7 @@ pub mod bus;
 pub mod decider;
 pub mod error;
 pub mod event;
+mod event_id;
 pub mod feed;
 pub mod limits;
 pub mod memory;

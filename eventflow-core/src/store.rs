@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::event::DomainEvent;
 use crate::metadata::Metadata;
-use crate::scratch;
+use crate::{event_id, scratch};
 
 /// The id of an event stream, e.g. `order-42`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -151,9 +151,7 @@ impl NewEvent {
         metadata: impl Into<Arc<Metadata>>,
     ) -> Self {
         NewEvent {
-            // Without uuid's process-wide context (a mutex that keeps ids monotonic within a
-            // millisecond): event order comes from versions and positions, not from ids.
-            event_id: Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)),
+            event_id: event_id::new_v7(),
             event_type: event_type.into(),
             schema_version,
             payload,

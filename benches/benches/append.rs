@@ -16,16 +16,13 @@
 mod common;
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{CqrsAccount, DEPOSITED, Quiet, RawLog, SPREAD, ids, runtime};
+use common::{CqrsAccount, DEPOSITED, Quiet, RawLog, SPREAD, ids, new_events, runtime};
 use cqrs_es::EventStore as _;
 use cqrs_es::mem_store::{MemStore, MemStoreAggregateContext};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use eventflow_core::{
-    AppendRequest, EventStore, ExpectedVersion, InMemoryEventStore, Metadata, NewEvent, StreamId,
-};
+use eventflow_core::{AppendRequest, EventStore, ExpectedVersion, InMemoryEventStore, StreamId};
 
 /// Events written before the store is replaced (untimed).
 const RESET_EVERY: u64 = 100_000;
@@ -52,13 +49,7 @@ async fn eventflow_appends(streams: &[StreamId], batch: usize, iters: u64) -> Du
             start = Instant::now();
         }
         let s = (i % streams.len() as u64) as usize;
-        // One metadata for the whole append, shared by its events, as the repository writes them.
-        let metadata = Arc::new(Metadata::new());
-        let events = (0..batch)
-            .map(|_| {
-                NewEvent::encode(black_box(&DEPOSITED), Arc::clone(&metadata)).expect("encode")
-            })
-            .collect();
+        let events = new_events(batch);
         let request = AppendRequest::new(
             streams[s].clone(),
             ExpectedVersion::Exact(versions[s]),

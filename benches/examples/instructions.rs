@@ -11,7 +11,9 @@
 //! same with 10 events per append), `command-fresh` (one
 //! command per aggregate, every stream new), `command-cached` (cached commands round robin over
 //! 10,000 aggregates, after one untimed round), `replay` (`N` loads of a 1,000-event stream),
-//! `raw-decode` (the rehydrate bench's raw loop: `N` times, decode and apply 1,000 payloads).
+//! `raw-decode` (the rehydrate bench's raw loop: `N` times, decode and apply 1,000 payloads),
+//! `cqrs-batch` (cqrs-es's `MemStore` logic without its printing: commits of 10 events, round robin
+//! over 10,000 aggregates).
 #![allow(missing_docs)]
 
 #[path = "../benches/common/mod.rs"]
@@ -22,8 +24,8 @@ use std::sync::Arc;
 
 use common::{Account, DEPOSIT, DEPOSITED, SPREAD, ids, new_events, runtime, seeded_store};
 use eventflow_core::{
-    AppendRequest, CommandContext, EventStore, ExpectedVersion, InMemoryEventStore, Metadata,
-    NewEvent, Repository, StreamId,
+    AppendRequest, CommandContext, EventStore, ExpectedVersion, InMemoryEventStore, Repository,
+    StreamId,
 };
 
 fn main() {
@@ -39,8 +41,9 @@ fn main() {
             "command-cached" => commands(n, true).await,
             "replay" => replay(n).await,
             "raw-decode" => raw_decode(n),
+            "cqrs-batch" => cqrs_batch(n).await,
             other => eprintln!(
-                "unknown workload {other:?}: append, append-batch, command-fresh, command-cached, replay, raw-decode"
+                "unknown workload {other:?}: append, append-batch, command-fresh, command-cached, replay, raw-decode, cqrs-batch"
             ),
         }
     });
@@ -54,12 +57,7 @@ async fn append(n: u64, batch: usize) {
     let mut versions = vec![0_u64; SPREAD];
     for i in 0..n {
         let s = (i % SPREAD as u64) as usize;
-        let metadata = Arc::new(Metadata::new());
-        let events = (0..batch)
-            .map(|_| {
-                NewEvent::encode(black_box(&DEPOSITED), Arc::clone(&metadata)).expect("encode")
-            })
-            .collect();
+        let events = new_events(batch);
         let request = AppendRequest::new(
             streams[s].clone(),
             ExpectedVersion::Exact(versions[s]),
@@ -119,5 +117,25 @@ fn raw_decode(n: u64) {
             eventflow_core::Aggregate::apply(&mut state, &event);
         }
         black_box(state);
+    }
+}
+
+async fn cqrs_batch(n: u64) {
+    use cqrs_es::EventStore as _;
+    let store = common::SilentMemStore::default();
+    let ids = ids(SPREAD);
+    let mut sequences = vec![0_usize; SPREAD];
+    for i in 0..n {
+        let s = (i % SPREAD as u64) as usize;
+        let context = cqrs_es::mem_store::MemStoreAggregateContext {
+            aggregate_id: ids[s].clone(),
+            aggregate: common::CqrsAccount::default(),
+            current_sequence: sequences[s],
+        };
+        let committed = store
+            .commit(vec![black_box(DEPOSITED); 10], context, Default::default())
+            .await
+            .expect("commit");
+        sequences[s] += committed.len();
     }
 }

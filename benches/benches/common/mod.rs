@@ -229,10 +229,12 @@ pub(crate) fn raw_loop(iters: u64) -> Duration {
     elapsed + start.elapsed()
 }
 
-/// `n` encoded `Deposited` events, ready to append.
+/// `n` encoded `Deposited` events, ready to append, sharing one metadata as the repository's
+/// events of one command do.
 pub(crate) fn new_events(n: usize) -> Vec<NewEvent> {
+    let metadata = Arc::new(Metadata::new());
     (0..n)
-        .map(|_| NewEvent::encode(&DEPOSITED, Metadata::new()).expect("encode"))
+        .map(|_| NewEvent::encode(black_box(&DEPOSITED), Arc::clone(&metadata)).expect("encode"))
         .collect()
 }
 

@@ -7,13 +7,16 @@
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/instructions command-cached 100000
 //! ```
 //!
-//! Workloads: `append` (one-event appends round robin over 10,000 streams), `append-batch` (the
-//! same with 10 events per append), `command-fresh` (one
-//! command per aggregate, every stream new), `command-cached` (cached commands round robin over
-//! 10,000 aggregates, after one untimed round), `replay` (`N` loads of a 1,000-event stream),
-//! `raw-decode` (the rehydrate bench's raw loop: `N` times, decode and apply 1,000 payloads),
-//! `cqrs-batch` (cqrs-es's `MemStore` logic without its printing: commits of 10 events, round robin
-//! over 10,000 aggregates).
+//! Workloads:
+//! - `append`: one-event appends round robin over 10,000 streams; `append-batch`: the same with 10
+//!   events per append;
+//! - `command-fresh`: one command per aggregate, every stream new; `command-fresh-cached`: the same
+//!   through a cache (which can only miss); `command-cached`: cached commands round robin over
+//!   10,000 aggregates, after one untimed round;
+//! - `replay`: `N` loads of a 1,000-event stream; `raw-decode`: the rehydrate bench's raw loop (`N`
+//!   times, decode and apply 1,000 payloads);
+//! - `cqrs-batch`: cqrs-es's `MemStore` logic without its printing, commits of 10 events round
+//!   robin over 10,000 aggregates.
 #![allow(missing_docs)]
 
 #[path = "../benches/common/mod.rs"]
@@ -37,13 +40,14 @@ fn main() {
         match workload.as_str() {
             "append" => append(n, 1).await,
             "append-batch" => append(n, 10).await,
-            "command-fresh" => commands(n, false).await,
-            "command-cached" => commands(n, true).await,
+            "command-fresh" => commands(n, Shape::Fresh).await,
+            "command-fresh-cached" => commands(n, Shape::FreshCached).await,
+            "command-cached" => commands(n, Shape::Cached).await,
             "replay" => replay(n).await,
             "raw-decode" => raw_decode(n),
             "cqrs-batch" => cqrs_batch(n).await,
             other => eprintln!(
-                "unknown workload {other:?}: append, append-batch, command-fresh, command-cached, replay, raw-decode, cqrs-batch"
+                "unknown workload {other:?}: append, append-batch, command-fresh, command-fresh-cached, command-cached, replay, raw-decode, cqrs-batch"
             ),
         }
     });
@@ -67,14 +71,26 @@ async fn append(n: u64, batch: usize) {
     }
 }
 
-async fn commands(n: u64, warm: bool) {
+/// Which commands the `command-*` workloads run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A new aggregate every time, no cache.
+    Fresh,
+    /// A new aggregate every time, with a cache (which can only miss, and grows).
+    FreshCached,
+    /// Round robin over 10,000 aggregates warmed into the cache.
+    Cached,
+}
+
+async fn commands(n: u64, shape: Shape) {
     let ids = ids(SPREAD);
     let repository = Repository::<Account>::new(Arc::new(InMemoryEventStore::new()));
-    let repository = if warm {
-        repository.with_cache(16_384)
-    } else {
+    let repository = if shape == Shape::Fresh {
         repository
+    } else {
+        repository.with_cache(16_384)
     };
+    let warm = shape == Shape::Cached;
     if warm {
         for id in &ids {
             repository
@@ -84,7 +100,6 @@ async fn commands(n: u64, warm: bool) {
         }
     }
     for i in 0..n {
-        // Fresh: a new aggregate every time. Cached: round robin over the warmed ones.
         let id = if warm {
             ids[(i % SPREAD as u64) as usize].clone()
         } else {

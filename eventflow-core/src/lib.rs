@@ -17,6 +17,7 @@ pub mod repository;
 mod scratch;
 pub mod snapshot;
 pub mod store;
+mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;

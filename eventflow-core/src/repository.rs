@@ -21,6 +21,7 @@ use crate::store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
     READ_PAGE_SIZE, RecordedEvent, StreamId,
 };
+use crate::sync::lock;
 
 /// A typed, decoded event with its envelope.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,17 +153,13 @@ struct AggregateCache<A> {
 }
 
 impl<A> AggregateCache<A> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<StreamId, (u64, A)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Takes the entry of the stream named `stream`, with the stored id: a hit builds no id.
     fn take(&self, stream: &str) -> Option<(StreamId, (u64, A))> {
-        self.lock().remove_entry(stream)
+        lock(&self.entries).remove_entry(stream)
     }
 
     fn put(&self, stream: StreamId, version: u64, state: A) {
-        let mut entries = self.lock();
+        let mut entries = lock(&self.entries);
         if entries.len() >= self.capacity && !entries.contains_key(&stream) {
             // Evicting an arbitrary entry keeps this O(1); the cost of a wrong pick is one replay.
             if let Some(victim) = entries.keys().next().cloned() {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -17,6 +17,7 @@ use crate::bus::{
     Subscription, SubscriptionHandle,
 };
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 /// The JSON length of `message` without string escapes: a walk over its values, no formatting.
 fn unescaped_len(message: &Message) -> usize {
@@ -166,12 +167,6 @@ struct Shared {
 
 /// Dead letters by subscription name, oldest first.
 type DeadLetterStore = Mutex<HashMap<String, Vec<DeadLetter>>>;
-
-/// Locks `mutex`, ignoring poisoning: no lock of this module is held while user code runs, and
-/// every critical section leaves its data consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const _: fn() = || {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}

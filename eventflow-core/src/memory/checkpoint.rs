@@ -21,7 +21,7 @@ impl InMemoryCheckpointStore {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
         // Every update is a single insert or remove: a poisoned map is still consistent.
-        self.checkpoints.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.checkpoints)
     }
 }
 

@@ -55,7 +55,7 @@ impl InMemoryEventStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-written append behind (every append
         // validates before it mutates), so a poisoned lock is safe to keep using.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 
     /// The number of events in the store.
@@ -72,6 +72,24 @@ impl InMemoryEventStore {
 impl Inner {
     fn version(&self, stream: &StreamId) -> u64 {
         self.streams.get(stream).map_or(0, |v| v.len() as u64)
+    }
+
+    /// At most `max_count` records of `stream` from `from_version` on, in order: what
+    /// `read_stream` copies and `visit_stream` hands over.
+    fn stream_records(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> impl Iterator<Item = &RecordedEvent> {
+        let indices = self.streams.get(stream).map_or(&[][..], Vec::as_slice);
+        let skip = usize::try_from(from_version.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(indices.len());
+        indices[skip..]
+            .iter()
+            .take(max_count)
+            .map(|&i| &self.log[i])
     }
 
     /// Appends `events` to `stream` after checking that it is at `expected`, with one map
@@ -232,16 +250,10 @@ impl EventStore for InMemoryEventStore {
         from_version: u64,
         max_count: usize,
     ) -> Result<Vec<RecordedEvent>> {
-        let inner = self.lock();
-        let Some(indices) = inner.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let skip = from_version.saturating_sub(1) as usize;
-        Ok(indices
-            .iter()
-            .skip(skip)
-            .take(max_count)
-            .map(|&i| inner.log[i].clone())
+        Ok(self
+            .lock()
+            .stream_records(stream, from_version, max_count)
+            .cloned()
             .collect())
     }
 
@@ -258,13 +270,9 @@ impl EventStore for InMemoryEventStore {
         visit: &mut (dyn for<'e> FnMut(&'e RecordedEvent) -> Result<()> + Send),
     ) -> Result<usize> {
         let inner = self.lock();
-        let Some(indices) = inner.streams.get(stream) else {
-            return Ok(0);
-        };
-        let skip = from_version.saturating_sub(1) as usize;
         let mut visited = 0;
-        for &i in indices.iter().skip(skip).take(max_count) {
-            visit(&inner.log[i])?;
+        for record in inner.stream_records(stream, from_version, max_count) {
+            visit(record)?;
             visited += 1;
         }
         Ok(visited)

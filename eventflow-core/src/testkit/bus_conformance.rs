@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -19,6 +19,7 @@ use crate::bus::{
     RetryPolicy, Subscription, SubscriptionHandle, attributes, handler_fn,
 };
 use crate::error::Result;
+use crate::sync::lock;
 
 /// How long a check waits for deliveries that should happen.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -212,10 +213,6 @@ impl Check {
         }
         letters
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn ids_of_letters(letters: &[DeadLetter]) -> Vec<&str> {

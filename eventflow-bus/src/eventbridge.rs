@@ -2,12 +2,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, RuleState, Target};
-use eventflow_core::bus::{BusCapabilities, DeadLetter, DeadLetters, Filter, RetryPolicy};
+use eventflow_core::bus::{Backoff, BusCapabilities, DeadLetter, DeadLetters, Filter};
+use eventflow_core::sync::lock;
 use eventflow_core::{
     Error, EventBus, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };
@@ -16,7 +17,9 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 use tracing::Instrument;
 
-use crate::aws::{is_transient_code, resource_name, sdk_error};
+use eventflow_aws::{is_transient_code, sdk_error};
+
+use crate::aws::resource_name;
 use crate::envelope;
 use crate::sqs::{self, SqsQueueOptions, SqsWorkQueue};
 use crate::work_queue::{DeadLetterQueue, WorkQueue, Worker, WorkerOptions};
@@ -47,7 +50,7 @@ pub struct EventBridgeConfig {
     /// infrastructure code) and `subscribe` only consumes it.
     pub provision: bool,
     /// Visibility timeout and retention of provisioned queues; `max_receives` is taken from each
-    /// subscription's [`RetryPolicy::max_attempts`].
+    /// subscription's [`Backoff::max_attempts`].
     pub queue: SqsQueueOptions,
     /// How long the consumer's long poll waits (default 10 s; also bounds how long `unsubscribe`
     /// takes).
@@ -55,7 +58,7 @@ pub struct EventBridgeConfig {
     /// How entries that failed in a partially failed `PutEvents` are retried (default 8 attempts,
     /// 100 ms doubling to 5 s). Entries still failing after that make `publish` fail with their
     /// error codes; nothing is dropped silently.
-    pub publish_retry: RetryPolicy,
+    pub publish_retry: Backoff,
     /// `PutEvents` calls of one `publish` in flight at once (default 4).
     pub publish_concurrency: usize,
 }
@@ -69,7 +72,7 @@ impl EventBridgeConfig {
             provision: true,
             queue: SqsQueueOptions::default(),
             wait_time: Duration::from_secs(10),
-            publish_retry: RetryPolicy::new(8, Duration::from_millis(100), Duration::from_secs(5)),
+            publish_retry: Backoff::new(8, Duration::from_millis(100), Duration::from_secs(5)),
             publish_concurrency: 4,
         }
     }
@@ -99,7 +102,7 @@ impl EventBridgeConfig {
     }
 
     /// Sets how failed `PutEvents` entries are retried.
-    pub fn with_publish_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_publish_retry(mut self, retry: Backoff) -> Self {
         self.publish_retry = retry;
         self
     }
@@ -126,7 +129,7 @@ impl EventBridgeConfig {
 /// with a redrive policy of `maxReceiveCount` = `retry.max_attempts`; then it runs a [`Worker`]
 /// on the queue: long polls with at most `max_in_flight` messages in flight, unwraps the
 /// EventBridge event, deletes on `Ok`, and on `Err` makes the message visible again after
-/// `retry.backoff(receive count)` rounded up to whole seconds. [`Delivery::attempt`] is SQS's
+/// `retry.delay(receive count)` rounded up to whole seconds. [`Delivery::attempt`] is SQS's
 /// `ApproximateReceiveCount`.
 ///
 /// **Subscriptions are durable**: `unsubscribe` stops the consumer, the rule and the queue stay,
@@ -155,10 +158,6 @@ struct Inner {
     active: Mutex<HashSet<String>>,
     /// Queues by subscription name, once known.
     queues: Mutex<HashMap<String, SqsWorkQueue>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for EventBridgeBus {
@@ -469,7 +468,7 @@ impl EventBridgeBus {
                 });
             }
             pending = failed.into_iter().map(|(item, _)| item).collect();
-            tokio::time::sleep(retry.backoff(attempt)).await;
+            tokio::time::sleep(retry.delay(attempt)).await;
             attempt += 1;
         }
     }

@@ -18,12 +18,13 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::bus::{BusCapabilities, DeadLetter, DeadLetters, Filter};
+use eventflow_core::sync::lock;
 use eventflow_core::{
     Delivery, Error, EventBus, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };
@@ -144,7 +145,7 @@ impl PubSubConfig {
 /// - **Delivery**: at most `max_in_flight` handler calls at once; messages with the same ordering
 ///   key one at a time, in the order Pub/Sub delivers them (publish order, with ordering on). A
 ///   failed delivery is retried **by the consumer**, which keeps the message leased (extending its
-///   ack deadline) and calls the handler again after `retry.backoff(attempt)`; after
+///   ack deadline) and calls the handler again after `retry.delay(attempt)`; after
 ///   `retry.max_attempts` deliveries it publishes the message to `S.dead-letters` (with the
 ///   attempts, the last error and the time as attributes) and acknowledges it. Retrying in the
 ///   consumer rather than by `nack` keeps per-key order: a nacked message would be redelivered
@@ -176,10 +177,6 @@ struct Inner {
     topic_ready: OnceCell<()>,
     publisher: OnceCell<Publisher>,
     active: Mutex<HashSet<String>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl fmt::Debug for PubSubBus {
@@ -1182,7 +1179,7 @@ impl Consumer {
                 return;
             }
             let woke = tokio::select! {
-                () = tokio::time::sleep(retry.backoff(attempt)) => true,
+                () = tokio::time::sleep(retry.delay(attempt)) => true,
                 stop = stopped.wait_for(|s| *s) => {
                     drop(stop);
                     false

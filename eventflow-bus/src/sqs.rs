@@ -15,11 +15,13 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use eventflow_core::bus::{DeadLetter, RetryPolicy};
+use eventflow_core::bus::{Backoff, DeadLetter};
 use eventflow_core::{Error, Message, Result};
 use serde_json::json;
 
-use crate::aws::{error_code, is_transient_code, resource_name, sdk_error};
+use eventflow_aws::{error_code, is_transient_code, sdk_error};
+
+use crate::aws::resource_name;
 use crate::envelope;
 use crate::work_queue::{
     DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue,
@@ -117,7 +119,7 @@ pub struct SqsWorkQueue {
     dlq_url: Option<String>,
     settings: QueueSettings,
     fifo: bool,
-    publish_retry: RetryPolicy,
+    publish_retry: Backoff,
 }
 
 impl SqsWorkQueue {
@@ -245,7 +247,7 @@ impl SqsWorkQueue {
 
     /// Sets how `send` retries entries of a partially failed batch (default: 8 attempts, 100 ms
     /// doubling to 5 s).
-    pub fn with_publish_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_publish_retry(mut self, retry: Backoff) -> Self {
         self.publish_retry = retry;
         self
     }
@@ -342,7 +344,7 @@ impl SqsWorkQueue {
                     ),
                 ));
             }
-            tokio::time::sleep(self.publish_retry.backoff(attempt)).await;
+            tokio::time::sleep(self.publish_retry.delay(attempt)).await;
             attempt += 1;
         }
     }
@@ -428,8 +430,8 @@ impl SqsWorkQueue {
     }
 }
 
-fn default_publish_retry() -> RetryPolicy {
-    RetryPolicy::new(8, Duration::from_millis(100), Duration::from_secs(5))
+fn default_publish_retry() -> Backoff {
+    Backoff::new(8, Duration::from_millis(100), Duration::from_secs(5))
 }
 
 /// Whole seconds, rounded up, at most `max`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::Utc;
 use eventflow_bus::{Adapter, AnyBus, config, testkit};
-use eventflow_core::bus::{DeadLetters, EventBus, Message, RetryPolicy, Subscription};
+use eventflow_core::bus::{Backoff, DeadLetters, EventBus, Message, Subscription};
 use eventflow_core::outbox::{event_to_message, message_to_event};
 use eventflow_core::testkit::wait_until;
 use eventflow_core::{Metadata, NewEvent, RecordedEvent, StreamId};
@@ -103,7 +103,7 @@ async fn relayed_event_metadata_arrives_in_the_handler(bus: AnyBus) {
 async fn poison_dead_lettered_after_exactly_the_configured_attempts(bus: AnyBus) {
     let recorder = Recorder::default();
     let name = testkit::unique_name("ef-e2e-poison");
-    let retry = RetryPolicy::new(2, Duration::from_millis(50), Duration::from_millis(200));
+    let retry = Backoff::new(2, Duration::from_millis(50), Duration::from_millis(200));
     let handle = bus
         .subscribe(
             Subscription::new(&name).with_retry(retry),

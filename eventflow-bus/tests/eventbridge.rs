@@ -14,7 +14,7 @@ use aws_sdk_eventbridge::error::BoxError;
 use aws_sdk_eventbridge::operation::put_events::PutEventsInput;
 use eventflow_bus::eventbridge::{EventBridgeBus, EventBridgeConfig};
 use eventflow_bus::testkit;
-use eventflow_core::bus::{DeadLetters, EventBus, Message, RetryPolicy, Subscription};
+use eventflow_core::bus::{Backoff, DeadLetters, EventBus, Message, Subscription};
 use eventflow_core::{Error, testkit::wait_until};
 use serde_json::json;
 use support::Recorder;
@@ -128,7 +128,7 @@ async fn an_entry_that_keeps_failing_fails_the_publish_with_its_error_code() {
         ..RejectEntries::default()
     };
     let calls = Arc::clone(&interceptor.calls);
-    let config = testkit::unique_eventbridge_config().with_publish_retry(RetryPolicy::new(
+    let config = testkit::unique_eventbridge_config().with_publish_retry(Backoff::new(
         3,
         Duration::from_millis(10),
         Duration::from_millis(50),
@@ -182,7 +182,7 @@ async fn a_poison_message_ends_in_the_dlq_after_the_configured_attempts() {
         return;
     };
     let recorder = Recorder::default();
-    let retry = RetryPolicy::new(2, Duration::from_millis(100), Duration::from_secs(1));
+    let retry = Backoff::new(2, Duration::from_millis(100), Duration::from_secs(1));
     let handle = bus
         .subscribe(
             Subscription::new("poison").with_retry(retry),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use eventflow_bus::pubsub::PubSubConfig;
 use eventflow_bus::testkit;
 use eventflow_core::Error;
-use eventflow_core::bus::{EventBus, Filter, Message, RetryPolicy, Subscription};
+use eventflow_core::bus::{Backoff, EventBus, Filter, Message, Subscription};
 use serde_json::json;
 use support::Recorder;
 
@@ -176,7 +176,7 @@ async fn server_dead_letter_policy_is_provisioned_but_not_exercised_on_the_emula
         return;
     };
     let name = testkit::unique_name("ef-dlp");
-    let subscription = Subscription::new(&name).with_retry(RetryPolicy::new(
+    let subscription = Subscription::new(&name).with_retry(Backoff::new(
         3,
         Duration::from_millis(10),
         Duration::from_millis(10),

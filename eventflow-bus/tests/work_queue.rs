@@ -13,7 +13,7 @@ use eventflow_bus::testkit;
 use eventflow_bus::work_queue::{
     DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
 };
-use eventflow_core::bus::{Message, RetryPolicy};
+use eventflow_core::bus::{Backoff, Message};
 use eventflow_core::testkit::wait_until;
 use serde_json::json;
 use support::Recorder;
@@ -176,7 +176,7 @@ async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn DeadLetterQueue>
     let worker = Worker::new(queue.clone() as Arc<dyn WorkQueue>, handler)
         .with_options(
             WorkerOptions::new()
-                .with_retry(RetryPolicy::new(
+                .with_retry(Backoff::new(
                     3,
                     Duration::from_millis(100),
                     Duration::from_secs(1),

@@ -6,7 +6,8 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+
+pub use crate::backoff::Backoff;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -166,47 +167,6 @@ impl Filter {
     }
 }
 
-/// How a failed delivery is retried before it is dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Deliveries in all (the first one included) before the message is dead-lettered.
-    pub max_attempts: u32,
-    /// Delay before the second delivery.
-    pub initial_backoff: Duration,
-    /// The longest delay between deliveries.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// A policy with `max_attempts` deliveries and exponential backoff from `initial_backoff`.
-    pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            initial_backoff,
-            max_backoff: max_backoff.max(initial_backoff),
-        }
-    }
-
-    /// The delay after the `attempt`-th failed delivery (1-based): doubling, capped.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
 /// A named subscription: its filter, retry policy and concurrency.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -216,7 +176,7 @@ pub struct Subscription {
     /// Which messages it receives.
     pub filter: Filter,
     /// Redelivery and dead-lettering.
-    pub retry: RetryPolicy,
+    pub retry: Backoff,
     /// At most this many messages are handled at once (per ordering key, one at a time).
     pub max_in_flight: usize,
 }
@@ -227,7 +187,7 @@ impl Subscription {
         Subscription {
             name: name.into(),
             filter: Filter::all(),
-            retry: RetryPolicy::default(),
+            retry: Backoff::default(),
             max_in_flight: 16,
         }
     }
@@ -239,7 +199,7 @@ impl Subscription {
     }
 
     /// Sets the retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
         self.retry = retry;
         self
     }
@@ -464,7 +424,7 @@ impl BusCapabilities {
 /// (or a panic) redelivers it after the retry policy's backoff until `max_attempts` deliveries, then
 /// it is dead-lettered; attributes arrive unchanged.
 ///
-/// Adapters may round a [`RetryPolicy`] up to what their service supports (SQS counts backoff in
+/// Adapters may round a [`Backoff`] up to what their service supports (SQS counts backoff in
 /// whole seconds; Pub/Sub dead-letters after 5 to 100 attempts) and say so in their docs.
 #[async_trait]
 pub trait EventBus: Send + Sync {

@@ -31,6 +31,11 @@ fn next(state: &Cell<u64>) -> u64 {
     (t as u64) ^ ((t >> 64) as u64)
 }
 
+/// A random number from this thread's generator (for jitter, not for secrets).
+pub(crate) fn random_u64() -> u64 {
+    STATE.with(next)
+}
+
 /// A fresh v7 id.
 pub(crate) fn new_v7() -> Uuid {
     let since_epoch = SystemTime::now()

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod aggregate;
+pub mod backoff;
 pub mod bus;
 pub mod decider;
 pub mod error;
@@ -17,15 +18,16 @@ pub mod repository;
 mod scratch;
 pub mod snapshot;
 pub mod store;
-mod sync;
+pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 
 pub use aggregate::Aggregate;
+pub use backoff::{Backoff, Jitter};
 pub use bus::{
     DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message, MessageHandler,
-    RetryPolicy, Subscription, SubscriptionHandle, handler_fn,
+    Subscription, SubscriptionHandle, handler_fn,
 };
 pub use decider::{AggregateDecider, Decider};
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
+use crate::backoff::Backoff;
 use crate::decider::{AggregateDecider, Decider};
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Upcasters};
@@ -186,9 +187,14 @@ pub struct DeciderRepository<D: Decider> {
     prefix: String,
     snapshots: Option<Snapshotting<D::State>>,
     cache: Option<AggregateCache<D::State>>,
-    max_conflict_retries: u32,
+    conflict_retry: Backoff,
     outbox: bool,
     snapshot_format_version: u32,
+}
+
+/// 4 tries, 1 ms doubling to at most 20 ms, full jitter.
+fn default_conflict_retry() -> Backoff {
+    Backoff::new(4, Duration::from_millis(1), Duration::from_millis(20)).with_full_jitter()
 }
 
 /// The repository of aggregate type `A`: `Repository::<Order>::new(store)`.
@@ -200,7 +206,7 @@ impl<D: Decider> fmt::Debug for DeciderRepository<D> {
             .field("stream_type", &self.decider.stream_type())
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
             .field("cache", &self.cache.as_ref().map(|c| c.capacity))
-            .field("max_conflict_retries", &self.max_conflict_retries)
+            .field("conflict_retry", &self.conflict_retry)
             .field("outbox", &self.outbox)
             .finish_non_exhaustive()
     }
@@ -226,7 +232,7 @@ impl<D: Decider> DeciderRepository<D> {
             prefix,
             snapshots: None,
             cache: None,
-            max_conflict_retries: 3,
+            conflict_retry: default_conflict_retry(),
             outbox: false,
             snapshot_format_version: 1,
         }
@@ -281,10 +287,33 @@ impl<D: Decider> DeciderRepository<D> {
         self
     }
 
-    /// How many times a command is retried after a conflict (default 3).
+    /// How many times a command is retried after a conflict (default 3), keeping the backoff.
     pub fn with_max_conflict_retries(mut self, retries: u32) -> Self {
-        self.max_conflict_retries = retries;
+        self.conflict_retry.max_attempts = retries.saturating_add(1);
         self
+    }
+
+    /// How a command is retried after a conflict: `max_attempts` tries in all; the first retry
+    /// follows at once (catching up is usually all it needs), later ones wait
+    /// [`Backoff::delay`] of the retries before. Default: 4 tries, 1 ms doubling to at most
+    /// 20 ms, full jitter, so that writers that collided do not collide again.
+    pub fn with_conflict_retry(mut self, retry: Backoff) -> Self {
+        self.conflict_retry = retry;
+        self
+    }
+
+    /// After the `conflicts`-th conflict of one command: false when no try is left, else true
+    /// once it is time to try again.
+    async fn wait_after_conflict(&self, conflicts: u32) -> bool {
+        if !self.conflict_retry.allows_retry_after(conflicts) {
+            return false;
+        }
+        if conflicts == 1 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(self.conflict_retry.delay(conflicts - 1)).await;
+        }
+        true
     }
 
     /// The store this repository writes to.
@@ -508,18 +537,13 @@ impl<D: Decider> DeciderRepository<D> {
                     return self.replay_original(&stream, &key, *original).await;
                 }
                 Err(conflict @ Error::Conflict { .. }) => {
-                    if attempt >= self.max_conflict_retries {
+                    attempt += 1;
+                    if !self.wait_after_conflict(attempt).await {
                         return Err(conflict.into());
                     }
-                    attempt += 1;
                     tracing::debug!(attempt, "conflict; catching up and retrying");
                     start = Some((version, state));
                     verified = true;
-                    if attempt == 1 {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
-                    }
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -656,12 +680,11 @@ impl<D: Decider> DeciderRepository<D> {
                     return Ok(vec![self.replay_among(&streams, &key, *original).await?]);
                 }
                 Err(conflict @ Error::Conflict { .. }) => {
-                    if attempt >= self.max_conflict_retries {
+                    attempt += 1;
+                    if !self.wait_after_conflict(attempt).await {
                         return Err(conflict.into());
                     }
-                    attempt += 1;
                     tracing::debug!(attempt, "conflict; catching up and retrying every stream");
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt))).await;
                 }
                 Err(other) => return Err(other.into()),
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventflow_core::bus::{
-    DeadLetters, Delivery, EventBus, HandlerError, Message, RetryPolicy, Subscription, handler_fn,
+    Backoff, DeadLetters, Delivery, EventBus, HandlerError, Message, Subscription, handler_fn,
 };
 use eventflow_core::memory::InMemoryBusOptions;
 use eventflow_core::testkit::{bus_conformance, wait_until};
@@ -22,8 +22,8 @@ fn message(n: usize) -> Message {
     Message::new("TestEvent", "tests", json!({ "n": n }))
 }
 
-fn quick_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy::new(
+fn quick_retry(max_attempts: u32) -> Backoff {
+    Backoff::new(
         max_attempts,
         Duration::from_millis(20),
         Duration::from_millis(100),
@@ -309,7 +309,7 @@ async fn redeliveries_wait_for_the_backoff() {
             }
         })
     };
-    let retry = RetryPolicy::new(5, Duration::from_millis(100), Duration::from_secs(1));
+    let retry = Backoff::new(5, Duration::from_millis(100), Duration::from_secs(1));
     let handle = bus
         .subscribe(Subscription::new("backoff").with_retry(retry), handler)
         .await
@@ -516,7 +516,7 @@ async fn unsubscribe_waits_for_deliveries_in_flight_and_drops_the_rest() {
 async fn unsubscribe_interrupts_a_backoff() {
     let bus = InMemoryBus::new();
     let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
-    let retry = RetryPolicy::new(5, Duration::from_secs(60), Duration::from_secs(60));
+    let retry = Backoff::new(5, Duration::from_secs(60), Duration::from_secs(60));
     let handle = bus
         .subscribe(Subscription::new("waiting").with_retry(retry), handler)
         .await

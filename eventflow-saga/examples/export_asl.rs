@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use eventflow_saga::{CompensationRetry, SagaDefinition, StepFunctionsOptions};
+use eventflow_saga::{Backoff, SagaDefinition, StepFunctionsOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let place_order = SagaDefinition::builder("PlaceOrder")
@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .on_failure("OrderCompletionFailed")
         })
         .on_compensated("CancelOrder", |c| c.on_success("OrderCancelled"))
-        .compensation_retry(CompensationRetry::new(
+        .compensation_retry(Backoff::new(
             5,
             Duration::from_secs(1),
             Duration::from_secs(60),

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use eventflow_core::Backoff;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ pub struct SagaDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_compensated: Option<CommandDefinition>,
     /// How failed or timed-out compensations are retried before the saga needs attention.
-    pub compensation_retry: CompensationRetry,
+    pub compensation_retry: Backoff,
 }
 
 /// One step of a saga.
@@ -96,71 +97,13 @@ pub struct CommandDefinition {
     #[serde(default)]
     pub failure: Vec<String>,
     /// How long to wait for a reply.
-    #[serde(with = "millis", rename = "timeoutMs")]
+    #[serde(with = "eventflow_core::backoff::millis", rename = "timeoutMs")]
     pub timeout: Duration,
 }
 
-/// Retries of failed or timed-out compensations: `max_attempts` sends in all, with doubling backoff.
-/// When they are used up the saga is parked as
-/// [`NeedsAttention`](crate::SagaStatus::NeedsAttention), visible to queries, until
-/// [`Orchestrator::retry_compensation`](crate::Orchestrator::retry_compensation) or a late success
-/// reply moves it on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[non_exhaustive]
-pub struct CompensationRetry {
-    /// Sends per round, the first included (at least 1).
-    pub max_attempts: u32,
-    /// The wait after the first failure.
-    #[serde(with = "millis", rename = "initialBackoffMs")]
-    pub initial_backoff: Duration,
-    /// The longest wait between attempts.
-    #[serde(with = "millis", rename = "maxBackoffMs")]
-    pub max_backoff: Duration,
-}
-
-impl Default for CompensationRetry {
-    /// 5 attempts, 1 s doubling to at most 60 s.
-    fn default() -> Self {
-        CompensationRetry {
-            max_attempts: 5,
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(60),
-        }
-    }
-}
-
-impl CompensationRetry {
-    /// A policy of `max_attempts` sends with backoff doubling from `initial_backoff` up to `max_backoff`.
-    pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
-        CompensationRetry {
-            max_attempts: max_attempts.max(1),
-            initial_backoff,
-            max_backoff: max_backoff.max(initial_backoff),
-        }
-    }
-
-    /// The wait after the `attempt`-th failure (1-based).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
-    }
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
+/// 5 sends, 1 s doubling to at most 60 s.
+fn default_compensation_retry() -> Backoff {
+    Backoff::new(5, Duration::from_secs(1), Duration::from_secs(60))
 }
 
 impl SagaDefinition {
@@ -171,7 +114,7 @@ impl SagaDefinition {
             trigger: None,
             steps: Vec::new(),
             on_compensated: None,
-            compensation_retry: CompensationRetry::default(),
+            compensation_retry: default_compensation_retry(),
         }
     }
 
@@ -299,7 +242,7 @@ pub struct SagaDefinitionBuilder {
     trigger: Option<String>,
     steps: Vec<StepDefinition>,
     on_compensated: Option<CommandDefinition>,
-    compensation_retry: CompensationRetry,
+    compensation_retry: Backoff,
 }
 
 impl SagaDefinitionBuilder {
@@ -342,8 +285,13 @@ impl SagaDefinitionBuilder {
         self
     }
 
-    /// Sets how compensations are retried (default: [`CompensationRetry::default`]).
-    pub fn compensation_retry(mut self, retry: CompensationRetry) -> Self {
+    /// Sets how compensations are retried: `max_attempts` sends per round, the first included.
+    /// When they are used up the saga is parked as
+    /// [`NeedsAttention`](crate::SagaStatus::NeedsAttention), visible to queries, until
+    /// [`Orchestrator::retry_compensation`](crate::Orchestrator::retry_compensation) or a late
+    /// success reply moves it on. Default: 5 sends, 1 s doubling to at most 60 s, no jitter
+    /// (a saga's timers are part of its persisted, replayable state).
+    pub fn compensation_retry(mut self, retry: Backoff) -> Self {
         self.compensation_retry = retry;
         self
     }

@@ -16,11 +16,13 @@ pub mod step_functions;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definition::{
-    CommandBuilder, CommandDefinition, CompensationRetry, DEFAULT_TIMEOUT, SagaDefinition,
-    SagaDefinitionBuilder, StepBuilder, StepDefinition,
+    CommandBuilder, CommandDefinition, DEFAULT_TIMEOUT, SagaDefinition, SagaDefinitionBuilder,
+    StepBuilder, StepDefinition,
 };
 pub use error::{Error, Result};
 pub use event::{CompensationTarget, IndexEvent, SagaEvent, SagaOutcome};
+/// How compensations are retried ([`SagaDefinitionBuilder::compensation_retry`]); eventflow's one backoff type.
+pub use eventflow_core::Backoff;
 pub use index::{COMPACT_EVERY, INDEX_SHARDS, SagaIndex, shard_of};
 pub use machine::Disposition;
 pub use message::{CommandKind, SagaCommand, idempotency_key};

@@ -515,7 +515,7 @@ fn fail_compensation(
             target,
             attempt: c.attempt,
             reason,
-            retry_at: Some(add(now, retry.backoff(c.round_attempts))),
+            retry_at: Some(add(now, retry.delay(c.round_attempts))),
         }]
     }
 }
@@ -697,7 +697,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::definition::CompensationRetry;
+    use eventflow_core::Backoff;
 
     fn definition() -> SagaDefinition {
         SagaDefinition::builder("PlaceOrder")
@@ -728,7 +728,7 @@ mod tests {
                 c.on_success("OrderCancelled")
                     .on_failure("OrderCancelFailed")
             })
-            .compensation_retry(CompensationRetry::new(
+            .compensation_retry(Backoff::new(
                 3,
                 Duration::from_secs(1),
                 Duration::from_secs(10),

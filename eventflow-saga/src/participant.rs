@@ -556,62 +556,75 @@ impl<A: Aggregate> Participant<A> {
 
     async fn act(&self, command: &SagaCommand, route: &Route<A>) -> Result<ParticipantReply> {
         let key = command.idempotency_key.as_str();
-        for _ in 0..4 {
-            match self.recorded(key).await? {
-                Recorded::Applied {
-                    aggregate_id,
-                    events,
+        until_settled(key, || self.act_once(command, route)).await
+    }
+
+    /// One try of [`act`](Self::act); `None` when another delivery changed the key's record
+    /// between our read and our write.
+    async fn act_once(
+        &self,
+        command: &SagaCommand,
+        route: &Route<A>,
+    ) -> Result<Option<ParticipantReply>> {
+        let key = command.idempotency_key.as_str();
+        match self.recorded(key).await? {
+            Recorded::Applied {
+                aggregate_id,
+                events,
+                failure,
+            } => {
+                return Ok(Some(self.replay_reply(
+                    route,
+                    &aggregate_id,
+                    &events,
                     failure,
-                } => return Ok(self.replay_reply(route, &aggregate_id, &events, failure)),
-                Recorded::Refused(reason) => return Ok(self.failure(route, &reason, true)),
-                Recorded::Cancelled => {
-                    return Ok(self.failure(
-                        route,
-                        "cancelled: its compensation arrived first",
-                        true,
-                    ));
-                }
-                Recorded::Nothing => {}
+                )));
             }
-            let refusal = match (route.map)(command) {
-                Ok(targets) => {
-                    match self.run_aggregate(command, &targets).await {
-                        Ok(Outcome::Applied {
-                            payload,
-                            deduplicated,
-                        }) => return Ok(self.success(route, payload, deduplicated)),
-                        Ok(Outcome::Failed {
-                            reason,
-                            deduplicated,
-                        }) => return Ok(self.failure(route, &reason, deduplicated)),
-                        Ok(Outcome::Refused(reason)) => reason,
-                        // E.g. a tombstone written between our check and the append: look again.
-                        Err(error) => match self.recorded(key).await? {
-                            Recorded::Nothing => return Err(error),
-                            _ => continue,
-                        },
-                    }
-                }
-                Err(refusal) => refusal.0,
-            };
-            if self
-                .record(
-                    command,
-                    key,
-                    LedgerEvent::ActionRefused {
-                        step: command.step.clone(),
-                        reason: refusal.clone(),
-                    },
-                )
-                .await?
-            {
-                return Ok(self.failure(route, &refusal, false));
+            Recorded::Refused(reason) => return Ok(Some(self.failure(route, &reason, true))),
+            Recorded::Cancelled => {
+                return Ok(Some(self.failure(
+                    route,
+                    "cancelled: its compensation arrived first",
+                    true,
+                )));
             }
+            Recorded::Nothing => {}
         }
-        Err(Error::Core(eventflow_core::Error::transient(
-            "saga participant",
-            format!("idempotency key {key} kept changing"),
-        )))
+        let refusal = match (route.map)(command) {
+            Ok(targets) => {
+                match self.run_aggregate(command, &targets).await {
+                    Ok(Outcome::Applied {
+                        payload,
+                        deduplicated,
+                    }) => return Ok(Some(self.success(route, payload, deduplicated))),
+                    Ok(Outcome::Failed {
+                        reason,
+                        deduplicated,
+                    }) => return Ok(Some(self.failure(route, &reason, deduplicated))),
+                    Ok(Outcome::Refused(reason)) => reason,
+                    // E.g. a tombstone written between our check and the append: look again.
+                    Err(error) => match self.recorded(key).await? {
+                        Recorded::Nothing => return Err(error),
+                        _ => return Ok(None),
+                    },
+                }
+            }
+            Err(refusal) => refusal.0,
+        };
+        if self
+            .record(
+                command,
+                key,
+                LedgerEvent::ActionRefused {
+                    step: command.step.clone(),
+                    reason: refusal.clone(),
+                },
+            )
+            .await?
+        {
+            return Ok(Some(self.failure(route, &refusal, false)));
+        }
+        Ok(None)
     }
 
     async fn compensate(
@@ -620,47 +633,61 @@ impl<A: Aggregate> Participant<A> {
         route: &Route<A>,
     ) -> Result<ParticipantReply> {
         let action_key = command.action_key();
-        for _ in 0..4 {
-            if let Recorded::Applied {
-                aggregate_id,
-                events,
+        until_settled(&action_key, || {
+            self.compensate_once(command, route, &action_key)
+        })
+        .await
+    }
+
+    /// One try of [`compensate`](Self::compensate); `None` when another delivery changed the
+    /// action's record between our read and our write.
+    async fn compensate_once(
+        &self,
+        command: &SagaCommand,
+        route: &Route<A>,
+        action_key: &str,
+    ) -> Result<Option<ParticipantReply>> {
+        if let Recorded::Applied {
+            aggregate_id,
+            events,
+            failure,
+        } = self.recorded(&command.idempotency_key).await?
+        {
+            return Ok(Some(self.replay_reply(
+                route,
+                &aggregate_id,
+                &events,
                 failure,
-            } = self.recorded(&command.idempotency_key).await?
-            {
-                return Ok(self.replay_reply(route, &aggregate_id, &events, failure));
-            }
-            match self.recorded(&action_key).await? {
-                Recorded::Nothing => {
-                    // The action has not run (yet): make sure it never will.
-                    if self
-                        .record(
-                            command,
-                            &action_key,
-                            LedgerEvent::ActionCancelled {
-                                step: command.step.clone(),
-                            },
-                        )
-                        .await?
-                    {
-                        let payload = json!({ "applied": false, "note": "the action never ran; it is cancelled" });
-                        return Ok(self.success(route, payload, false));
-                    }
-                }
-                Recorded::Refused(_)
-                | Recorded::Cancelled
-                | Recorded::Applied {
-                    failure: Some(_), ..
-                } => {
-                    let payload = json!({ "applied": false, "note": "the action had no effect" });
-                    return Ok(self.success(route, payload, true));
-                }
-                Recorded::Applied { .. } => return self.run_once(command, route).await,
-            }
+            )));
         }
-        Err(Error::Core(eventflow_core::Error::transient(
-            "saga participant",
-            format!("idempotency key {action_key} kept changing"),
-        )))
+        match self.recorded(action_key).await? {
+            Recorded::Nothing => {
+                // The action has not run (yet): make sure it never will.
+                if self
+                    .record(
+                        command,
+                        action_key,
+                        LedgerEvent::ActionCancelled {
+                            step: command.step.clone(),
+                        },
+                    )
+                    .await?
+                {
+                    let payload = json!({ "applied": false, "note": "the action never ran; it is cancelled" });
+                    return Ok(Some(self.success(route, payload, false)));
+                }
+            }
+            Recorded::Refused(_)
+            | Recorded::Cancelled
+            | Recorded::Applied {
+                failure: Some(_), ..
+            } => {
+                let payload = json!({ "applied": false, "note": "the action had no effect" });
+                return Ok(Some(self.success(route, payload, true)));
+            }
+            Recorded::Applied { .. } => return self.run_once(command, route).await.map(Some),
+        }
+        Ok(None)
     }
 
     /// Runs a compensation or final command once per key; a refusal is a failed attempt (not
@@ -700,4 +727,26 @@ impl<A: Aggregate> MessageHandler for Participant<A> {
             .map(|_| ())
             .map_err(HandlerError::from)
     }
+}
+
+/// How many times a participant reads and writes a key's record before it gives up: each retry
+/// means another delivery of the same command wrote the record between our read and our write.
+const SETTLE_ATTEMPTS: usize = 4;
+
+/// Runs `attempt` until it settles (`Some`), at most [`SETTLE_ATTEMPTS`] times; then a transient
+/// error, so the delivery is retried later.
+async fn until_settled<F, Fut>(key: &str, mut attempt: F) -> Result<ParticipantReply>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<ParticipantReply>>>,
+{
+    for _ in 0..SETTLE_ATTEMPTS {
+        if let Some(reply) = attempt().await? {
+            return Ok(reply);
+        }
+    }
+    Err(Error::Core(eventflow_core::Error::transient(
+        "saga participant",
+        format!("idempotency key {key} kept changing"),
+    )))
 }

@@ -13,8 +13,8 @@
 //!   before, exactly as the [`Orchestrator`](crate::Orchestrator) does.
 //! - `Compensate_{name}` per step with a compensation, chained in reverse step order, then
 //!   `Final_{command}` for the `on_compensated` command. Each has `Retry` (the definition's
-//!   [`CompensationRetry`](crate::CompensationRetry): `MaxAttempts` = attempts − 1, doubling
-//!   backoff) and a `Catch` into `NeedsAttention`.
+//!   [`Backoff`](crate::Backoff): `MaxAttempts` = attempts − 1, doubling
+//!   backoff, `JitterStrategy` `FULL` when the backoff has full jitter) and a `Catch` into `NeedsAttention`.
 //! - Terminal states: `Completed` (Succeed), `Compensated` (Fail, error `Saga.Compensated`),
 //!   `NeedsAttention` (Fail, error `Saga.NeedsAttention`).
 //!
@@ -26,6 +26,7 @@
 //! The execution input is [`execution_input`]: `{"sagaId", "correlationId", "data"}`. Name each
 //! execution after the saga id.
 
+use eventflow_core::Jitter;
 use serde_json::{Map, Value, json};
 
 use crate::definition::{CommandDefinition, SagaDefinition};
@@ -283,15 +284,16 @@ impl SagaDefinition {
         task.insert("ResultPath".into(), Value::Null);
         let retry = self.compensation_retry;
         if retry.max_attempts > 1 {
-            task.insert(
-                "Retry".into(),
-                json!([{
-                    "ErrorEquals": ["States.ALL"],
-                    "IntervalSeconds": seconds(retry.initial_backoff),
-                    "MaxAttempts": retry.max_attempts - 1,
-                    "BackoffRate": 2.0,
-                }]),
-            );
+            let mut rule = json!({
+                "ErrorEquals": ["States.ALL"],
+                "IntervalSeconds": seconds(retry.initial_backoff),
+                "MaxAttempts": retry.max_attempts - 1,
+                "BackoffRate": 2.0,
+            });
+            if retry.jitter == Jitter::Full {
+                rule["JitterStrategy"] = json!("FULL");
+            }
+            task.insert("Retry".into(), json!([rule]));
         }
         task.insert(
             "Catch".into(),

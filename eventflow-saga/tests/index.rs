@@ -14,7 +14,7 @@ use eventflow_core::{
     InMemorySnapshotStore, Metadata, RecordedEvent, SnapshotStore, StreamId,
 };
 use eventflow_saga::{
-    COMPACT_EVERY, CompensationRetry, INDEX_SHARDS, Orchestrator, SagaIndex, SagaOutcome, shard_of,
+    Backoff, COMPACT_EVERY, INDEX_SHARDS, Orchestrator, SagaIndex, SagaOutcome, shard_of,
 };
 use support::{PlaceOrder, place_order};
 
@@ -75,7 +75,7 @@ fn orchestrator(
 ) -> Orchestrator<PlaceOrder> {
     let definition = place_order(
         Duration::from_secs(3600),
-        CompensationRetry::new(3, Duration::from_millis(10), Duration::from_millis(100)),
+        Backoff::new(3, Duration::from_millis(10), Duration::from_millis(100)),
     );
     Orchestrator::builder(
         definition,

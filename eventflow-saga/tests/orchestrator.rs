@@ -17,8 +17,8 @@ use eventflow_core::{
 };
 use eventflow_saga::participant::IDEMPOTENCY_KEY_HEADER;
 use eventflow_saga::{
-    CompensationRetry, CompensationTarget, Error, ManualClock, Orchestrator, SagaDefinition,
-    SagaEvent, SagaStatus, StartOutcome,
+    Backoff, CompensationTarget, Error, ManualClock, Orchestrator, SagaDefinition, SagaEvent,
+    SagaStatus, StartOutcome,
 };
 use support::*;
 
@@ -135,7 +135,7 @@ impl World {
 fn definition() -> SagaDefinition {
     place_order(
         Duration::from_secs(30),
-        CompensationRetry::new(5, Duration::from_millis(10), Duration::from_millis(100)),
+        Backoff::new(5, Duration::from_millis(10), Duration::from_millis(100)),
     )
 }
 
@@ -604,7 +604,7 @@ async fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
     let clock = ManualClock::new();
     let definition = place_order(
         Duration::from_secs(30),
-        CompensationRetry::new(3, Duration::from_secs(1), Duration::from_secs(4)),
+        Backoff::new(3, Duration::from_secs(1), Duration::from_secs(4)),
     );
     let orchestrator = world.orchestrator_at(definition, &clock);
     let _sub = orchestrator.subscribe().await.unwrap();

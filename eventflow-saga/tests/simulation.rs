@@ -42,8 +42,7 @@ use eventflow_core::{
 use eventflow_saga::participant::IDEMPOTENCY_KEY_HEADER;
 use eventflow_saga::query::SagaQuery;
 use eventflow_saga::{
-    Clock, CompensationRetry, CompensationTarget, ManualClock, Orchestrator, SagaEvent, SagaState,
-    SagaStatus,
+    Backoff, Clock, CompensationTarget, ManualClock, Orchestrator, SagaEvent, SagaState, SagaStatus,
 };
 use support::*;
 
@@ -441,7 +440,7 @@ struct Run {
 fn definition() -> eventflow_saga::SagaDefinition {
     place_order(
         STEP_TIMEOUT,
-        CompensationRetry::new(4, Duration::from_secs(1), Duration::from_secs(8)),
+        Backoff::new(4, Duration::from_secs(1), Duration::from_secs(8)),
     )
 }
 

@@ -19,7 +19,7 @@ use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sfn::types::ExecutionStatus;
 use eventflow_core::{CommandContext, InMemoryBus, InMemoryEventStore, Repository};
 use eventflow_saga::step_functions::execution_input;
-use eventflow_saga::{CompensationRetry, SagaCommand, SagaDefinition, StepFunctionsOptions};
+use eventflow_saga::{Backoff, SagaCommand, SagaDefinition, StepFunctionsOptions};
 use serde_json::Value;
 use support::moto::Moto;
 use support::*;
@@ -79,12 +79,12 @@ struct Outcome {
     stores: ShopStores,
 }
 
-fn definition(timeout: Duration, retry: CompensationRetry) -> SagaDefinition {
+fn definition(timeout: Duration, retry: Backoff) -> SagaDefinition {
     place_order(timeout, retry)
 }
 
-fn fast_retry(attempts: u32) -> CompensationRetry {
-    CompensationRetry::new(attempts, Duration::from_secs(1), Duration::from_secs(1))
+fn fast_retry(attempts: u32) -> Backoff {
+    Backoff::new(attempts, Duration::from_secs(1), Duration::from_secs(1))
 }
 
 async fn run(case: Case) -> Option<Outcome> {

@@ -1,7 +1,8 @@
 //! Table names, outbox sharding and retry settings.
 
-use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
+
+use eventflow_core::Backoff;
 
 /// Environment variable naming the events table.
 pub const EVENTS_TABLE_ENV: &str = "EVENTFLOW_DYNAMODB_EVENTS_TABLE";
@@ -24,7 +25,7 @@ pub struct DynamoDbConfig {
     events_table: String,
     meta_table: String,
     outbox_shards: u32,
-    retry: RetryPolicy,
+    retry: Backoff,
     any_attempts: u32,
     max_outbox_payload_bytes: Option<u64>,
 }
@@ -37,7 +38,7 @@ impl DynamoDbConfig {
             events_table: events_table.into(),
             meta_table: meta_table.into(),
             outbox_shards: 1,
-            retry: RetryPolicy::default(),
+            retry: default_retry(),
             any_attempts: 10,
             max_outbox_payload_bytes: Some(eventflow_core::limits::OUTBOX_PAYLOAD_BYTES),
         }
@@ -73,8 +74,9 @@ impl DynamoDbConfig {
         self
     }
 
-    /// How transient failures that the SDK does not retry itself are retried.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    /// How transient failures that the SDK does not retry itself are retried (default: 6 attempts,
+    /// 20 ms doubling to at most 1 s, full jitter).
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
         self.retry = retry;
         self
     }
@@ -117,7 +119,7 @@ impl DynamoDbConfig {
     }
 
     /// The retry policy.
-    pub fn retry(&self) -> &RetryPolicy {
+    pub fn retry(&self) -> &Backoff {
         &self.retry
     }
 
@@ -133,65 +135,15 @@ impl Default for DynamoDbConfig {
     }
 }
 
-/// Exponential backoff with full jitter, for what the SDK's own retries do not cover: transactions
-/// cancelled by `TransactionConflict` or throttling, and unprocessed batch items.
+/// The store's default retry of what the SDK's own retries do not cover (transactions cancelled by
+/// `TransactionConflict` or throttling, unprocessed batch items): 6 attempts, 20 ms doubling to at
+/// most 1 s, with full jitter so that writers that collided do not collide again.
 ///
 /// Throttling, 5xx and connection failures of a single call are retried by the SDK's retry policy
 /// (configure it with `aws_config::retry::RetryConfig`); when the SDK gives up they surface as
 /// [`Error::Transient`](eventflow_core::Error::Transient).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    max_attempts: u32,
-    base_delay: Duration,
-    max_delay: Duration,
-}
-
-impl RetryPolicy {
-    /// At most `max_attempts` attempts (at least 1), sleeping a random time up to
-    /// `base_delay * 2^n` (capped at `max_delay`) before retry `n`.
-    pub fn new(max_attempts: u32, base_delay: Duration, max_delay: Duration) -> Self {
-        RetryPolicy {
-            max_attempts: max_attempts.max(1),
-            base_delay,
-            max_delay: max_delay.max(base_delay),
-        }
-    }
-
-    /// Never retries.
-    pub fn none() -> Self {
-        RetryPolicy::new(1, Duration::ZERO, Duration::ZERO)
-    }
-
-    /// The most attempts made, the first included.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// The delay before retry `retry` (1-based): uniformly random in `0..=min(max, base * 2^(retry-1))`.
-    pub fn delay(&self, retry: u32) -> Duration {
-        let exponent = retry.saturating_sub(1).min(20);
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1 << exponent)
-            .min(self.max_delay);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        if nanos == 0 {
-            return Duration::ZERO;
-        }
-        Duration::from_nanos(random_u64() % (nanos + 1))
-    }
-}
-
-impl Default for RetryPolicy {
-    /// 6 attempts, 20 ms base, 1 s cap.
-    fn default() -> Self {
-        RetryPolicy::new(6, Duration::from_millis(20), Duration::from_secs(1))
-    }
-}
-
-/// A random number from the standard library's per-process random hash keys.
-fn random_u64() -> u64 {
-    RandomState::new().hash_one(std::time::Instant::now())
+fn default_retry() -> Backoff {
+    Backoff::new(6, Duration::from_millis(20), Duration::from_secs(1)).with_full_jitter()
 }
 
 #[cfg(test)]
@@ -199,15 +151,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_grow_and_stay_capped() {
-        let policy = RetryPolicy::new(5, Duration::from_millis(10), Duration::from_millis(50));
-        for _ in 0..100 {
-            assert!(policy.delay(1) <= Duration::from_millis(10));
-            assert!(policy.delay(3) <= Duration::from_millis(40));
-            assert!(policy.delay(30) <= Duration::from_millis(50));
-        }
-        assert_eq!(RetryPolicy::none().delay(1), Duration::ZERO);
-        assert_eq!(RetryPolicy::none().max_attempts(), 1);
+    fn the_default_retry_is_jittered_and_capped() {
+        let retry = DynamoDbConfig::default().retry().to_owned();
+        assert_eq!(retry, default_retry());
+        assert_eq!(retry.jitter, eventflow_core::Jitter::Full);
+        assert!((0..100).all(|_| retry.delay(30) <= Duration::from_secs(1)));
     }
 
     #[test]

@@ -8,61 +8,23 @@
 //! | throttling error codes, HTTP 5xx, timeouts, connection failures (after the SDK's own retries) | [`Error::Transient`] |
 //! | anything else | [`Error::Backend`] |
 //!
-//! The source of a transient or backend error is a [`DynamoDbError`] naming the operation, whose
-//! own source is the SDK's `SdkError`.
+//! The classification is `eventflow-aws`'s, which the EventBridge and SQS adapters share. The
+//! source of a transient or backend error is a [`DynamoDbError`] (an [`eventflow_aws::AwsError`])
+//! naming the operation, whose own source is the SDK's `SdkError`.
 
 use std::error::Error as StdError;
 use std::fmt;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use eventflow_aws::HttpStatus;
 use eventflow_core::Error;
 
 use crate::BACKEND;
 
-/// A failed DynamoDB call: the operation's name and the SDK's error, kept as the `source` of an
-/// [`Error::Transient`] or [`Error::Backend`]. Downcast the source to reach it.
-#[derive(Debug)]
-pub struct DynamoDbError {
-    operation: &'static str,
-    message: String,
-    source: Box<dyn StdError + Send + Sync + 'static>,
-}
-
-impl DynamoDbError {
-    /// The DynamoDB operation that failed, e.g. `"TransactWriteItems"`.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
-}
-
-impl fmt::Display for DynamoDbError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DynamoDB {} failed: {}", self.operation, self.message)
-    }
-}
-
-impl StdError for DynamoDbError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.source)
-    }
-}
-
-/// Error codes that mean "slow down" or "try again".
-const TRANSIENT_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "ThrottledException",
-    "RequestThrottledException",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "TransactionInProgressException",
-    // A single-item write (`PutItem`) to an item a transaction is writing.
-    "TransactionConflictException",
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "LimitExceededException",
-];
+/// A failed DynamoDB call: the operation's name, the service's error code and the SDK's error,
+/// kept as the `source` of an [`Error::Transient`] or [`Error::Backend`]. Downcast the source to
+/// reach it.
+pub type DynamoDbError = eventflow_aws::AwsError;
 
 /// Cancellation reason codes of `TransactWriteItems` that a retry may cure.
 pub(crate) const TRANSIENT_REASONS: &[&str] = &[
@@ -71,46 +33,13 @@ pub(crate) const TRANSIENT_REASONS: &[&str] = &[
     "ProvisionedThroughputExceeded",
 ];
 
-/// Whether an SDK error is worth retrying: throttling, 5xx, timeouts and connection failures.
-pub(crate) fn is_transient<E, R>(error: &SdkError<E, R>) -> bool
-where
-    E: ProvideErrorMetadata,
-    R: HttpStatus,
-{
-    match error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => {
-            service.raw().status_code() >= 500
-                || service
-                    .err()
-                    .code()
-                    .is_some_and(|code| TRANSIENT_CODES.contains(&code))
-        }
-        _ => false,
-    }
-}
-
-/// The HTTP status of a raw response (a trait so tests can classify errors without a live call).
-pub(crate) trait HttpStatus {
-    fn status_code(&self) -> u16;
-}
-
-impl HttpStatus for aws_sdk_dynamodb::config::http::HttpResponse {
-    fn status_code(&self) -> u16 {
-        self.status().as_u16()
-    }
-}
-
 /// Converts a failed SDK call into a transient or backend error, keeping the SDK error as source.
 pub(crate) fn sdk_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: HttpStatus + fmt::Debug + Send + Sync + 'static,
 {
-    let transient = is_transient(&error);
-    classified_sdk_error(operation, error, transient)
+    eventflow_aws::sdk_error(BACKEND, operation, error)
 }
 
 /// Like [`sdk_error`], with the transient-or-not decision made by the caller (e.g. a transaction
@@ -124,16 +53,7 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     R: HttpStatus + fmt::Debug + Send + Sync + 'static,
 {
-    let wrapped = DynamoDbError {
-        operation,
-        message: DisplayErrorContext(&error).to_string(),
-        source: Box::new(error),
-    };
-    if transient {
-        Error::transient(BACKEND, wrapped)
-    } else {
-        Error::backend(BACKEND, wrapped)
-    }
+    eventflow_aws::classified_sdk_error(BACKEND, operation, error, transient)
 }
 
 /// A failure that is not an SDK error (e.g. a transaction cancelled for an unexpected reason).
@@ -142,17 +62,7 @@ pub(crate) fn other_error(
     message: impl Into<String>,
     transient: bool,
 ) -> Error {
-    let message = message.into();
-    let wrapped = DynamoDbError {
-        operation,
-        source: message.clone().into(),
-        message,
-    };
-    if transient {
-        Error::transient(BACKEND, wrapped)
-    } else {
-        Error::backend(BACKEND, wrapped)
-    }
+    eventflow_aws::other_error(BACKEND, operation, None, message, transient)
 }
 
 #[cfg(test)]
@@ -162,34 +72,22 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug)]
-    struct Status(u16);
-
-    impl HttpStatus for Status {
-        fn status_code(&self) -> u16 {
-            self.0
-        }
-    }
-
-    fn service(code: &str, status: u16) -> SdkError<QueryError, Status> {
-        let error = QueryError::generic(ErrorMetadata::builder().code(code).message("m").build());
-        SdkError::service_error(error, Status(status))
-    }
-
-    #[test]
-    fn throttling_and_5xx_are_transient() {
-        assert!(is_transient(&service("ThrottlingException", 400)));
-        assert!(is_transient(&service(
-            "ProvisionedThroughputExceededException",
-            400
-        )));
-        assert!(is_transient(&service("Whatever", 503)));
-        assert!(!is_transient(&service("ValidationException", 400)));
-        assert!(!is_transient(&service("ResourceNotFoundException", 400)));
-    }
-
+    /// The classification itself is tested in `eventflow-aws`; this checks the store's errors
+    /// carry it, with the operation and the SDK error reachable.
     #[test]
     fn errors_keep_their_source() {
+        #[derive(Debug)]
+        struct Status(u16);
+        impl HttpStatus for Status {
+            fn status_code(&self) -> u16 {
+                self.0
+            }
+        }
+        let service = |code: &str, status| {
+            let error =
+                QueryError::generic(ErrorMetadata::builder().code(code).message("m").build());
+            SdkError::service_error(error, Status(status))
+        };
         let error = sdk_error("Query", service("ValidationException", 400));
         let Error::Backend { source, .. } = &error else {
             panic!("expected a backend error, got {error:?}");
@@ -203,7 +101,13 @@ mod tests {
             "{dynamo}"
         );
         assert!(dynamo.source().is_some());
-        let error = sdk_error("Query", service("ThrottlingException", 400));
-        assert!(matches!(error, Error::Transient { .. }));
+        assert!(matches!(
+            sdk_error("Query", service("ThrottlingException", 400)),
+            Error::Transient { .. }
+        ));
+        assert!(matches!(
+            sdk_error("Query", service("Whatever", 503)),
+            Error::Transient { .. }
+        ));
     }
 }

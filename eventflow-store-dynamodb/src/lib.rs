@@ -18,7 +18,7 @@ pub mod testkit;
 pub use checkpoint::DynamoDbCheckpointStore;
 pub use config::{
     DEFAULT_EVENTS_TABLE, DEFAULT_META_TABLE, DynamoDbConfig, EVENTS_TABLE_ENV, META_TABLE_ENV,
-    OUTBOX_SHARDS_ENV, RetryPolicy,
+    OUTBOX_SHARDS_ENV,
 };
 pub use documents::DynamoDbDocuments;
 pub use error::DynamoDbError;

@@ -335,7 +335,7 @@ impl DynamoDbEventStore {
             }
             let codes: Vec<&str> = (0..reasons.len()).map(code).collect();
             let transient = codes.iter().any(|c| TRANSIENT_REASONS.contains(c));
-            if transient && attempt < retry.max_attempts() {
+            if transient && attempt < retry.max_attempts {
                 tracing::debug!(?codes, attempt, "transaction cancelled; retrying");
                 tokio::time::sleep(retry.delay(attempt)).await;
                 attempt += 1;
@@ -496,7 +496,7 @@ impl DynamoDbEventStore {
             let actual = self.stream_version(stream).await?;
             let retry = match expected {
                 ExpectedVersion::Any => attempt < self.config.any_attempts(),
-                _ => actual == bases[index].version && attempt < self.config.retry().max_attempts(),
+                _ => actual == bases[index].version && attempt < self.config.retry().max_attempts,
             };
             if !retry {
                 return Err(Error::Conflict {
@@ -646,7 +646,7 @@ impl DynamoDbEventStore {
         }
         let stalled = stalled + 1;
         let retry = self.config.retry();
-        if stalled >= retry.max_attempts() {
+        if stalled >= retry.max_attempts {
             return Err(other_error(
                 operation,
                 format!("no progress on unprocessed items after {stalled} attempts"),

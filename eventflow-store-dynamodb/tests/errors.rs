@@ -12,11 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use eventflow_core::{
-    AppendRequest, Error, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId,
+    AppendRequest, Backoff, Error, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId,
 };
-use eventflow_store_dynamodb::{
-    DynamoDbConfig, DynamoDbError, DynamoDbEventStore, RetryPolicy, testkit,
-};
+use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbError, DynamoDbEventStore, testkit};
 
 /// A server that answers requests with the scripted responses in order, then `200 {}`.
 struct Scripted {
@@ -70,7 +68,7 @@ const INTERNAL: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalSe
 const VALIDATION: &str = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"One or more parameter values were invalid"}"#;
 
 fn store(endpoint: &str) -> DynamoDbEventStore {
-    let config = DynamoDbConfig::new("events", "meta").with_retry(RetryPolicy::new(
+    let config = DynamoDbConfig::new("events", "meta").with_retry(Backoff::new(
         3,
         Duration::from_millis(1),
         Duration::from_millis(5),

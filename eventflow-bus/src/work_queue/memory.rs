@@ -2,12 +2,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use eventflow_core::bus::DeadLetter;
+use eventflow_core::sync::lock;
 use eventflow_core::{Error, Message, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -62,10 +63,6 @@ struct Entry {
     visible_at: Instant,
     /// The receipt of the latest receive while the message is hidden by it.
     receipt: Option<String>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl InMemoryWorkQueue {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_core::bus::{Filter, RetryPolicy};
+use eventflow_core::bus::{Backoff, Filter};
 use eventflow_core::{Delivery, Error, MessageHandler, Result, SubscriptionHandle};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -16,11 +16,11 @@ use super::{ReceivedMessage, WorkQueue};
 pub struct WorkerOptions {
     /// At most this many handler calls at once (default 16).
     pub max_in_flight: usize,
-    /// The delay before a failed message becomes visible again: `retry.backoff(receive count)`.
+    /// The delay before a failed message becomes visible again: `retry.delay(receive count)`.
     /// The *number* of attempts is the queue's (`max_receives`, its redrive policy): on the last
     /// one a failed message is made visible at once so that it moves to the dead-letter queue
     /// without waiting for a backoff.
-    pub retry: RetryPolicy,
+    pub retry: Backoff,
     /// How long one receive waits for messages (a long poll; default 10 s). Stopping the worker
     /// lets the receive in progress finish and handles what it returned, so this bounds how long
     /// [`SubscriptionHandle::unsubscribe`] takes (plus the handler calls in flight).
@@ -35,7 +35,7 @@ impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
             max_in_flight: 16,
-            retry: RetryPolicy::default(),
+            retry: Backoff::default(),
             wait_time: Duration::from_secs(10),
             filter: Filter::all(),
             batch_size: 10,
@@ -56,7 +56,7 @@ impl WorkerOptions {
     }
 
     /// Sets the backoff between deliveries.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
         self.retry = retry;
         self
     }
@@ -283,7 +283,7 @@ impl Worker {
                 let delay = if last {
                     Duration::ZERO
                 } else {
-                    self.options.retry.backoff(receive_count)
+                    self.options.retry.delay(receive_count)
                 };
                 tracing::debug!(queue = %settings.name, %message_id, receive_count, ?delay, last, "handler failed; redelivering after a backoff");
                 if let Err(error) = self.queue.change_visibility(&receipt, delay).await {
@@ -326,7 +326,7 @@ mod tests {
                 }
             }
         });
-        let retry = RetryPolicy::new(3, Duration::from_millis(10), Duration::from_millis(50));
+        let retry = Backoff::new(3, Duration::from_millis(10), Duration::from_millis(50));
         let worker = Worker::new(queue.clone(), handler)
             .with_options(
                 WorkerOptions::new()

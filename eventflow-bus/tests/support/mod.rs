@@ -2,15 +2,13 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventflow_core::bus::{Delivery, HandlerError, MessageHandler, handler_fn};
 use eventflow_core::testkit::wait_until;
 
-pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub use eventflow_core::sync::lock;
 
 /// Records deliveries; fails the ones `fail` says to.
 #[derive(Clone, Default)]

@@ -134,7 +134,7 @@ mod tests {
     use std::time::Duration;
 
     use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Worker, WorkerOptions};
-    use eventflow_core::bus::RetryPolicy;
+    use eventflow_core::bus::Backoff;
     use eventflow_core::{InMemoryEventStore, Message};
     use serde_json::json;
 
@@ -180,7 +180,7 @@ mod tests {
         };
         let options = WorkerOptions::new()
             .with_wait_time(Duration::from_millis(20))
-            .with_retry(RetryPolicy::new(
+            .with_retry(Backoff::new(
                 5,
                 Duration::from_millis(1),
                 Duration::from_millis(5),

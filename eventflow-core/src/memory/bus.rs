@@ -107,7 +107,7 @@ impl InMemoryBusOptions {
 ///   refused with [`Error::InvalidRequest`] and nothing of the batch is published.
 /// - **Delivery** runs in tokio tasks (on the runtime that called `subscribe`), at least once: a
 ///   handler `Ok` acknowledges; an `Err` or a panic redelivers after
-///   [`RetryPolicy::backoff`](crate::bus::RetryPolicy::backoff), until `max_attempts` deliveries,
+///   [`Backoff::delay`](crate::bus::Backoff::delay), until `max_attempts` deliveries,
 ///   then the message becomes a [`DeadLetter`] of the subscription (with the last error and the
 ///   time). [`Delivery::attempt`] counts from 1.
 /// - **Concurrency.** At most `max_in_flight` handler calls run at once per subscription (a message
@@ -502,7 +502,7 @@ impl SubscriptionState {
             }
             let mut closed = self.closed.subscribe();
             tokio::select! {
-                () = tokio::time::sleep(retry.backoff(attempt)) => {}
+                () = tokio::time::sleep(retry.delay(attempt)) => {}
                 _ = closed.wait_for(|closed| *closed) => return false,
             }
             attempt += 1;

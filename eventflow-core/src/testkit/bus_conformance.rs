@@ -15,8 +15,8 @@ use serde_json::json;
 
 use super::{ConformanceReport, wait_until};
 use crate::bus::{
-    DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message, MessageHandler,
-    RetryPolicy, Subscription, SubscriptionHandle, attributes, handler_fn,
+    Backoff, DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message,
+    MessageHandler, Subscription, SubscriptionHandle, attributes, handler_fn,
 };
 use crate::error::Result;
 use crate::sync::lock;
@@ -239,8 +239,8 @@ fn messages(message_type: &str, count: usize) -> Vec<Message> {
 }
 
 /// A small retry policy; adapters may round the backoffs up.
-fn quick_retry(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy::new(
+fn quick_retry(max_attempts: u32) -> Backoff {
+    Backoff::new(
         max_attempts,
         Duration::from_millis(100),
         Duration::from_secs(1),

@@ -14,11 +14,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use eventflow_core::sync::lock;
 use eventflow_core::{
     DeciderRepository, Delivery, EventBus, EventStore, HandlerError, Message, MessageHandler,
     Metadata, Subscription, SubscriptionHandle,
@@ -467,10 +468,6 @@ impl<D: SagaData> Orchestrator<D> {
             self.inner.timer_changed.notify_one();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn bump(counter: &AtomicU64) {

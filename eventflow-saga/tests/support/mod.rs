@@ -15,7 +15,7 @@ pub use eventflow_core::testkit::wait_until;
 use eventflow_core::{
     Aggregate, DomainEvent, EventBus, EventStore, MessageHandler, Repository, Subscription,
 };
-use eventflow_saga::{CompensationRetry, Participant, Refusal, SagaCommand, SagaDefinition};
+use eventflow_saga::{Backoff, Participant, Refusal, SagaCommand, SagaDefinition};
 use serde::{Deserialize, Serialize};
 
 /// The saga data.
@@ -57,7 +57,7 @@ pub const STEPS: [&str; 4] = [
 
 /// The PlaceOrder saga as in the seed: reserve, authorize, ship, complete; compensations release,
 /// cancel payment, cancel shipment; then the order is cancelled.
-pub fn place_order(step_timeout: Duration, retry: CompensationRetry) -> SagaDefinition {
+pub fn place_order(step_timeout: Duration, retry: Backoff) -> SagaDefinition {
     SagaDefinition::builder("PlaceOrder")
         .triggered_by("OrderPlaced")
         .step("ReserveInventory", |s| {

@@ -20,8 +20,9 @@ use tracing::Instrument;
 use eventflow_aws::{is_transient_code, sdk_error};
 
 use crate::aws::resource_name;
-use crate::envelope;
+use crate::batch::batch_by_size;
 use crate::sqs::{self, SqsQueueOptions, SqsWorkQueue};
+use crate::wire;
 use crate::work_queue::{DeadLetterQueue, WorkQueue, Worker, WorkerOptions};
 
 /// The backend name in errors.
@@ -404,7 +405,7 @@ impl EventBridgeBus {
                 message.id
             )));
         }
-        let detail = envelope::encode(message)?;
+        let detail = wire::encode(message)?;
         let size = message.source.len() + message.message_type.len() + detail.len();
         if size > MAX_CALL_BYTES {
             return Err(Error::LimitExceeded {
@@ -472,30 +473,6 @@ impl EventBridgeBus {
             attempt += 1;
         }
     }
-}
-
-/// Groups `(size, item)` into batches of at most `max_entries` items and `max_bytes`.
-pub(crate) fn batch_by_size<T>(
-    items: Vec<(usize, T)>,
-    max_entries: usize,
-    max_bytes: usize,
-) -> Vec<Vec<T>> {
-    let mut batches: Vec<Vec<T>> = Vec::new();
-    let mut bytes = 0;
-    for (size, item) in items {
-        let fits = batches
-            .last()
-            .is_some_and(|b| b.len() < max_entries && bytes + size <= max_bytes);
-        if !fits {
-            batches.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(batch) = batches.last_mut() {
-            batch.push(item);
-        }
-    }
-    batches
 }
 
 #[async_trait]
@@ -611,23 +588,6 @@ impl DeadLetters for EventBridgeBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_hold_at_most_ten_entries_and_256_kib() {
-        let sizes: Vec<usize> =
-            batch_by_size((0..23).map(|i| (10, i)).collect(), 10, MAX_CALL_BYTES)
-                .iter()
-                .map(Vec::len)
-                .collect();
-        assert_eq!(sizes, [10, 10, 3]);
-        let big = 100 * 1024;
-        let sizes: Vec<usize> =
-            batch_by_size((0..5).map(|i| (big, i)).collect(), 10, MAX_CALL_BYTES)
-                .iter()
-                .map(Vec::len)
-                .collect();
-        assert_eq!(sizes, [2, 2, 1]);
-    }
 
     #[test]
     fn event_patterns() {

@@ -3,8 +3,9 @@
 
 #[cfg(feature = "sqs")]
 mod aws;
+#[cfg(any(feature = "sqs", feature = "pubsub"))]
+mod batch;
 pub mod config;
-mod envelope;
 #[cfg(feature = "eventbridge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "eventbridge")))]
 pub mod eventbridge;
@@ -17,6 +18,7 @@ pub mod sqs;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+mod wire;
 pub mod work_queue;
 
 pub use config::{

@@ -22,7 +22,8 @@ use serde_json::json;
 use eventflow_aws::{error_code, is_transient_code, sdk_error};
 
 use crate::aws::resource_name;
-use crate::envelope;
+use crate::batch::batch_by_size;
+use crate::wire;
 use crate::work_queue::{
     DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue,
 };
@@ -279,7 +280,10 @@ impl SqsWorkQueue {
 
     /// Sends raw bodies to `url`, retrying failed entries; `group` gives FIFO group ids.
     async fn send_bodies(&self, url: &str, bodies: Vec<(String, Option<String>)>) -> Result<()> {
-        for batch in batches(bodies) {
+        let sized = bodies
+            .into_iter()
+            .map(|(body, key)| (body.len(), (body, key)));
+        for batch in batch_by_size(sized, MAX_BATCH, MAX_MESSAGE_BYTES) {
             self.send_batch(url, batch).await?;
         }
         Ok(())
@@ -301,7 +305,7 @@ impl SqsWorkQueue {
                     .id(id)
                     .message_body(body);
                 if self.fifo || url.ends_with(".fifo") {
-                    let dedup = envelope::decode_body(body)
+                    let dedup = wire::decode_body(body)
                         .map(|m| m.id)
                         .unwrap_or_else(|_| format!("{:x}", body.len()));
                     entry = entry
@@ -400,7 +404,7 @@ impl SqsWorkQueue {
 
     fn dead_letter(&self, message: &aws_sdk_sqs::types::Message) -> DeadLetter {
         let body = message.body().unwrap_or_default();
-        let decoded = envelope::decode_body(body).unwrap_or_else(|error| {
+        let decoded = wire::decode_body(body).unwrap_or_else(|error| {
             tracing::warn!(queue = %self.settings.name, %error, "undecodable dead letter");
             Message::new(
                 "eventflow.UndecodableMessage",
@@ -445,26 +449,6 @@ fn system_attribute(
     name: &MessageSystemAttributeName,
 ) -> Option<u64> {
     message.attributes()?.get(name)?.parse().ok()
-}
-
-/// Batches of at most 10 bodies and 256 KiB.
-fn batches(bodies: Vec<(String, Option<String>)>) -> Vec<Vec<(String, Option<String>)>> {
-    let mut out: Vec<Vec<(String, Option<String>)>> = Vec::new();
-    let mut size = 0;
-    for (body, key) in bodies {
-        let fits = out
-            .last()
-            .is_some_and(|b| b.len() < MAX_BATCH && size + body.len() <= MAX_MESSAGE_BYTES);
-        if !fits {
-            out.push(Vec::new());
-            size = 0;
-        }
-        size += body.len();
-        if let Some(batch) = out.last_mut() {
-            batch.push((body, key));
-        }
-    }
-    out
 }
 
 /// The queue's URL, or `None` when it does not exist.
@@ -550,7 +534,7 @@ impl WorkQueue for SqsWorkQueue {
                     message.id
                 )));
             }
-            let body = envelope::encode(message)?;
+            let body = wire::encode(message)?;
             if body.len() > MAX_MESSAGE_BYTES {
                 return Err(Error::LimitExceeded {
                     limit: "SQS message size (bytes)",
@@ -575,7 +559,7 @@ impl WorkQueue for SqsWorkQueue {
                 &MessageSystemAttributeName::ApproximateReceiveCount,
             )
             .unwrap_or(1);
-            match envelope::decode_body(message.body().unwrap_or_default()) {
+            match wire::decode_body(message.body().unwrap_or_default()) {
                 Ok(decoded) => received.push(ReceivedMessage::new(
                     decoded,
                     Receipt::new(receipt),
@@ -659,9 +643,7 @@ impl DeadLetterQueue for SqsWorkQueue {
                 .iter()
                 .map(|m| {
                     let body = m.body().unwrap_or_default().to_owned();
-                    let key = envelope::decode_body(&body)
-                        .ok()
-                        .and_then(|m| m.ordering_key);
+                    let key = wire::decode_body(&body).ok().and_then(|m| m.ordering_key);
                     (body, key)
                 })
                 .collect();
@@ -723,16 +705,5 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(2001), 20), 3);
         assert_eq!(whole_seconds(Duration::from_secs(60), 20), 20);
         assert_eq!(whole_seconds(Duration::ZERO, 20), 0);
-    }
-
-    #[test]
-    fn batches_respect_count_and_size() {
-        let small: Vec<(String, Option<String>)> = (0..25).map(|i| (i.to_string(), None)).collect();
-        let sizes: Vec<usize> = batches(small).iter().map(Vec::len).collect();
-        assert_eq!(sizes, [10, 10, 5]);
-        let big: Vec<(String, Option<String>)> =
-            (0..3).map(|_| ("x".repeat(100 * 1024), None)).collect();
-        let sizes: Vec<usize> = batches(big).iter().map(Vec::len).collect();
-        assert_eq!(sizes, [2, 1]);
     }
 }

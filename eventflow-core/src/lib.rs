@@ -5,6 +5,7 @@ pub mod aggregate;
 pub mod backoff;
 pub mod bus;
 pub mod decider;
+pub mod dispatch;
 pub mod error;
 pub mod event;
 mod event_id;

@@ -1,21 +1,18 @@
 //! [`InMemoryBus`]: the event bus in process memory, with a real broker's delivery semantics.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::bus::{
-    BusCapabilities, DeadLetter, DeadLetters, Delivery, EventBus, Message, MessageHandler,
+    BusCapabilities, DeadLetter, DeadLetters, EventBus, Filter, Message, MessageHandler,
     Subscription, SubscriptionHandle,
 };
+use crate::dispatch::{Dispatcher, Settle};
 use crate::error::{Error, Result};
 use crate::sync::lock;
 
@@ -109,7 +106,7 @@ impl InMemoryBusOptions {
 ///   handler `Ok` acknowledges; an `Err` or a panic redelivers after
 ///   [`Backoff::delay`](crate::bus::Backoff::delay), until `max_attempts` deliveries,
 ///   then the message becomes a [`DeadLetter`] of the subscription (with the last error and the
-///   time). [`Delivery::attempt`] counts from 1.
+///   time). [`Delivery::attempt`](crate::bus::Delivery::attempt) counts from 1.
 /// - **Concurrency.** At most `max_in_flight` handler calls run at once per subscription (a message
 ///   waiting for its backoff does not count). Messages with the same ordering key are handled one
 ///   at a time in publish order: the next one waits while the previous one is retried, and goes
@@ -128,7 +125,8 @@ impl InMemoryBusOptions {
 ///   (like a dead-letter queue). [`redrive`](DeadLetters::redrive) needs the subscription to be
 ///   active: otherwise it returns [`Error::InvalidRequest`] and keeps the dead letters.
 ///
-/// Clones share the same bus.
+/// Delivery, concurrency and retries are the shared [`Dispatcher`]'s, as they are for the
+/// Pub/Sub adapter. Clones share the same bus.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -161,7 +159,7 @@ pub struct InMemoryBus {
 struct Shared {
     options: InMemoryBusOptions,
     /// Active subscriptions (and closing ones, until their deliveries in flight end), by name.
-    subscriptions: Mutex<HashMap<String, Arc<SubscriptionState>>>,
+    subscriptions: Mutex<HashMap<String, Arc<Active>>>,
     dead_letters: Arc<DeadLetterStore>,
 }
 
@@ -226,14 +224,12 @@ impl InMemoryBus {
         messages.iter().try_for_each(|m| self.validate(m))?;
         // A snapshot: a subscription added after this point does not get these messages, one that
         // is closing refuses them in `enqueue`.
-        let subscriptions: Vec<Arc<SubscriptionState>> =
+        let subscriptions: Vec<Arc<Active>> =
             lock(&self.shared.subscriptions).values().cloned().collect();
         for message in messages {
             let mut routed = 0usize;
             for subscription in &subscriptions {
-                if subscription.subscription.filter.matches(&message)
-                    && subscription.enqueue(message.clone())
-                {
+                if subscription.filter.matches(&message) && subscription.enqueue(message.clone()) {
                     routed += 1;
                 }
             }
@@ -278,15 +274,17 @@ impl EventBus for InMemoryBus {
         if subscription.name.is_empty() {
             return Err(Error::InvalidRequest("subscription name is empty".into()));
         }
-        let runtime = Handle::try_current().map_err(|e| Error::backend(BACKEND, e))?;
         let name = subscription.name.clone();
-        let state = Arc::new(SubscriptionState::new(
-            subscription,
-            handler,
-            self.shared.options.duplicate_deliveries,
-            runtime,
-            Arc::clone(&self.shared.dead_letters),
-        ));
+        let settle = MemorySettle {
+            name: name.clone(),
+            dead_letters: Arc::clone(&self.shared.dead_letters),
+        };
+        let dispatcher = Dispatcher::new("memory", &subscription, handler, settle)?;
+        dispatcher.set_duplicate_deliveries(self.shared.options.duplicate_deliveries);
+        let state = Arc::new(Active {
+            filter: subscription.filter,
+            dispatcher,
+        });
         match lock(&self.shared.subscriptions).entry(name.clone()) {
             Entry::Occupied(_) => {
                 return Err(Error::InvalidRequest(format!(
@@ -302,8 +300,8 @@ impl EventBus for InMemoryBus {
         let shared = Arc::clone(&self.shared);
         let handle_name = name.clone();
         Ok(SubscriptionHandle::new(handle_name, move || async move {
-            state.close();
-            state.wait_idle().await;
+            state.dispatcher.close().await;
+            state.dispatcher.wait_idle().await;
             let mut subscriptions = lock(&shared.subscriptions);
             if subscriptions
                 .get(&name)
@@ -336,7 +334,7 @@ impl DeadLetters for InMemoryBus {
     async fn redrive(&self, subscription: &str) -> Result<usize> {
         let state = lock(&self.shared.subscriptions)
             .get(subscription)
-            .filter(|state| !state.is_closed())
+            .filter(|state| !state.dispatcher.is_closed())
             .cloned()
             .ok_or_else(|| {
                 Error::InvalidRequest(format!(
@@ -366,210 +364,49 @@ impl DeadLetters for InMemoryBus {
     }
 }
 
-/// One subscription's delivery machinery.
-struct SubscriptionState {
-    subscription: Subscription,
-    handler: Arc<dyn MessageHandler>,
-    duplicate_deliveries: bool,
-    runtime: Handle,
-    /// One permit per handler call in flight (`max_in_flight`); closed on unsubscribe.
-    permits: Semaphore,
-    queue: Mutex<Queue>,
-    /// Becomes `true` on unsubscribe; wakes deliveries waiting for a backoff.
-    closed: watch::Sender<bool>,
-    /// Delivery tasks alive; `idle` is notified when it drops to zero.
-    tasks: AtomicUsize,
-    idle: Notify,
+/// An active subscription: its filter, and the dispatcher that delivers its messages.
+struct Active {
+    filter: Filter,
+    dispatcher: Dispatcher<MemorySettle>,
+}
+
+impl Active {
+    /// Takes `message` for delivery; `false` once the subscription is closing.
+    fn enqueue(&self, message: Message) -> bool {
+        self.dispatcher.dispatch(message, (), 1).is_ok()
+    }
+}
+
+/// How the in-memory bus settles a message: dead letters go to the bus's store; an acknowledged
+/// or released message is simply dropped (nothing outlives a subscription but its dead letters).
+struct MemorySettle {
+    name: String,
     dead_letters: Arc<DeadLetterStore>,
 }
 
-#[derive(Default)]
-struct Queue {
-    closed: bool,
-    /// Messages waiting behind the one being delivered, per ordering key. A key is present exactly
-    /// while a worker task delivers that key's messages.
-    keys: HashMap<String, VecDeque<Message>>,
-}
+#[async_trait]
+impl Settle for MemorySettle {
+    type Receipt = ();
 
-impl SubscriptionState {
-    fn new(
-        subscription: Subscription,
-        handler: Arc<dyn MessageHandler>,
-        duplicate_deliveries: bool,
-        runtime: Handle,
-        dead_letters: Arc<DeadLetterStore>,
-    ) -> Self {
-        let permits = subscription.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-        SubscriptionState {
-            subscription,
-            handler,
-            duplicate_deliveries,
-            runtime,
-            permits: Semaphore::new(permits),
-            queue: Mutex::new(Queue::default()),
-            closed: watch::Sender::new(false),
-            tasks: AtomicUsize::new(0),
-            idle: Notify::new(),
-            dead_letters,
-        }
-    }
+    async fn ack(&self, (): ()) {}
 
-    fn name(&self) -> &str {
-        &self.subscription.name
-    }
-
-    fn is_closed(&self) -> bool {
-        *self.closed.borrow()
-    }
-
-    /// Takes `message` for delivery; `false` once the subscription is closing.
-    fn enqueue(self: &Arc<Self>, message: Message) -> bool {
-        let mut queue = lock(&self.queue);
-        if queue.closed {
-            return false;
-        }
-        match message.ordering_key.clone() {
-            None => self.spawn(Arc::clone(self).process(message)),
-            Some(key) => match queue.keys.entry(key) {
-                Entry::Occupied(mut waiting) => waiting.get_mut().push_back(message),
-                Entry::Vacant(entry) => {
-                    let key = entry.key().clone();
-                    entry.insert(VecDeque::new());
-                    self.spawn(Arc::clone(self).run_key(key, message));
-                }
-            },
-        }
-        true
-    }
-
-    fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
-        let guard = TaskGuard::new(Arc::clone(self));
-        self.runtime.spawn(async move {
-            let _guard = guard;
-            task.await;
-        });
-    }
-
-    /// Delivers the messages of one ordering key, one at a time, until its queue is empty.
-    async fn run_key(self: Arc<Self>, key: String, first: Message) {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            self.deliver_all(&message).await;
-            next = self.next_for_key(&key);
-        }
-    }
-
-    fn next_for_key(&self, key: &str) -> Option<Message> {
-        let mut queue = lock(&self.queue);
-        let waiting = queue.keys.get_mut(key)?;
-        let next = waiting.pop_front();
-        if next.is_none() {
-            queue.keys.remove(key);
-        }
-        next
-    }
-
-    async fn process(self: Arc<Self>, message: Message) {
-        self.deliver_all(&message).await;
-    }
-
-    /// Delivers `message` until it is acknowledged, plus the duplicate if asked for.
-    async fn deliver_all(&self, message: &Message) {
-        if self.deliver(message).await && self.duplicate_deliveries {
-            self.deliver(message).await;
-        }
-    }
-
-    /// Delivers `message` until acknowledged (`true`), dead-lettered or dropped by unsubscribe.
-    async fn deliver(&self, message: &Message) -> bool {
-        let retry = self.subscription.retry;
-        let max_attempts = retry.max_attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            // Fails once the semaphore is closed by unsubscribe: the message is dropped.
-            let Ok(permit) = self.permits.acquire().await else {
-                return false;
-            };
-            let result = self.call_handler(message, attempt).await;
-            drop(permit);
-            let error = match result {
-                Ok(()) => return true,
-                Err(error) => error,
-            };
-            if attempt >= max_attempts {
-                self.dead_letter(message, attempt, error);
-                return false;
-            }
-            let mut closed = self.closed.subscribe();
-            tokio::select! {
-                () = tokio::time::sleep(retry.delay(attempt)) => {}
-                _ = closed.wait_for(|closed| *closed) => return false,
-            }
-            attempt += 1;
-        }
-    }
-
-    /// One handler call; a panic counts as an error.
-    async fn call_handler(&self, message: &Message, attempt: u32) -> Result<(), String> {
-        let delivery = Delivery::new(message.clone(), self.name(), attempt);
-        crate::bus::call_handler("memory", self.handler.as_ref(), delivery).await
-    }
-
-    fn dead_letter(&self, message: &Message, attempts: u32, error: String) {
+    async fn dead_letter(&self, (): (), message: &Message, attempts: u32, error: String) {
         tracing::error!(
-            subscription = %self.name(),
+            subscription = %self.name,
             message_id = %message.id,
             message_type = %message.message_type,
             attempts,
             error = %error,
             "message dead-lettered"
         );
-        let letter = DeadLetter::new(message.clone(), self.name(), attempts)
+        let letter = DeadLetter::new(message.clone(), self.name.as_str(), attempts)
             .with_last_error(error)
             .with_dead_lettered_at(Utc::now());
         lock(&self.dead_letters)
-            .entry(self.name().to_owned())
+            .entry(self.name.clone())
             .or_default()
             .push(letter);
     }
 
-    /// Stops taking messages, drops the queued ones and wakes the waiting deliveries.
-    fn close(&self) {
-        let mut queue = lock(&self.queue);
-        queue.closed = true;
-        queue.keys.clear();
-        drop(queue);
-        self.permits.close();
-        self.closed.send_replace(true);
-    }
-
-    /// Waits until every delivery task has ended.
-    async fn wait_idle(&self) {
-        loop {
-            // Created before the check: `notify_waiters` wakes it even if it is not polled yet.
-            let idle = self.idle.notified();
-            if self.tasks.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-/// Counts a delivery task for [`SubscriptionState::wait_idle`], also when the task is cancelled.
-struct TaskGuard(Arc<SubscriptionState>);
-
-impl TaskGuard {
-    fn new(state: Arc<SubscriptionState>) -> Self {
-        state.tasks.fetch_add(1, Ordering::AcqRel);
-        TaskGuard(state)
-    }
-}
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
+    async fn release(&self, (): ()) {}
 }

@@ -1,4 +1,5 @@
-//! The wire format every cloud adapter shares: a [`Message`] serialised as JSON (the *envelope*).
+//! The wire format every cloud adapter shares: a [`Message`] serialised as JSON (the *wire envelope*;
+//! not to be confused with a typed `eventflow_core::Envelope`, an event read back from the store).
 //!
 //! - EventBridge: the envelope is the event's `detail`; `detail-type` is the message type and
 //!   `source` the message source, so rules can match on them. SQS then carries the whole

@@ -14,7 +14,7 @@
 //!   sequential criterion groups drift; pairs do not. The ratio to read is the paired one.
 //!
 //! Emulators start on free ports and are killed by PID when the bench exits (or
-//! `EVENTFLOW_BUS_AWS_ENDPOINT` / `PUBSUB_EMULATOR_HOST` are used); without them those benches print
+//! `EVENTFLOW_MOTO_ENDPOINT` / `PUBSUB_EMULATOR_HOST` are used); without them those benches print
 //! SKIPPED.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 

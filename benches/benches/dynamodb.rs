@@ -22,7 +22,7 @@
 //! moto slows down as a table grows (each transaction item copies the table), so appends on moto get
 //! fresh tables every [`RESET_EVERY`] appends (created and deleted untimed), and both sides meet the
 //! same table sizes. moto is started on a free port and killed by PID when the bench exits, or
-//! `EVENTFLOW_DYNAMODB_ENDPOINT` is used; without either the moto benches print SKIPPED.
+//! `EVENTFLOW_MOTO_ENDPOINT` is used; without either the moto benches print SKIPPED.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 mod common;
@@ -55,17 +55,15 @@ const PAIRED_LOADS: u64 = 40;
 /// Rounds (of [`RESET_EVERY`] pairs) in the paired comparison on the stub.
 const STUB_PAIRED_ROUNDS: u64 = 100;
 
-/// moto_server on a free port, killed by PID when the bench exits (or `EVENTFLOW_DYNAMODB_ENDPOINT`).
+/// moto_server on a free port, killed by PID when the bench exits (or `EVENTFLOW_MOTO_ENDPOINT`).
 /// The benches write from one task, so they talk to moto directly, without the proxy that makes
 /// concurrent tests linearizable.
 fn emulator() -> Option<&'static str> {
-    let endpoint = testkit::shared_endpoint();
+    let endpoint = testkit::shared_direct_endpoint();
     if endpoint.is_none() {
         eprintln!("SKIPPED dynamodb benches: no moto_server and no endpoint");
     }
-    testkit::shared_server()
-        .map(testkit::MotoServer::direct_endpoint)
-        .or(endpoint)
+    endpoint
 }
 
 fn runtime() -> tokio::runtime::Runtime {

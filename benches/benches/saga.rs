@@ -10,6 +10,7 @@
 //! Each measurement starts `iters` sagas on a fresh store, bus and orchestrator and waits until
 //! every one has ended; throughput is in sagas per second.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +20,10 @@ use eventflow_core::bus::{Delivery, HandlerError, handler_fn};
 use eventflow_core::{
     EventBus, Filter, InMemoryBus, InMemoryEventStore, Message, Metadata, Subscription,
 };
-use eventflow_saga::{CommandKind, Orchestrator, SagaCommand, SagaDefinition};
+use eventflow_saga::testkit::place_order;
+use eventflow_saga::{
+    Backoff, CommandKind, DEFAULT_TIMEOUT, Orchestrator, SagaCommand, SagaDefinition,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -32,84 +36,21 @@ struct Order {
     address: String,
 }
 
-/// A step: (name = command, success reply, failure reply, compensation and its reply).
-type Step = (
-    &'static str,
-    &'static str,
-    &'static str,
-    Option<(&'static str, &'static str)>,
-);
-
-const STEPS: [Step; 4] = [
-    (
-        "ReserveInventory",
-        "InventoryReserved",
-        "InventoryReservationFailed",
-        Some(("ReleaseInventory", "InventoryReleased")),
-    ),
-    (
-        "AuthorizePayment",
-        "PaymentAuthorized",
-        "PaymentDeclined",
-        Some(("CancelPayment", "PaymentCancelled")),
-    ),
-    (
-        "CreateShipment",
-        "ShipmentCreated",
-        "ShipmentFailed",
-        Some(("CancelShipment", "ShipmentCancelled")),
-    ),
-    (
-        "CompleteOrder",
-        "OrderCompleted",
-        "OrderCompletionFailed",
-        None,
-    ),
-];
-
+/// The seed's PlaceOrder saga (eventflow-saga's fixture).
 fn definition() -> SagaDefinition {
-    let mut builder = SagaDefinition::builder("PlaceOrder");
-    for (step, ok, failed, compensation) in STEPS {
-        builder = builder.step(step, move |s| {
-            let s = s.on_success(ok).on_failure(failed);
-            match compensation {
-                Some((command, done)) => s.compensate_with(command, |c| c.on_success(done)),
-                None => s,
-            }
-        });
-    }
-    builder
-        .on_compensated("CancelOrder", |c| c.on_success("OrderCancelled"))
-        .build()
-        .expect("definition")
+    place_order(DEFAULT_TIMEOUT, Backoff::default())
 }
 
-fn success_reply(command: &str) -> &'static str {
-    match command {
-        "ReserveInventory" => "InventoryReserved",
-        "AuthorizePayment" => "PaymentAuthorized",
-        "CreateShipment" => "ShipmentCreated",
-        "CompleteOrder" => "OrderCompleted",
-        "ReleaseInventory" => "InventoryReleased",
-        "CancelPayment" => "PaymentCancelled",
-        "CancelShipment" => "ShipmentCancelled",
-        _ => "OrderCancelled",
-    }
-}
-
-fn command_filter() -> Filter {
-    [
-        "ReserveInventory",
-        "AuthorizePayment",
-        "CreateShipment",
-        "CompleteOrder",
-        "ReleaseInventory",
-        "CancelPayment",
-        "CancelShipment",
-        "CancelOrder",
-    ]
-    .into_iter()
-    .fold(Filter::all(), Filter::message_type)
+/// Every command the saga sends (steps, compensations, the final one) with its success reply.
+fn success_replies() -> HashMap<String, String> {
+    let definition = definition();
+    definition
+        .steps
+        .iter()
+        .flat_map(|step| std::iter::once(&step.action).chain(&step.compensation))
+        .chain(&definition.on_compensated)
+        .map(|command| (command.command.clone(), command.success[0].clone()))
+        .collect()
 }
 
 fn order(i: u64) -> Order {
@@ -125,8 +66,11 @@ fn order(i: u64) -> Order {
 /// Participants that answer at once: success, except CreateShipment when `fail_shipment`.
 async fn subscribe_participants(bus: &Arc<InMemoryBus>, fail_shipment: bool) {
     let replies = Arc::clone(bus);
+    let success = Arc::new(success_replies());
+    let filter = success.keys().fold(Filter::all(), |f, c| f.message_type(c));
     let handler = handler_fn(move |delivery: Delivery| {
         let bus = Arc::clone(&replies);
+        let success = Arc::clone(&success);
         async move {
             let command = SagaCommand::from_message(&delivery.message)?;
             let reply = if fail_shipment
@@ -136,7 +80,7 @@ async fn subscribe_participants(bus: &Arc<InMemoryBus>, fail_shipment: bool) {
                 command.failure_reply("ShipmentFailed", "shipping", "no courier")
             } else {
                 command.success_reply(
-                    success_reply(&command.command_type),
+                    &success[&command.command_type],
                     "participants",
                     json!({ "ok": true }),
                 )
@@ -147,7 +91,7 @@ async fn subscribe_participants(bus: &Arc<InMemoryBus>, fail_shipment: bool) {
     });
     bus.subscribe(
         Subscription::new("participants")
-            .with_filter(command_filter())
+            .with_filter(filter)
             .with_max_in_flight(64),
         handler,
     )

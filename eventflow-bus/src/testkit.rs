@@ -14,156 +14,27 @@
 //!
 //! One emulator per test process, shared by its tests; every bus gets uniquely named resources
 //! (event bus, queue prefix, topic), so tests run in parallel without seeing each other. An
-//! endpoint from the environment is used instead of starting one: [`AWS_ENDPOINT_ENV`] for moto,
-//! `PUBSUB_EMULATOR_HOST` for Pub/Sub.
+//! endpoint from the environment is used instead of starting one: `EVENTFLOW_MOTO_ENDPOINT` for moto,
+//! `PUBSUB_EMULATOR_HOST` for Pub/Sub. The emulators are `eventflow-testkit`'s.
 
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-pub use eventflow_core::testkit::emulator::Emulator;
-use eventflow_core::testkit::emulator::{
-    EmulatorCommand, StopSignal, endpoint_from_env, on_path, skip_or_fail,
-};
+use eventflow_testkit::moto::{self, Role};
 
-/// Environment variable naming a running moto (or other EventBridge + SQS) endpoint to use
-/// instead of starting `moto_server`.
-pub const AWS_ENDPOINT_ENV: &str = "EVENTFLOW_BUS_AWS_ENDPOINT";
-/// Environment variable naming the Pub/Sub emulator jar, when `gcloud` is not on the `PATH`.
-pub const PUBSUB_JAR_ENV: &str = "EVENTFLOW_PUBSUB_EMULATOR_JAR";
 /// The project id the tests use on the emulator.
 pub const PUBSUB_PROJECT: &str = "eventflow-test";
 
-/// How long an emulator gets to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A shared endpoint, and the emulator and watchdog when this process started it.
-struct Shared {
-    endpoint: String,
-    _emulator: Option<(Emulator, ChildStdin)>,
-}
-
-fn share(emulator: Emulator, endpoint: String) -> Shared {
-    let watchdog = emulator
-        .stop_at_exit(StopSignal::Term)
-        .unwrap_or_else(|e| panic!("starting the {} watchdog: {e}", emulator.name()));
-    Shared {
-        endpoint,
-        _emulator: Some((emulator, watchdog)),
-    }
-}
-
-fn from_env(variable: &str) -> Option<Shared> {
-    endpoint_from_env(variable).map(|endpoint| Shared {
-        endpoint,
-        _emulator: None,
-    })
-}
-
-/// The moto endpoint (`http://127.0.0.1:PORT`) shared by this process: [`AWS_ENDPOINT_ENV`] when
-/// set, else a `moto_server` started on first use and stopped when the process exits. `None`
-/// after a loud SKIPPED line when neither can be had (a panic when `CI=true`).
+/// The moto endpoint (`http://127.0.0.1:PORT`) this process's messaging tests share
+/// ([`eventflow_testkit::moto::shared`]). `None` after a loud SKIPPED line when there is no moto
+/// (a panic when `CI=true`).
 pub fn moto_endpoint() -> Option<&'static str> {
-    static SHARED: OnceLock<Option<Shared>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            if let Some(shared) = from_env(AWS_ENDPOINT_ENV) {
-                return Some(shared);
-            }
-            if !on_path("moto_server") {
-                skip_or_fail(&format!(
-                    "EventBridge/SQS tests did not run: moto_server is not on PATH and \
-                     {AWS_ENDPOINT_ENV} is not set (install with `pip install 'moto[server]'`)"
-                ));
-                return None;
-            }
-            let emulator = EmulatorCommand::new("bus-moto", "moto_server")
-                .args(["-H", "127.0.0.1", "-p", "{port}"])
-                .ready_when("/moto-api/", "")
-                .start_timeout(START_TIMEOUT)
-                .start()
-                .unwrap_or_else(|e| panic!("starting moto_server: {e}"));
-            let endpoint = format!("http://127.0.0.1:{}", emulator.port());
-            Some(share(emulator, endpoint))
-        })
-        .as_ref()
-        .map(|shared| shared.endpoint.as_str())
+    moto::shared(Role::Messaging).map(moto::Endpoints::direct)
 }
 
-/// The Pub/Sub emulator jar: [`PUBSUB_JAR_ENV`], else the one in the Google Cloud SDK that
-/// `gcloud info` names.
-fn pubsub_jar() -> Result<PathBuf, String> {
-    if let Ok(jar) = std::env::var(PUBSUB_JAR_ENV)
-        && !jar.trim().is_empty()
-    {
-        return Ok(PathBuf::from(jar.trim()));
-    }
-    if !on_path("gcloud") {
-        return Err(format!(
-            "gcloud is not on PATH and {PUBSUB_JAR_ENV} is not set"
-        ));
-    }
-    let output = Command::new("gcloud")
-        .args(["info", "--format=value(installation.sdk_root)"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running gcloud info: {e}"))?;
-    let root = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let lib = Path::new(&root).join("platform/pubsub-emulator/lib");
-    let jar = std::fs::read_dir(&lib)
-        .map_err(|e| {
-            format!(
-                "{}: {e} (install with `gcloud components install pubsub-emulator`)",
-                lib.display()
-            )
-        })?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("cloud-pubsub-emulator-") && n.ends_with("-all.jar"))
-        })
-        .ok_or_else(|| format!("no cloud-pubsub-emulator-*-all.jar in {}", lib.display()))?;
-    Ok(jar)
-}
-
-/// The Pub/Sub emulator host (`127.0.0.1:PORT`) shared by this process: `PUBSUB_EMULATOR_HOST`
-/// when set, else an emulator started on first use (`java -jar cloud-pubsub-emulator-*-all.jar`)
-/// and stopped when the process exits. `None` after a loud SKIPPED line when neither can be had (a
-/// panic when `CI=true`).
+/// The Pub/Sub emulator host (`127.0.0.1:PORT`) this process shares
+/// ([`eventflow_testkit::pubsub::emulator_host`]).
 pub fn pubsub_emulator_host() -> Option<&'static str> {
-    static SHARED: OnceLock<Option<Shared>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            if let Some(shared) = from_env("PUBSUB_EMULATOR_HOST") {
-                return Some(shared);
-            }
-            let jar = match (on_path("java"), pubsub_jar()) {
-                (true, Ok(jar)) => jar,
-                (false, _) => {
-                    skip_or_fail("Pub/Sub tests did not run: java is not on PATH and PUBSUB_EMULATOR_HOST is not set");
-                    return None;
-                }
-                (_, Err(why)) => {
-                    skip_or_fail(&format!(
-                        "Pub/Sub tests did not run: no emulator ({why}) and PUBSUB_EMULATOR_HOST is not set"
-                    ));
-                    return None;
-                }
-            };
-            let jar = jar.to_string_lossy().into_owned();
-            let emulator = EmulatorCommand::new("bus-pubsub-emulator", "java")
-                .args(["-jar", &jar, "--host=127.0.0.1", "--port={port}"])
-                .ready_when("/", "Ok")
-                .start_timeout(START_TIMEOUT)
-                .start()
-                .unwrap_or_else(|e| panic!("starting the Pub/Sub emulator: {e}"));
-            let host = format!("127.0.0.1:{}", emulator.port());
-            Some(share(emulator, host))
-        })
-        .as_ref()
-        .map(|shared| shared.endpoint.as_str())
+    eventflow_testkit::pubsub::emulator_host()
 }
 
 /// A name unique to this call: `prefix` and a random suffix.

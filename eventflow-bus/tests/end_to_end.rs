@@ -80,10 +80,10 @@ async fn relayed_event_metadata_arrives_in_the_handler(bus: AnyBus) {
     bus.publish(vec![message.clone()]).await.expect("publish");
     assert!(
         recorder
-            .wait_for_all(std::slice::from_ref(&message.id), Duration::from_secs(30))
+            .wait_for_delivered(std::slice::from_ref(&message.id), Duration::from_secs(30))
             .await
     );
-    let delivery = recorder.all().remove(0);
+    let delivery = recorder.deliveries().remove(0);
     assert_eq!(delivery.message.correlation_id(), Some("corr-8f14e45f"));
     assert_eq!(
         delivery.message.traceparent(),
@@ -107,7 +107,7 @@ async fn poison_dead_lettered_after_exactly_the_configured_attempts(bus: AnyBus)
     let handle = bus
         .subscribe(
             Subscription::new(&name).with_retry(retry),
-            recorder.handler(|d| d.message.message_type == "Poison"),
+            recorder.handler(|d, _| d.message.message_type != "Poison"),
         )
         .await
         .expect("subscribe");

@@ -107,7 +107,9 @@ async fn entries_that_fail_in_a_partially_failed_put_events_are_retried_not_drop
     );
     let ids = ids(&published);
     assert!(
-        recorder.wait_for_all(&ids, Duration::from_secs(30)).await,
+        recorder
+            .wait_for_delivered(&ids, Duration::from_secs(30))
+            .await,
         "delivered: {:?}",
         recorder.counts()
     );
@@ -186,7 +188,7 @@ async fn a_poison_message_ends_in_the_dlq_after_the_configured_attempts() {
     let handle = bus
         .subscribe(
             Subscription::new("poison").with_retry(retry),
-            recorder.handler(|d| d.message.message_type == "Poison"),
+            recorder.handler(|d, _| d.message.message_type != "Poison"),
         )
         .await
         .expect("subscribe");
@@ -243,14 +245,14 @@ async fn subscriptions_are_durable_across_unsubscribe() {
         .expect("subscribe again");
     assert!(
         second
-            .wait_for_all(
+            .wait_for_delivered(
                 std::slice::from_ref(&while_away.id),
                 Duration::from_secs(30)
             )
             .await,
         "the queue kept the message for the next consumer"
     );
-    assert!(first.all().is_empty());
+    assert!(first.is_empty());
     handle.unsubscribe().await;
     bus.delete_subscription("durable").await.expect("cleanup");
 }

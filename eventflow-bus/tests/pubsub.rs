@@ -27,7 +27,7 @@ async fn a_resubscribed_consumer_gets_what_was_published_meanwhile() {
     bus.publish(vec![before.clone()]).await.expect("publish");
     assert!(
         first
-            .wait_for_all(std::slice::from_ref(&before.id), Duration::from_secs(30))
+            .wait_for_delivered(std::slice::from_ref(&before.id), Duration::from_secs(30))
             .await
     );
     handle.unsubscribe().await;
@@ -44,7 +44,7 @@ async fn a_resubscribed_consumer_gets_what_was_published_meanwhile() {
     bus.publish(vec![after.clone()]).await.expect("publish");
     assert!(
         second
-            .wait_for_all(
+            .wait_for_delivered(
                 &[meanwhile.id.clone(), after.id.clone()],
                 Duration::from_secs(20)
             )
@@ -52,7 +52,7 @@ async fn a_resubscribed_consumer_gets_what_was_published_meanwhile() {
         "got {:?}",
         second.counts()
     );
-    assert_eq!(first.all().len(), 1);
+    assert_eq!(first.len(), 1);
     handle.unsubscribe().await;
     bus.delete_subscription(&name).await.expect("cleanup");
 }
@@ -82,7 +82,7 @@ async fn a_handler_slower_than_the_ack_deadline_keeps_its_message() {
     bus.publish(vec![slow.clone()]).await.expect("publish");
     assert!(
         recorder
-            .wait_for_all(std::slice::from_ref(&slow.id), Duration::from_secs(40))
+            .wait_for_delivered(std::slice::from_ref(&slow.id), Duration::from_secs(40))
             .await
     );
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -161,7 +161,7 @@ async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn DeadLetterQueue>
     // Poison always fails; Slow takes longer than the visibility timeout once.
     let handler = {
         let recorder = recorder.clone();
-        let inner = recorder.handler(|d| d.message.message_type == "Poison");
+        let inner = recorder.handler(|d, _| d.message.message_type != "Poison");
         eventflow_core::bus::handler_fn(move |d: eventflow_core::Delivery| {
             let inner = Arc::clone(&inner);
             async move {
@@ -202,7 +202,7 @@ async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn DeadLetterQueue>
     );
     assert!(
         recorder
-            .wait_for_all(std::slice::from_ref(&slow.id), Duration::from_secs(30))
+            .wait_for_delivered(std::slice::from_ref(&slow.id), Duration::from_secs(30))
             .await
     );
     worker.unsubscribe().await;
@@ -229,7 +229,9 @@ async fn a_thousand_messages_none_lost(queue: Arc<dyn DeadLetterQueue>) {
         queue.send(batch.to_vec()).await.expect("send");
     }
     let ids: Vec<String> = sent.iter().map(|m| m.id.clone()).collect();
-    let all = recorder.wait_for_all(&ids, Duration::from_secs(120)).await;
+    let all = recorder
+        .wait_for_delivered(&ids, Duration::from_secs(120))
+        .await;
     worker.unsubscribe().await;
     let counts = recorder.counts();
     assert!(all, "{} of 1000 delivered", counts.len());

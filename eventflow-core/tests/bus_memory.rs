@@ -4,15 +4,15 @@
 // A failed unwrap is a failed test, with the error in the message.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventflow_core::bus::{
     Backoff, DeadLetters, Delivery, EventBus, HandlerError, Message, Subscription, handler_fn,
 };
 use eventflow_core::memory::InMemoryBusOptions;
-use eventflow_core::testkit::{bus_conformance, wait_until};
+use eventflow_core::testkit::{Recorder, bus_conformance, wait_until};
 use eventflow_core::{Error, InMemoryBus};
 use serde_json::json;
 
@@ -30,27 +30,9 @@ fn quick_retry(max_attempts: u32) -> Backoff {
     )
 }
 
-/// A handler that records deliveries and acknowledges them.
-fn recording() -> (
-    Arc<Mutex<Vec<Delivery>>>,
-    Arc<dyn eventflow_core::MessageHandler>,
-) {
-    let deliveries = Arc::new(Mutex::new(Vec::new()));
-    let handler = {
-        let deliveries = Arc::clone(&deliveries);
-        handler_fn(move |delivery: Delivery| {
-            let deliveries = Arc::clone(&deliveries);
-            async move {
-                deliveries.lock().unwrap().push(delivery);
-                Ok::<(), HandlerError>(())
-            }
-        })
-    };
-    (deliveries, handler)
-}
-
-fn count(deliveries: &Mutex<Vec<Delivery>>) -> usize {
-    deliveries.lock().unwrap().len()
+/// A payload's `n`.
+fn n_of(delivery: &Delivery) -> u64 {
+    delivery.message.payload["n"].as_u64().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,17 +55,18 @@ async fn in_memory_bus_with_duplicates_passes_the_conformance_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_deliveries_deliver_every_message_twice() {
     let bus = InMemoryBus::with_options(InMemoryBusOptions::new().duplicate_deliveries(true));
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("dup"), handler)
         .await
         .unwrap();
     let messages: Vec<Message> = (0..5).map(message).collect();
     bus.publish(messages.clone()).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 10 }).await);
+    assert!(wait_until(TIMEOUT, || async { deliveries.len() >= 10 }).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let deliveries = deliveries.lock().unwrap().clone();
+    let deliveries = deliveries.deliveries();
     assert_eq!(deliveries.len(), 10);
     for message in &messages {
         let of_message: Vec<&Delivery> = deliveries
@@ -99,15 +82,16 @@ async fn duplicate_deliveries_deliver_every_message_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_option_each_message_is_delivered_once() {
     let bus = InMemoryBus::new();
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("once"), handler)
         .await
         .unwrap();
     bus.publish((0..5).map(message).collect()).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 5 }).await);
+    assert!(wait_until(TIMEOUT, || async { deliveries.len() >= 5 }).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(count(&deliveries), 5);
+    assert_eq!(deliveries.len(), 5);
     handle.unsubscribe().await;
 }
 
@@ -168,7 +152,7 @@ async fn a_panicking_handler_counts_as_an_error_and_ends_in_the_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_name_used_twice_is_an_error_until_unsubscribed() {
     let bus = InMemoryBus::new();
-    let (_, handler) = recording();
+    let handler = Recorder::default().acking();
     let first = bus
         .subscribe(Subscription::new("twice"), Arc::clone(&handler))
         .await
@@ -240,7 +224,8 @@ async fn at_most_max_in_flight_handlers_run_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_messages_are_refused_and_nothing_of_the_batch_is_published() {
     let bus = InMemoryBus::new();
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("strict"), handler)
         .await
@@ -258,18 +243,15 @@ async fn invalid_messages_are_refused_and_nothing_of_the_batch_is_published() {
         matches!(empty_type, Err(Error::InvalidRequest(_))),
         "{empty_type:?}"
     );
-    let empty_name = bus.subscribe(Subscription::new(""), recording().1).await;
+    let empty_name = bus
+        .subscribe(Subscription::new(""), Recorder::default().acking())
+        .await;
     assert!(matches!(empty_name, Err(Error::InvalidRequest(_))));
 
     bus.publish(vec![message(2)]).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 1 }).await);
+    assert!(wait_until(TIMEOUT, || async { !deliveries.is_empty() }).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let got: Vec<u64> = deliveries
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|d| d.message.payload["n"].as_u64())
-        .collect();
+    let got: Vec<u64> = deliveries.deliveries().iter().map(n_of).collect();
     assert_eq!(got, [2]);
     handle.unsubscribe().await;
 }
@@ -278,15 +260,16 @@ async fn invalid_messages_are_refused_and_nothing_of_the_batch_is_published() {
 async fn messages_published_before_subscribing_are_not_delivered() {
     let bus = InMemoryBus::new();
     bus.publish(vec![message(0)]).await.unwrap();
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("late"), handler)
         .await
         .unwrap();
     bus.publish(vec![message(1)]).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) >= 1 }).await);
+    assert!(wait_until(TIMEOUT, || async { !deliveries.is_empty() }).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let deliveries = deliveries.lock().unwrap().clone();
+    let deliveries = deliveries.deliveries();
     assert_eq!(deliveries.len(), 1);
     assert_eq!(deliveries[0].message.payload["n"], 1);
     handle.unsubscribe().await;
@@ -295,28 +278,18 @@ async fn messages_published_before_subscribing_are_not_delivered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redeliveries_wait_for_the_backoff() {
     let bus = InMemoryBus::new();
-    let times = Arc::new(Mutex::new(Vec::new()));
-    let handler = {
-        let times = Arc::clone(&times);
-        handler_fn(move |delivery: Delivery| {
-            let times = Arc::clone(&times);
-            async move {
-                times.lock().unwrap().push(tokio::time::Instant::now());
-                if delivery.attempt < 3 {
-                    return Err(HandlerError::msg("not yet"));
-                }
-                Ok(())
-            }
-        })
-    };
+    let recorder = Recorder::default();
     let retry = Backoff::new(5, Duration::from_millis(100), Duration::from_secs(1));
     let handle = bus
-        .subscribe(Subscription::new("backoff").with_retry(retry), handler)
+        .subscribe(
+            Subscription::new("backoff").with_retry(retry),
+            recorder.handler(|delivery, _| delivery.attempt >= 3),
+        )
         .await
         .unwrap();
     bus.publish(vec![message(0)]).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { times.lock().unwrap().len() >= 3 }).await);
-    let times = times.lock().unwrap().clone();
+    assert!(wait_until(TIMEOUT, || async { recorder.len() >= 3 }).await);
+    let times: Vec<_> = recorder.records().iter().map(|r| r.at).collect();
     assert!(times[1] - times[0] >= Duration::from_millis(100));
     assert!(times[2] - times[1] >= Duration::from_millis(200));
     handle.unsubscribe().await;
@@ -325,25 +298,11 @@ async fn redeliveries_wait_for_the_backoff() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_waits_while_its_previous_message_is_retried() {
     let bus = InMemoryBus::new();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let handler = {
-        let log = Arc::clone(&log);
-        handler_fn(move |delivery: Delivery| {
-            let log = Arc::clone(&log);
-            async move {
-                let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
-                log.lock().unwrap().push((n, delivery.attempt));
-                if n == 0 && delivery.attempt < 3 {
-                    return Err(HandlerError::msg("not yet"));
-                }
-                Ok(())
-            }
-        })
-    };
+    let recorder = Recorder::default();
     let handle = bus
         .subscribe(
             Subscription::new("keyed").with_retry(quick_retry(5)),
-            handler,
+            recorder.handler(|delivery, _| n_of(delivery) != 0 || delivery.attempt >= 3),
         )
         .await
         .unwrap();
@@ -354,37 +313,25 @@ async fn a_key_waits_while_its_previous_message_is_retried() {
     ])
     .await
     .unwrap();
-    assert!(wait_until(TIMEOUT, || async { log.lock().unwrap().len() >= 5 }).await);
+    assert!(wait_until(TIMEOUT, || async { recorder.len() >= 5 }).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        *log.lock().unwrap(),
-        [(0, 1), (0, 2), (0, 3), (1, 1), (2, 1)]
-    );
+    let log: Vec<_> = recorder
+        .deliveries()
+        .iter()
+        .map(|d| (n_of(d), d.attempt))
+        .collect();
+    assert_eq!(log, [(0, 1), (0, 2), (0, 3), (1, 1), (2, 1)]);
     handle.unsubscribe().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_lettered_message_lets_its_key_go_on() {
     let bus = InMemoryBus::new();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let handler = {
-        let log = Arc::clone(&log);
-        handler_fn(move |delivery: Delivery| {
-            let log = Arc::clone(&log);
-            async move {
-                let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
-                log.lock().unwrap().push(n);
-                if n == 0 {
-                    return Err(HandlerError::msg("never"));
-                }
-                Ok(())
-            }
-        })
-    };
+    let recorder = Recorder::default();
     let handle = bus
         .subscribe(
             Subscription::new("keyed-dlq").with_retry(quick_retry(2)),
-            handler,
+            recorder.handler(|delivery, _| n_of(delivery) != 0),
         )
         .await
         .unwrap();
@@ -394,8 +341,9 @@ async fn a_dead_lettered_message_lets_its_key_go_on() {
     ])
     .await
     .unwrap();
-    assert!(wait_until(TIMEOUT, || async { log.lock().unwrap().len() >= 3 }).await);
-    assert_eq!(*log.lock().unwrap(), [0, 0, 1]);
+    assert!(wait_until(TIMEOUT, || async { recorder.len() >= 3 }).await);
+    let log: Vec<_> = recorder.deliveries().iter().map(n_of).collect();
+    assert_eq!(log, [0, 0, 1]);
     assert_eq!(bus.dead_letters("keyed-dlq", 10).await.unwrap().len(), 1);
     handle.unsubscribe().await;
 }
@@ -403,7 +351,7 @@ async fn a_dead_lettered_message_lets_its_key_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_oldest_first_and_limited() {
     let bus = InMemoryBus::new();
-    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let handler = Recorder::default().handler(|_, _| false);
     let handle = bus
         .subscribe(
             Subscription::new("dlq-order")
@@ -434,7 +382,7 @@ async fn dead_letters_are_listed_oldest_first_and_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redrive_needs_an_active_subscription_and_keeps_the_dead_letters_otherwise() {
     let bus = InMemoryBus::new();
-    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let handler = Recorder::default().handler(|_, _| false);
     let handle = bus
         .subscribe(
             Subscription::new("gone").with_retry(quick_retry(1)),
@@ -460,14 +408,15 @@ async fn redrive_needs_an_active_subscription_and_keeps_the_dead_letters_otherwi
     assert_eq!(bus.dead_letters("gone", 10).await.unwrap().len(), 1);
 
     // A new subscription of the same name takes them.
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("gone"), handler)
         .await
         .unwrap();
     assert_eq!(bus.redrive("gone").await.unwrap(), 1);
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) == 1 }).await);
-    assert_eq!(deliveries.lock().unwrap()[0].attempt, 1);
+    assert!(wait_until(TIMEOUT, || async { deliveries.len() == 1 }).await);
+    assert_eq!(deliveries.deliveries()[0].attempt, 1);
     assert!(bus.dead_letters("gone", 10).await.unwrap().is_empty());
     handle.unsubscribe().await;
 }
@@ -515,7 +464,7 @@ async fn unsubscribe_waits_for_deliveries_in_flight_and_drops_the_rest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsubscribe_interrupts_a_backoff() {
     let bus = InMemoryBus::new();
-    let handler = handler_fn(|_: Delivery| async { Err::<(), _>(HandlerError::msg("no")) });
+    let handler = Recorder::default().handler(|_, _| false);
     let retry = Backoff::new(5, Duration::from_secs(60), Duration::from_secs(60));
     let handle = bus
         .subscribe(Subscription::new("waiting").with_retry(retry), handler)
@@ -533,8 +482,10 @@ async fn unsubscribe_interrupts_a_backoff() {
 async fn filters_and_fan_out_route_by_type_and_source() {
     use eventflow_core::bus::Filter;
     let bus = InMemoryBus::new();
-    let (both, both_handler) = recording();
-    let (typed, typed_handler) = recording();
+    let both = Recorder::default();
+    let both_handler = both.acking();
+    let typed = Recorder::default();
+    let typed_handler = typed.acking();
     let h1 = bus
         .subscribe(
             Subscription::new("both").with_filter(Filter::all().message_type("A").source("s1")),
@@ -556,17 +507,11 @@ async fn filters_and_fan_out_route_by_type_and_source() {
     ])
     .await
     .unwrap();
-    assert!(
-        wait_until(TIMEOUT, || async {
-            count(&both) >= 1 && count(&typed) >= 2
-        })
-        .await
-    );
+    assert!(wait_until(TIMEOUT, || async { !both.is_empty() && typed.len() >= 2 }).await);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let payloads = |d: &Mutex<Vec<Delivery>>| {
+    let payloads = |d: &Recorder| {
         let mut p: Vec<i64> = d
-            .lock()
-            .unwrap()
+            .deliveries()
             .iter()
             .filter_map(|d| d.message.payload.as_i64())
             .collect();
@@ -583,13 +528,14 @@ async fn filters_and_fan_out_route_by_type_and_source() {
 async fn clones_share_the_bus_and_debug_names_subscriptions() {
     let bus = InMemoryBus::new();
     let clone = bus.clone();
-    let (deliveries, handler) = recording();
+    let deliveries = Recorder::default();
+    let handler = deliveries.acking();
     let handle = bus
         .subscribe(Subscription::new("shared"), handler)
         .await
         .unwrap();
     clone.publish(vec![message(0)]).await.unwrap();
-    assert!(wait_until(TIMEOUT, || async { count(&deliveries) == 1 }).await);
+    assert!(wait_until(TIMEOUT, || async { deliveries.len() == 1 }).await);
     assert!(format!("{clone:?}").contains("shared"));
     assert!(bus.capabilities().ordering_per_key && bus.capabilities().dead_letters);
     handle.unsubscribe().await;

@@ -7,38 +7,14 @@
 
 use std::time::Duration;
 
-use eventflow_saga::{Backoff, SagaDefinition, StepFunctionsOptions};
+use eventflow_saga::testkit::place_order;
+use eventflow_saga::{Backoff, StepFunctionsOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let place_order = SagaDefinition::builder("PlaceOrder")
-        .triggered_by("OrderPlaced")
-        .step("ReserveInventory", |s| {
-            s.on_success("InventoryReserved")
-                .on_failure("InventoryReservationFailed")
-                .timeout(Duration::from_secs(30))
-                .compensate_with("ReleaseInventory", |c| c.on_success("InventoryReleased"))
-        })
-        .step("AuthorizePayment", |s| {
-            s.on_success("PaymentAuthorized")
-                .on_failure("PaymentDeclined")
-                .compensate_with("CancelPayment", |c| c.on_success("PaymentCancelled"))
-        })
-        .step("CreateShipment", |s| {
-            s.on_success("ShipmentCreated")
-                .on_failure("ShipmentFailed")
-                .compensate_with("CancelShipment", |c| c.on_success("ShipmentCancelled"))
-        })
-        .step("CompleteOrder", |s| {
-            s.on_success("OrderCompleted")
-                .on_failure("OrderCompletionFailed")
-        })
-        .on_compensated("CancelOrder", |c| c.on_success("OrderCancelled"))
-        .compensation_retry(Backoff::new(
-            5,
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-        ))
-        .build()?;
+    let place_order = place_order(
+        Duration::from_secs(30),
+        Backoff::new(5, Duration::from_secs(1), Duration::from_secs(60)),
+    );
     let asl =
         place_order.to_step_functions(&StepFunctionsOptions::new("default", "eventflow.saga"));
     let text = serde_json::to_string_pretty(&asl)?;

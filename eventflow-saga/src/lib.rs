@@ -13,6 +13,9 @@ pub mod participant;
 pub mod query;
 mod state;
 pub mod step_functions;
+#[cfg(any(test, feature = "testkit"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definition::{

@@ -700,41 +700,10 @@ mod tests {
     use eventflow_core::Backoff;
 
     fn definition() -> SagaDefinition {
-        SagaDefinition::builder("PlaceOrder")
-            .step("ReserveInventory", |s| {
-                s.on_success("InventoryReserved")
-                    .on_failure("InventoryReservationFailed")
-                    .timeout(Duration::from_secs(10))
-                    .compensate_with("ReleaseInventory", |c| {
-                        c.on_success("InventoryReleased")
-                            .on_failure("InventoryReleaseFailed")
-                    })
-            })
-            .step("AuthorizePayment", |s| {
-                s.on_success("PaymentAuthorized")
-                    .on_failure("PaymentDeclined")
-                    .compensate_with("CancelPayment", |c| c.on_success("PaymentCancelled"))
-            })
-            .step("CreateShipment", |s| {
-                s.on_success("ShipmentCreated")
-                    .on_failure("ShipmentFailed")
-                    .compensate_with("CancelShipment", |c| c.on_success("ShipmentCancelled"))
-            })
-            .step("CompleteOrder", |s| {
-                s.on_success("OrderCompleted")
-                    .on_failure("OrderCompletionFailed")
-            })
-            .on_compensated("CancelOrder", |c| {
-                c.on_success("OrderCancelled")
-                    .on_failure("OrderCancelFailed")
-            })
-            .compensation_retry(Backoff::new(
-                3,
-                Duration::from_secs(1),
-                Duration::from_secs(10),
-            ))
-            .build()
-            .expect("valid definition")
+        crate::testkit::place_order(
+            Duration::from_secs(10),
+            Backoff::new(3, Duration::from_secs(1), Duration::from_secs(10)),
+        )
     }
 
     fn t0() -> DateTime<Utc> {
@@ -942,14 +911,14 @@ mod tests {
     fn a_timed_out_step_is_compensated_first_because_its_outcome_is_unknown() {
         let mut run = Run::start();
         run.ok("ReserveInventory", "InventoryReserved");
-        // AuthorizePayment was sent at t=1 with the default 30 s timeout.
+        // AuthorizePayment was sent at t=1 with the definition's 10 s timeout.
         let key = TimerKey::Step { step: 1 };
         assert_eq!(
-            run.feed(Input::Timer(&key), 20),
+            run.feed(Input::Timer(&key), 5),
             Disposition::Late,
             "not due yet"
         );
-        assert_eq!(run.feed(Input::Timer(&key), 31), Disposition::Applied);
+        assert_eq!(run.feed(Input::Timer(&key), 11), Disposition::Applied);
         assert_eq!(run.state.steps[1].status, StepStatus::TimedOut);
         // The late success reply changes nothing.
         assert_eq!(
@@ -1191,7 +1160,7 @@ mod tests {
         assert_eq!(
             compensating.timer,
             Some((
-                at(31),
+                at(11),
                 TimerKey::Compensation {
                     position: 0,
                     attempt: 1

@@ -68,6 +68,19 @@ impl World {
         }
     }
 
+    /// A world whose participants all run, with an orchestrator of [`definition`] subscribed: the
+    /// start of most tests.
+    async fn running(
+        bus: InMemoryBus,
+        faults: Arc<dyn ShopFaults>,
+    ) -> (World, Orchestrator<PlaceOrder>, SubscriptionHandle) {
+        let mut world = World::new(bus, faults).await;
+        world.subscribe_participants(&[]).await;
+        let orchestrator = world.orchestrator(definition());
+        let subscription = orchestrator.subscribe().await.expect("subscribe");
+        (world, orchestrator, subscription)
+    }
+
     /// Subscribes the participants named (all when empty).
     async fn subscribe_participants(&mut self, only: &[&str]) {
         for (subscription, handler) in &self.participants {
@@ -162,10 +175,7 @@ impl ShopFaults for RefuseStep {
 
 #[tokio::test]
 async fn happy_path_completes_and_applies_each_effect_once() {
-    let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.expect("subscribe");
+    let (world, orchestrator, _sub) = World::running(InMemoryBus::new(), Arc::new(NoFaults)).await;
 
     let started = orchestrator
         .start(
@@ -242,10 +252,7 @@ async fn happy_path_completes_and_applies_each_effect_once() {
 
 #[tokio::test]
 async fn failure_at_step_2_releases_inventory_and_cancels_the_order() {
-    let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (world, orchestrator, _sub) = World::running(InMemoryBus::new(), Arc::new(NoFaults)).await;
 
     // Above the card limit: AuthorizePayment is declined.
     orchestrator
@@ -283,10 +290,7 @@ async fn failure_at_step_2_releases_inventory_and_cancels_the_order() {
 #[tokio::test]
 async fn failure_at_step_3_undoes_payment_then_inventory() {
     let faults = Arc::new(RefuseStep("CreateShipment", "no courier"));
-    let mut world = World::new(InMemoryBus::new(), faults).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (world, orchestrator, _sub) = World::running(InMemoryBus::new(), faults).await;
 
     orchestrator
         .start(
@@ -332,10 +336,7 @@ async fn failure_at_step_3_undoes_payment_then_inventory() {
 async fn duplicate_deliveries_never_apply_an_effect_twice() {
     let bus = InMemoryBus::with_options(InMemoryBusOptions::new().duplicate_deliveries(true));
     let faults = Arc::new(RefuseStep("CompleteOrder", "fraud check failed"));
-    let mut world = World::new(bus, faults).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (world, orchestrator, _sub) = World::running(bus, faults).await;
 
     for i in 0..6 {
         let id = format!("order-{i}");
@@ -688,10 +689,7 @@ async fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
 
 #[tokio::test]
 async fn a_trigger_message_starts_one_saga_however_often_it_is_delivered() {
-    let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (world, orchestrator, _sub) = World::running(InMemoryBus::new(), Arc::new(NoFaults)).await;
 
     let order = PlaceOrder::new("order-x", 1, 1_00);
     let trigger = Message::new(
@@ -725,10 +723,7 @@ async fn a_trigger_message_starts_one_saga_however_often_it_is_delivered() {
 #[tokio::test]
 async fn queries_list_sagas_by_state() {
     let faults = Arc::new(RefuseStep("CreateShipment", "no courier"));
-    let mut world = World::new(InMemoryBus::new(), faults).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (_world, orchestrator, _sub) = World::running(InMemoryBus::new(), faults).await;
     // CreateShipment always fails here, so every saga compensates; declined cards fail earlier.
     for (id, amount) in [("a", 1_00), ("b", CARD_LIMIT + 5), ("c", 2_00)] {
         orchestrator
@@ -843,10 +838,7 @@ mod spans {
 #[tokio::test]
 async fn every_step_has_a_span_with_saga_and_correlation_ids() {
     let capture = spans::global();
-    let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
-    world.subscribe_participants(&[]).await;
-    let orchestrator = world.orchestrator(definition());
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let (_world, orchestrator, _sub) = World::running(InMemoryBus::new(), Arc::new(NoFaults)).await;
     orchestrator
         .start(
             "order-s",
@@ -858,7 +850,7 @@ async fn every_step_has_a_span_with_saga_and_correlation_ids() {
     finished(&orchestrator, 1).await;
 
     let spans = capture.0.lock().unwrap().clone();
-    for step in STEPS {
+    for step in PLACE_ORDER_STEPS {
         let sent = spans.iter().any(|(name, fields)| {
             name == "eventflow.saga.step"
                 && fields.contains("saga_id=order-s")

@@ -475,7 +475,7 @@ impl Run {
                 order.address = String::new(); // the shipment is refused
             }
             if rng.per_mille(400) {
-                let step = STEPS[rng.below(4) as usize];
+                let step = PLACE_ORDER_STEPS[rng.below(4) as usize];
                 faults.refuse.insert(id.clone(), step.to_owned());
             }
             for step in [
@@ -1048,7 +1048,7 @@ impl Run {
                     if succeeded != [0, 1, 2, 3] || !plans.is_empty() || !done.is_empty() {
                         v.push(format!("{id}: completed with steps {succeeded:?}, plans {plans:?}, compensations {done:?}"));
                     }
-                    for step in STEPS {
+                    for step in PLACE_ORDER_STEPS {
                         if applied(&key(step, "action")) != 1 {
                             v.push(format!(
                                 "{id}: completed but {step} applied {} times",
@@ -1086,7 +1086,7 @@ impl Run {
                         if definition.steps[*t as usize].compensation.is_some() {
                             expected.push(CompensationTarget::Step {
                                 step: *t,
-                                name: STEPS[*t as usize].into(),
+                                name: PLACE_ORDER_STEPS[*t as usize].into(),
                             });
                         }
                     }
@@ -1094,7 +1094,7 @@ impl Run {
                         if definition.steps[*s as usize].compensation.is_some() {
                             expected.push(CompensationTarget::Step {
                                 step: *s,
-                                name: STEPS[*s as usize].into(),
+                                name: PLACE_ORDER_STEPS[*s as usize].into(),
                             });
                         }
                     }
@@ -1110,7 +1110,7 @@ impl Run {
                         ));
                     }
                     // 4. Participant truth: no net effect.
-                    for (i, step) in STEPS.iter().enumerate().take(3) {
+                    for (i, step) in PLACE_ORDER_STEPS.iter().enumerate().take(3) {
                         let a = applied(&key(step, "action"));
                         let c = applied(&key(step, "compensation"));
                         if a != c {

@@ -21,7 +21,7 @@ use eventflow_core::{CommandContext, InMemoryBus, InMemoryEventStore, Repository
 use eventflow_saga::step_functions::execution_input;
 use eventflow_saga::{Backoff, SagaCommand, SagaDefinition, StepFunctionsOptions};
 use serde_json::Value;
-use support::moto::Moto;
+use support::moto::{self, Moto};
 use support::*;
 
 const SOURCE: &str = "eventflow.saga.test";
@@ -88,7 +88,7 @@ fn fast_retry(attempts: u32) -> Backoff {
 }
 
 async fn run(case: Case) -> Option<Outcome> {
-    let moto = Moto::start(case.name)?;
+    let moto = moto::start(case.name)?;
     let aws = clients(&moto, case.region);
 
     // Participants: the real aggregates behind the real Participant wrapper.
@@ -354,7 +354,7 @@ async fn happy_path_succeeds() {
         return;
     };
     assert_eq!(out.status, ExecutionStatus::Succeeded, "{:?}", out.error);
-    assert_eq!(out.commands, STEPS);
+    assert_eq!(out.commands, PLACE_ORDER_STEPS);
     assert_eq!(stock(&out.stores).await, STOCK - 2);
     assert_eq!(
         load::<Payment>(&out.stores.payments, "order-happy")

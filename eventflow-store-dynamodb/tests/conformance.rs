@@ -1,5 +1,5 @@
 //! The core's store conformance suite, unchanged, against DynamoDB (moto_server on a free loopback
-//! port, or `EVENTFLOW_DYNAMODB_ENDPOINT`). Each check gets a store with tables of its own.
+//! port, or `EVENTFLOW_MOTO_ENDPOINT`). Each check gets a store with tables of its own.
 
 use eventflow_core::testkit::{ConformanceReport, store_conformance};
 use eventflow_store_dynamodb::{DynamoDbConfig, testkit};

@@ -1,4 +1,4 @@
-//! DynamoDB-specific guarantees, on moto_server (or `EVENTFLOW_DYNAMODB_ENDPOINT`): concurrency,
+//! DynamoDB-specific guarantees, on moto_server (or `EVENTFLOW_MOTO_ENDPOINT`): concurrency,
 //! limits refused before any call, streams over DynamoDB's 1 MB page, the outbox across a crash,
 //! snapshots, and error mapping.
 #![allow(clippy::unwrap_used)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{ConformanceReport, wait_until};
+use super::{ConformanceReport, Recorder, wait_until};
 use crate::bus::{
     Backoff, DeadLetter, DeadLetters, Delivery, EventBus, Filter, HandlerError, Message,
     MessageHandler, Subscription, SubscriptionHandle, attributes, handler_fn,
@@ -245,93 +245,6 @@ fn quick_retry(max_attempts: u32) -> Backoff {
         Duration::from_millis(100),
         Duration::from_secs(1),
     )
-}
-
-/// One delivery and what the handler answered.
-#[derive(Debug, Clone)]
-struct Record {
-    delivery: Delivery,
-    acked: bool,
-}
-
-/// Records every delivery; answers with a decision function.
-#[derive(Clone, Default)]
-struct Recorder {
-    records: Arc<Mutex<Vec<Record>>>,
-}
-
-impl Recorder {
-    /// A handler that acknowledges everything.
-    fn acking(&self) -> Arc<dyn MessageHandler> {
-        self.handler(|_, _| true)
-    }
-
-    /// A handler that acknowledges when `decide(delivery, earlier deliveries of its message)` is
-    /// true and fails otherwise.
-    fn handler(
-        &self,
-        decide: impl Fn(&Delivery, usize) -> bool + Send + Sync + 'static,
-    ) -> Arc<dyn MessageHandler> {
-        let records = Arc::clone(&self.records);
-        let decide = Arc::new(decide);
-        handler_fn(move |delivery: Delivery| {
-            let records = Arc::clone(&records);
-            let decide = Arc::clone(&decide);
-            async move {
-                let mut records = lock(&records);
-                let earlier = records
-                    .iter()
-                    .filter(|r| r.delivery.message.id == delivery.message.id)
-                    .count();
-                let acked = decide(&delivery, earlier);
-                records.push(Record { delivery, acked });
-                drop(records);
-                if acked {
-                    Ok(())
-                } else {
-                    Err(HandlerError::msg("conformance: failing on purpose"))
-                }
-            }
-        })
-    }
-
-    fn records(&self) -> Vec<Record> {
-        lock(&self.records).clone()
-    }
-
-    fn len(&self) -> usize {
-        lock(&self.records).len()
-    }
-
-    /// Ids that were acknowledged at least once.
-    fn acked_ids(&self) -> HashSet<String> {
-        lock(&self.records)
-            .iter()
-            .filter(|r| r.acked)
-            .map(|r| r.delivery.message.id.clone())
-            .collect()
-    }
-
-    fn has_acked_all(&self, ids: &[String]) -> bool {
-        let acked = self.acked_ids();
-        ids.iter().all(|id| acked.contains(id))
-    }
-
-    fn deliveries_of(&self, id: &str) -> Vec<Delivery> {
-        lock(&self.records)
-            .iter()
-            .filter(|r| r.delivery.message.id == id)
-            .map(|r| r.delivery.clone())
-            .collect()
-    }
-
-    fn missing(&self, ids: &[String]) -> Vec<String> {
-        let acked = self.acked_ids();
-        ids.iter()
-            .filter(|id| !acked.contains(*id))
-            .cloned()
-            .collect()
-    }
 }
 
 /// Fails the check when a delivery of `expected` does not carry it unchanged.

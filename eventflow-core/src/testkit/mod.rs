@@ -9,7 +9,7 @@
 
 mod aggregate_test;
 mod bus_conformance;
-pub mod emulator;
+mod recorder;
 mod store_conformance;
 
 use std::fmt;
@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub use aggregate_test::{AggregateTest, Then};
 pub use bus_conformance::bus_conformance;
+pub use recorder::{Recorded, Recorder};
 pub use store_conformance::{feed_conformance, store_conformance};
 
 /// What a conformance suite checked.

@@ -2,20 +2,19 @@
 //! shipping, ordering) wrapped by the real `Participant` helper, and fault hooks.
 
 // Each test binary uses a different part of this module.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unused_imports, unreachable_pub)]
 
 pub mod moto;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[allow(unused_imports)] // Not every test binary waits.
 pub use eventflow_core::testkit::wait_until;
 use eventflow_core::{
     Aggregate, DomainEvent, EventBus, EventStore, MessageHandler, Repository, Subscription,
 };
-use eventflow_saga::{Backoff, Participant, Refusal, SagaCommand, SagaDefinition};
+use eventflow_saga::{Participant, Refusal, SagaCommand};
 use serde::{Deserialize, Serialize};
 
 /// The saga data.
@@ -48,59 +47,7 @@ impl PlaceOrder {
     }
 }
 
-pub const STEPS: [&str; 4] = [
-    "ReserveInventory",
-    "AuthorizePayment",
-    "CreateShipment",
-    "CompleteOrder",
-];
-
-/// The PlaceOrder saga as in the seed: reserve, authorize, ship, complete; compensations release,
-/// cancel payment, cancel shipment; then the order is cancelled.
-pub fn place_order(step_timeout: Duration, retry: Backoff) -> SagaDefinition {
-    SagaDefinition::builder("PlaceOrder")
-        .triggered_by("OrderPlaced")
-        .step("ReserveInventory", |s| {
-            s.on_success("InventoryReserved")
-                .on_failure("InventoryReservationFailed")
-                .timeout(step_timeout)
-                .compensate_with("ReleaseInventory", |c| {
-                    c.on_success("InventoryReleased")
-                        .on_failure("InventoryReleaseFailed")
-                })
-        })
-        .step("AuthorizePayment", |s| {
-            s.on_success("PaymentAuthorized")
-                .on_failure("PaymentDeclined")
-                .timeout(step_timeout)
-                .compensate_with("CancelPayment", |c| {
-                    c.on_success("PaymentCancelled")
-                        .on_failure("PaymentCancellationFailed")
-                })
-        })
-        .step("CreateShipment", |s| {
-            s.on_success("ShipmentCreated")
-                .on_failure("ShipmentFailed")
-                .timeout(step_timeout)
-                .compensate_with("CancelShipment", |c| {
-                    c.on_success("ShipmentCancelled")
-                        .on_failure("ShipmentCancellationFailed")
-                })
-        })
-        .step("CompleteOrder", |s| {
-            s.on_success("OrderCompleted")
-                .on_failure("OrderCompletionFailed")
-                .timeout(step_timeout)
-        })
-        .on_compensated("CancelOrder", |c| {
-            c.on_success("OrderCancelled")
-                .on_failure("OrderCancellationFailed")
-                .timeout(step_timeout)
-        })
-        .compensation_retry(retry)
-        .build()
-        .expect("valid PlaceOrder definition")
-}
+pub use eventflow_saga::testkit::{PLACE_ORDER_STEPS, place_order};
 
 // ---------------------------------------------------------------------------------------------
 // Aggregates. Deliberately naive: nothing in them guards against a command applied twice, so any

@@ -6,7 +6,7 @@
 //! panic when `CI` is `true`, where a test that cannot run is a failure.
 //!
 //! ```no_run
-//! use eventflow_core::testkit::emulator::{EmulatorCommand, on_path, skip_or_fail};
+//! use eventflow_testkit::emulator::{EmulatorCommand, on_path, skip_or_fail};
 //!
 //! if !on_path("moto_server") {
 //!     skip_or_fail("moto tests did not run: moto_server is not on PATH");

@@ -540,7 +540,11 @@ async fn a_compensation_that_never_succeeds_ends_in_needs_attention() {
     assert_eq!(out.status, ExecutionStatus::Failed);
     assert_eq!(out.error.as_deref(), Some("Saga.NeedsAttention"));
     assert_eq!(out.commands[..2], ["ReserveInventory", "AuthorizePayment"]);
-    assert!(out.commands[2..].iter().all(|c| c == "ReleaseInventory") && out.commands.len() >= 4);
+    assert!(
+        out.commands[2..].iter().all(|c| c == "ReleaseInventory") && out.commands.len() >= 4,
+        "a failed release is retried, then the saga needs attention: {:?}",
+        out.commands
+    );
     // Visible, not silent: the reservation is still held and the order is not cancelled.
     assert_eq!(stock(&out.stores).await, STOCK - 1);
 }

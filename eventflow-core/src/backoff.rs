@@ -73,22 +73,26 @@ impl Default for Backoff {
 impl Backoff {
     /// `max_attempts` tries (at least 1), waits doubling from `initial_backoff` up to
     /// `max_backoff` (at least `initial_backoff`), no jitter.
-    pub fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
+    pub const fn new(max_attempts: u32, initial_backoff: Duration, max_backoff: Duration) -> Self {
         Backoff {
-            max_attempts: max_attempts.max(1),
+            max_attempts: if max_attempts == 0 { 1 } else { max_attempts },
             initial_backoff,
-            max_backoff: max_backoff.max(initial_backoff),
+            max_backoff: if max_backoff.as_nanos() < initial_backoff.as_nanos() {
+                initial_backoff
+            } else {
+                max_backoff
+            },
             jitter: Jitter::None,
         }
     }
 
     /// One try, no retry.
-    pub fn none() -> Self {
+    pub const fn none() -> Self {
         Backoff::new(1, Duration::ZERO, Duration::ZERO)
     }
 
     /// The same backoff with full jitter: each wait uniformly random up to the capped delay.
-    pub fn with_full_jitter(mut self) -> Self {
+    pub const fn with_full_jitter(mut self) -> Self {
         self.jitter = Jitter::Full;
         self
     }

@@ -34,6 +34,13 @@ use super::{
 };
 use crate::wire;
 
+/// Pauses before reopening a failed stream: 100 ms doubling to at most 10 s.
+const RECONNECT: Backoff = Backoff::new(
+    u32::MAX,
+    Duration::from_millis(100),
+    Duration::from_secs(10),
+);
+
 /// One subscription's streams, feeding its dispatcher.
 struct Consumer {
     bus: PubSubBus,
@@ -329,14 +336,9 @@ impl Consumer {
 
     /// Waits before reconnecting; `false` when stopped meanwhile.
     async fn pause(&self, failures: u32) -> bool {
-        let reconnect = Backoff::new(
-            u32::MAX,
-            Duration::from_millis(100),
-            Duration::from_secs(10),
-        );
         let mut stopped = self.stopped.subscribe();
         tokio::select! {
-            () = tokio::time::sleep(reconnect.delay(failures)) => true,
+            () = tokio::time::sleep(RECONNECT.delay(failures)) => true,
             stop = stopped.wait_for(|s| *s) => {
                 drop(stop);
                 false

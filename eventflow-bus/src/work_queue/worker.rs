@@ -10,6 +10,12 @@ use tokio::task::JoinSet;
 
 use super::{ReceivedMessage, WorkQueue};
 
+/// Pauses between failed receives: 400 ms doubling to at most 10 s, for as long as it takes.
+const RECEIVE_RETRY: Backoff = Backoff::new(
+    u32::MAX,
+    Duration::from_millis(400),
+    Duration::from_secs(10),
+);
 /// How a [`Worker`] consumes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -205,9 +211,7 @@ impl Worker {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let pause = Duration::from_millis(200)
-                        .saturating_mul(2u32.saturating_pow(failures.min(6)))
-                        .min(Duration::from_secs(10));
+                    let pause = RECEIVE_RETRY.delay(failures);
                     tracing::warn!(queue = %name, %error, ?pause, "receive failed; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}

@@ -10,7 +10,7 @@
 //!
 //! Per subscription `S` there are also:
 //! - `S.dead-letters`: a topic and a subscription holding dead letters, listed and redriven through
-//!   [`DeadLetters`];
+//!   [`DeadLetters`](eventflow_core::bus::DeadLetters);
 //! - `S.redrive`: a topic and a subscription that the consumer of `S` reads as well; redriven
 //!   messages go there, so they reach `S` only (publishing them to the bus topic would deliver them
 //!   to every subscription again).

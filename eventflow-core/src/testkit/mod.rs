@@ -5,7 +5,9 @@
 //! on the first violation, and returns a [`ConformanceReport`] that names what passed and what the
 //! backend declared unsupported, so nothing is skipped silently.
 //!
-//! [`emulator`] starts and stops the local emulator processes backend crates test against.
+//! [`Recorder`] is the handler the suites and the adapters' tests record deliveries with. The
+//! emulators backend crates test against (moto, the Pub/Sub emulator) are the `eventflow-testkit`
+//! crate's.
 
 mod aggregate_test;
 mod bus_conformance;

@@ -43,8 +43,6 @@ const RECONNECT: Backoff = Backoff::new(
 
 /// One subscription's streams, feeding its dispatcher.
 struct Consumer {
-    bus: PubSubBus,
-    name: String,
     filter: Filter,
     max_in_flight: usize,
     dispatcher: Dispatcher<PubSubSettle>,
@@ -155,8 +153,6 @@ impl PubSubBus {
             dead_letter_publisher: OnceCell::new(),
         };
         let consumer = Arc::new(Consumer {
-            bus: self.clone(),
-            name: name.clone(),
             filter: subscription.filter.clone(),
             max_in_flight: subscription.max_in_flight,
             dispatcher: Dispatcher::new(BACKEND, &subscription, handler, settle)?,
@@ -211,6 +207,16 @@ impl PubSubBus {
 }
 
 impl Consumer {
+    /// The bus, as the settler holds it.
+    fn bus(&self) -> &PubSubBus {
+        &self.dispatcher.settler().bus
+    }
+
+    /// The subscription's name, as the settler holds it.
+    fn name(&self) -> &str {
+        &self.dispatcher.settler().name
+    }
+
     fn is_stopped(&self) -> bool {
         *self.stopped.borrow()
     }
@@ -321,7 +327,11 @@ impl Consumer {
                     .into_iter()
                     .map(|m| m.ack_id)
                     .collect();
-                if let Err(error) = self.bus.modify_deadline(subscription_id, ack_ids, 0).await {
+                if let Err(error) = self
+                    .bus()
+                    .modify_deadline(subscription_id, ack_ids, 0)
+                    .await
+                {
                     tracing::warn!(subscription = %subscription_id, %error, "nack of undelivered messages failed");
                 }
             }
@@ -356,7 +366,7 @@ impl Consumer {
         let mut message = match wire::decode(&received.message.data) {
             Ok(message) => message,
             Err(error) => {
-                tracing::error!(subscription = %self.name, pubsub_message_id = %received.message.message_id, %error, "undecodable message; dead-lettering it");
+                tracing::error!(subscription = %self.name(), pubsub_message_id = %received.message.message_id, %error, "undecodable message; dead-lettering it");
                 if settle
                     .publish_dead_letter(&received.message, attempt, &error.to_string())
                     .await
@@ -368,7 +378,7 @@ impl Consumer {
             }
         };
         if !self.filter.matches(&message) {
-            tracing::debug!(subscription = %self.name, message_id = %message.id, "filtered out; acknowledged");
+            tracing::debug!(subscription = %self.name(), message_id = %message.id, "filtered out; acknowledged");
             ack(&received).await;
             return;
         }
@@ -382,8 +392,8 @@ impl Consumer {
 
     /// Extends the ack deadline of every held message every third of the deadline.
     async fn extend_leases(self: Arc<Self>) {
-        let deadline = self.bus.inner.config.ack_deadline.as_secs().clamp(10, 600);
-        let period = Duration::from_secs(deadline / 3);
+        let deadline = self.bus().inner.config.ack_deadline_seconds();
+        let period = Duration::from_secs(u64::from(deadline.unsigned_abs()) / 3);
         loop {
             tokio::time::sleep(period).await;
             let mut by_subscription: HashMap<String, Vec<String>> = HashMap::new();
@@ -395,12 +405,8 @@ impl Consumer {
             }
             for (fqsn, ack_ids) in by_subscription {
                 let id = fqsn.rsplit('/').next().unwrap_or(&fqsn).to_owned();
-                if let Err(error) = self
-                    .bus
-                    .modify_deadline(&id, ack_ids, deadline as i32)
-                    .await
-                {
-                    tracing::warn!(subscription = %self.name, %error, "could not extend ack deadlines");
+                if let Err(error) = self.bus().modify_deadline(&id, ack_ids, deadline).await {
+                    tracing::warn!(subscription = %self.name(), %error, "could not extend ack deadlines");
                 }
             }
         }
@@ -431,18 +437,12 @@ struct PullStream {
 
 impl PullStream {
     fn new(consumer: &Consumer, id: &str) -> Self {
-        let client = &consumer.bus.inner.client;
+        let client = &consumer.bus().inner.client;
         PullStream {
             id: id.to_owned(),
             fqsn: client.fully_qualified_subscription_name(id),
             subscriber_client: client.subscription(id).get_client(),
-            ack_deadline_seconds: consumer
-                .bus
-                .inner
-                .config
-                .ack_deadline
-                .as_secs()
-                .clamp(10, 600) as i32,
+            ack_deadline_seconds: consumer.bus().inner.config.ack_deadline_seconds(),
             max_outstanding_messages: (consumer.max_in_flight as i64 * 4).max(100),
             client_id: uuid::Uuid::new_v4().to_string(),
         }
@@ -474,7 +474,7 @@ impl PullStream {
                 .metadata_mut()
                 .insert("x-goog-request-params", value);
         }
-        let mut raw = RawSubscriberClient::new(consumer.bus.inner.streaming.conn())
+        let mut raw = RawSubscriberClient::new(consumer.bus().inner.streaming.conn())
             .max_decoding_message_size(MAX_MESSAGE_BYTES * 2);
         raw.streaming_pull(request)
             .await

@@ -127,6 +127,12 @@ impl PubSubConfig {
         self
     }
 
+    /// The ack deadline in whole seconds, within Pub/Sub's 10-600 (the field is public, so it
+    /// may hold anything): what subscriptions are created and streams opened with.
+    pub fn ack_deadline_seconds(&self) -> i32 {
+        self.ack_deadline.as_secs().clamp(10, 600) as i32
+    }
+
     /// Sets whether subscriptions get a server-side dead-letter policy too.
     pub fn with_server_dead_letter_policy(mut self, enabled: bool) -> Self {
         self.server_dead_letter_policy = enabled;

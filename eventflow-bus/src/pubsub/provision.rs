@@ -105,7 +105,7 @@ impl PubSubBus {
         self.ensure_topic().await?;
         let dead_letters = format!("{name}{DEAD_LETTER_SUFFIX}");
         let redrive = format!("{name}{REDRIVE_SUFFIX}");
-        let ack_deadline = self.inner.config.ack_deadline.as_secs().clamp(10, 600) as i32;
+        let ack_deadline = self.inner.config.ack_deadline_seconds();
         let plain = SubscriptionConfig {
             ack_deadline_seconds: ack_deadline,
             enable_message_ordering: true,

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use eventflow_core::Backoff;
+use eventflow_core::{Backoff, Jitter};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -75,12 +75,39 @@ pub struct StepDefinition {
     /// How to undo the step once it succeeded, if it can be undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<CommandDefinition>,
+    /// How the command is resent when its deadline passes without a reply. A deadline means
+    /// "outcome unknown", not "failed": the same command (same idempotency key, so the
+    /// participant answers a duplicate with the reply it recorded) is sent again
+    /// `resend.delay(n)` after the `n`th deadline, up to `resend.max_attempts` sends in all.
+    /// Only then is the step failed, or, at and after the pivot, resent at the longest delay
+    /// until a reply comes.
+    #[serde(default = "default_resend")]
+    pub resend: Backoff,
+    /// Whether this step is the saga's pivot: once its command is sent, the saga only goes
+    /// forward (see [`SagaDefinitionBuilder`]'s rules).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pivot: bool,
 }
 
 impl StepDefinition {
     /// The command's message type (shortcut for `action.command`).
     pub fn command(&self) -> &str {
         &self.action.command
+    }
+
+    /// The least time the step waits for a reply, over all its sends, before it is failed: every
+    /// send's timeout plus the waits between them (counted as zero when the resend backoff has
+    /// jitter, which may draw them so). A participant down, or a message held by a dead process,
+    /// for less than this never fails the step.
+    pub fn budget(&self) -> Duration {
+        let sends = self.resend.max_attempts.max(1);
+        let mut budget = self.action.timeout.saturating_mul(sends);
+        if self.resend.jitter == Jitter::None {
+            for resend in 1..sends {
+                budget = budget.saturating_add(self.resend.delay(resend));
+            }
+        }
+        budget
     }
 }
 
@@ -104,6 +131,14 @@ pub struct CommandDefinition {
 /// 5 sends, 1 s doubling to at most 60 s.
 fn default_compensation_retry() -> Backoff {
     Backoff::new(5, Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The default resend policy of a step: 5 sends, waiting 1 s doubling to at most 30 s between a
+/// deadline and the next send (with the default 30 s timeout, a step fails after 2 min 45 s).
+pub const DEFAULT_RESEND: Backoff = Backoff::new(5, Duration::from_secs(1), Duration::from_secs(30));
+
+fn default_resend() -> Backoff {
+    DEFAULT_RESEND
 }
 
 impl SagaDefinition {
@@ -131,6 +166,16 @@ impl SagaDefinition {
     /// The index of the step named `name`.
     pub fn step_index(&self, name: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// The index of the pivot step, if the saga has one.
+    pub fn pivot(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.pivot)
+    }
+
+    /// Whether step `index` is the pivot or after it: once it is sent, the saga never compensates.
+    pub fn is_forward_only(&self, index: usize) -> bool {
+        self.pivot().is_some_and(|pivot| index >= pivot)
     }
 
     /// Every reply message type the orchestrator listens to (for its bus subscription), sorted.
@@ -184,6 +229,7 @@ impl SagaDefinition {
         if let Some(c) = &self.on_compensated {
             check_command("on_compensated", c)?;
         }
+        check_pivot(self)?;
         if let Some(trigger) = &self.trigger
             && trigger.is_empty()
         {
@@ -207,6 +253,38 @@ fn check_name(what: &str, name: &str) -> Result<()> {
             "{what} {name:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"
         )))
     }
+}
+
+/// One pivot at most, and nothing to undo from it on: a compensation there would be a promise the
+/// saga never keeps, since it does not compensate once the pivot is sent.
+fn check_pivot(definition: &SagaDefinition) -> Result<()> {
+    let Some(pivot) = definition.pivot() else {
+        return Ok(());
+    };
+    let pivot_name = &definition.steps[pivot].name;
+    for step in &definition.steps[pivot + 1..] {
+        if step.pivot {
+            return Err(Error::Definition(format!(
+                "steps {pivot_name} and {} are both marked as the pivot: a saga has one",
+                step.name
+            )));
+        }
+    }
+    for step in &definition.steps[pivot..] {
+        if step.compensation.is_some() {
+            let place = if step.pivot {
+                "the pivot".to_owned()
+            } else {
+                format!("after the pivot {pivot_name}")
+            };
+            return Err(Error::Definition(format!(
+                "step {} has a compensation but is {place}: past the pivot a saga only goes \
+                 forward, so it would never run",
+                step.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_command(what: &str, c: &CommandDefinition) -> Result<()> {
@@ -265,11 +343,15 @@ impl SagaDefinitionBuilder {
             name: name.clone(),
             action: CommandBuilder::new(name),
             compensation: None,
+            resend: DEFAULT_RESEND,
+            pivot: false,
         });
         self.steps.push(StepDefinition {
             name: step.name,
             action: step.action.0,
             compensation: step.compensation,
+            resend: step.resend,
+            pivot: step.pivot,
         });
         self
     }
@@ -297,8 +379,8 @@ impl SagaDefinitionBuilder {
     }
 
     /// Checks and returns the definition: a valid name, at least one step, unique step names, at
-    /// least one success reply per command, no reply type meaning both success and failure, and
-    /// non-zero timeouts.
+    /// least one success reply per command, no reply type meaning both success and failure,
+    /// non-zero timeouts, at most one pivot and no compensation on the pivot or after it.
     pub fn build(self) -> Result<SagaDefinition> {
         let definition = SagaDefinition {
             name: self.name,
@@ -319,6 +401,8 @@ pub struct StepBuilder {
     name: String,
     action: CommandBuilder,
     compensation: Option<CommandDefinition>,
+    resend: Backoff,
+    pivot: bool,
 }
 
 impl StepBuilder {
@@ -340,9 +424,31 @@ impl StepBuilder {
         self
     }
 
-    /// Sets how long to wait for a reply before compensating (default 30 s).
+    /// Sets how long to wait for a reply to each send (default 30 s). When it passes, the
+    /// command is resent as [`resend`](Self::resend) says.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.action = self.action.timeout(timeout);
+        self
+    }
+
+    /// Sets how the command is resent when a deadline passes without a reply: `max_attempts`
+    /// sends in all, `delay(n)` after the `n`th deadline (default [`DEFAULT_RESEND`]: 5 sends,
+    /// 1 s doubling to 30 s). The step fails only when every send went unanswered;
+    /// [`StepDefinition::budget`] is how long that takes.
+    pub fn resend(mut self, resend: Backoff) -> Self {
+        self.resend = resend;
+        self
+    }
+
+    /// Makes this step the saga's pivot (Garcia-Molina's compensatable / pivot / retriable
+    /// structure): the steps before it can be undone, this one and the ones after it cannot.
+    /// Once its command is sent the saga never compensates: it and every later step are resent
+    /// until they answer, and a refusal parks the saga as
+    /// [`NeedsAttention`](crate::SagaStatus::NeedsAttention) with nothing undone. A reaction to
+    /// the pivot's success outside the saga (capturing a payment when an order completes) is
+    /// therefore safe. Building refuses a compensation on the pivot or after it.
+    pub fn pivot(mut self) -> Self {
+        self.pivot = true;
         self
     }
 

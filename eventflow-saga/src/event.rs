@@ -77,14 +77,32 @@ pub enum SagaEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
     },
-    /// A step's command was sent; a reply is due by `deadline`.
+    /// A step's command was sent (again, for `attempt` > 1: same command, same idempotency
+    /// key); a reply is due by `deadline`.
     StepSent {
         /// The step's index.
         step: u32,
         /// The step's name.
         name: String,
-        /// When the step times out.
+        /// When this send's wait for a reply ends.
         deadline: DateTime<Utc>,
+        /// 1 for the first send.
+        #[serde(default = "first_attempt")]
+        attempt: u32,
+    },
+    /// No reply to send `attempt` by its deadline. The outcome is unknown, not failed: the
+    /// command is sent again at `resend_at`, and a reply to any send still counts.
+    StepDeadlinePassed {
+        /// The step's index.
+        step: u32,
+        /// The step's name.
+        name: String,
+        /// The send whose deadline passed.
+        attempt: u32,
+        /// The deadline that passed.
+        deadline: DateTime<Utc>,
+        /// When the command is sent again.
+        resend_at: DateTime<Utc>,
     },
     /// A step's success reply arrived.
     StepSucceeded {
@@ -112,7 +130,8 @@ pub enum SagaEvent {
         /// The participant's reason.
         reason: String,
     },
-    /// No reply arrived by the step's deadline.
+    /// No send of the step was answered within its resend budget: the step failed, its outcome
+    /// unknown (so it is compensated too). Never recorded at or after the pivot.
     StepTimedOut {
         /// The step's index.
         step: u32,
@@ -120,6 +139,16 @@ pub enum SagaEvent {
         name: String,
         /// The deadline that passed.
         deadline: DateTime<Utc>,
+    },
+    /// A step at or after the pivot was refused. Past the pivot the saga neither goes back nor,
+    /// now, forward: it needs attention, with nothing undone.
+    StuckAfterPivot {
+        /// The step's index.
+        step: u32,
+        /// The step's name.
+        name: String,
+        /// The participant's reason.
+        reason: String,
     },
     /// Compensation began; `plan` is what will be undone, in order.
     CompensationStarted {
@@ -195,7 +224,9 @@ impl DomainEvent for SagaEvent {
             SagaEvent::StepSent { .. } => "SagaStepSent",
             SagaEvent::StepSucceeded { .. } => "SagaStepSucceeded",
             SagaEvent::StepFailed { .. } => "SagaStepFailed",
+            SagaEvent::StepDeadlinePassed { .. } => "SagaStepDeadlinePassed",
             SagaEvent::StepTimedOut { .. } => "SagaStepTimedOut",
+            SagaEvent::StuckAfterPivot { .. } => "SagaStuckAfterPivot",
             SagaEvent::CompensationStarted { .. } => "SagaCompensationStarted",
             SagaEvent::CompensationSent { .. } => "SagaCompensationSent",
             SagaEvent::CompensationSucceeded { .. } => "SagaCompensationSucceeded",
@@ -205,6 +236,10 @@ impl DomainEvent for SagaEvent {
             SagaEvent::Finished { .. } => "SagaFinished",
         }
     }
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 /// Entries of a saga type's index stream (`saga-index-{saga type}`): which sagas exist and which

@@ -19,7 +19,8 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definition::{
-    CommandBuilder, CommandDefinition, DEFAULT_TIMEOUT, SagaDefinition, SagaDefinitionBuilder,
+    CommandBuilder, CommandDefinition, DEFAULT_RESEND, DEFAULT_TIMEOUT, SagaDefinition,
+    SagaDefinitionBuilder,
     StepBuilder, StepDefinition,
 };
 pub use error::{Error, Result};

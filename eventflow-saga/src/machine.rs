@@ -135,8 +135,10 @@ pub(crate) enum Input<'a> {
 /// that fires after its purpose passed (a reply came first) is ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum TimerKey {
-    /// Step `step` times out.
-    Step { step: u32 },
+    /// Send `attempt` of step `step` reaches its deadline.
+    Step { step: u32, attempt: u32 },
+    /// Step `step` is sent again after send `attempt` went unanswered.
+    StepResend { step: u32, attempt: u32 },
     /// Attempt `attempt` of compensation `position` times out.
     Compensation { position: u32, attempt: u32 },
     /// Compensation `position` is retried after attempt `attempt` failed.
@@ -215,7 +217,7 @@ pub(crate) fn decide(
                 correlation_id: correlation_id.map(str::to_owned),
                 traceparent: traceparent.map(str::to_owned),
             }];
-            events.push(send_step(definition, 0, now));
+            events.push(send_step(definition, 0, 1, now));
             Decision::apply(events)
         }
         Input::Reply(reply) => {
@@ -251,12 +253,18 @@ pub(crate) fn decide(
     }
 }
 
-fn send_step(definition: &SagaDefinition, step: usize, now: DateTime<Utc>) -> SagaEvent {
+fn send_step(
+    definition: &SagaDefinition,
+    step: usize,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> SagaEvent {
     let def = &definition.steps[step];
     SagaEvent::StepSent {
         step: step as u32,
         name: def.name.clone(),
         deadline: add(now, def.action.timeout),
+        attempt,
     }
 }
 
@@ -326,7 +334,7 @@ fn step_reply(
             result: reply.payload.clone(),
         }];
         if index + 1 < definition.steps.len() {
-            events.push(send_step(definition, index + 1, now));
+            events.push(send_step(definition, index + 1, 1, now));
         } else {
             events.push(SagaEvent::Finished {
                 outcome: SagaOutcome::Completed,
@@ -342,6 +350,14 @@ fn step_reply(
             reply_id: reply.message_id.clone(),
             reason: reason.clone(),
         }];
+        if definition.is_forward_only(index) {
+            events.push(SagaEvent::StuckAfterPivot {
+                step: index as u32,
+                name,
+                reason,
+            });
+            return Decision::apply(events);
+        }
         start_compensation(
             definition,
             state,
@@ -527,12 +543,24 @@ fn timer(
     now: DateTime<Utc>,
 ) -> Decision {
     match *key {
-        TimerKey::Step { step } => {
+        TimerKey::Step { step, attempt } => {
             let Some(s) = state.steps.get(step as usize) else {
                 return Decision::none(Disposition::Ignored);
             };
-            if state.pending_step() != Some(step) || s.deadline > now {
+            let waiting = s.attempt == attempt && s.resend_at.is_none();
+            if state.pending_step() != Some(step) || !waiting || s.deadline > now {
                 return Decision::none(Disposition::Late);
+            }
+            let def = &definition.steps[step as usize];
+            // Past the pivot there is no going back: the step is resent until it answers.
+            if attempt < def.resend.max_attempts || definition.is_forward_only(step as usize) {
+                return Decision::apply(vec![SagaEvent::StepDeadlinePassed {
+                    step,
+                    name: s.name.clone(),
+                    attempt,
+                    deadline: s.deadline,
+                    resend_at: add(now, def.resend.delay(attempt)),
+                }]);
             }
             let mut events = vec![SagaEvent::StepTimedOut {
                 step,
@@ -543,11 +571,26 @@ fn timer(
                 definition,
                 state,
                 Some(step),
-                format!("step {} timed out", s.name),
+                format!("step {} timed out ({attempt} sends unanswered)", s.name),
                 now,
                 &mut events,
             );
             Decision::apply(events)
+        }
+        TimerKey::StepResend { step, attempt } => {
+            let Some(s) = state.steps.get(step as usize) else {
+                return Decision::none(Disposition::Ignored);
+            };
+            let due = s.attempt == attempt && s.resend_at.is_some_and(|at| at <= now);
+            if state.pending_step() != Some(step) || !due {
+                return Decision::none(Disposition::Late);
+            }
+            Decision::apply(vec![send_step(
+                definition,
+                step as usize,
+                attempt + 1,
+                now,
+            )])
         }
         TimerKey::Compensation { position, attempt } => {
             let Some(c) = &state.compensation else {
@@ -602,16 +645,25 @@ pub(crate) fn obligations(definition: &SagaDefinition, state: &SagaState) -> Obl
         let Some(def) = definition.steps.get(step as usize) else {
             return Obligations::default();
         };
+        let sent = &state.steps[step as usize];
+        let attempt = sent.attempt;
+        if let Some(resend_at) = sent.resend_at {
+            // Between a deadline and the resend: nothing in flight to send again.
+            return Obligations {
+                command: None,
+                timer: Some((resend_at, TimerKey::StepResend { step, attempt })),
+            };
+        }
         let command = command(
             definition,
             state,
-            (&def.action.command, &def.name, CommandKind::Action, 1),
+            (&def.action.command, &def.name, CommandKind::Action, attempt),
             None,
             None,
         );
         return Obligations {
             command: Some(command),
-            timer: Some((state.steps[step as usize].deadline, TimerKey::Step { step })),
+            timer: Some((sent.deadline, TimerKey::Step { step, attempt })),
         };
     }
     let Some(c) = state
@@ -891,6 +943,7 @@ mod tests {
     #[test]
     fn failure_of_the_last_step_skips_steps_without_compensation() {
         let mut run = Run::start();
+        run.def.steps[3].pivot = false;
         run.ok("ReserveInventory", "InventoryReserved");
         run.ok("AuthorizePayment", "PaymentAuthorized");
         run.ok("CreateShipment", "ShipmentCreated");
@@ -907,19 +960,84 @@ mod tests {
         );
     }
 
+    /// Lets every deadline of the pending step pass, resend after resend, until the budget is
+    /// spent or `sends` sends went out; returns the time it got to.
+    fn miss_deadlines(run: &mut Run, step: u32, sends: u32) -> i64 {
+        let mut now = 1;
+        loop {
+            let obligations = obligations(&run.def, &run.state);
+            let Some((due, key)) = obligations.timer else {
+                return now;
+            };
+            if matches!(key, TimerKey::StepResend { attempt, .. } if attempt >= sends) {
+                return now;
+            }
+            now = (due - t0()).num_seconds();
+            assert_eq!(run.feed(Input::Timer(&key), now), Disposition::Applied);
+            if run.state.pending_step() != Some(step) {
+                return now;
+            }
+        }
+    }
+
     #[test]
-    fn a_timed_out_step_is_compensated_first_because_its_outcome_is_unknown() {
+    fn a_deadline_resends_the_same_command_and_a_reply_to_any_send_counts() {
         let mut run = Run::start();
         run.ok("ReserveInventory", "InventoryReserved");
         // AuthorizePayment was sent at t=1 with the definition's 10 s timeout.
-        let key = TimerKey::Step { step: 1 };
-        assert_eq!(
-            run.feed(Input::Timer(&key), 5),
-            Disposition::Late,
-            "not due yet"
-        );
+        let key = TimerKey::Step {
+            step: 1,
+            attempt: 1,
+        };
+        assert_eq!(run.feed(Input::Timer(&key), 5), Disposition::Late, "not due yet");
         assert_eq!(run.feed(Input::Timer(&key), 11), Disposition::Applied);
+        assert_eq!(run.state.steps[1].status, StepStatus::Pending, "not failed");
+        assert_eq!(run.state.steps[1].resend_at, Some(at(12)), "1 s later");
+        let waiting = obligations(&run.def, &run.state);
+        assert_eq!(waiting.command, None, "nothing is sent while the resend waits");
+        let resend = TimerKey::StepResend {
+            step: 1,
+            attempt: 1,
+        };
+        assert_eq!(waiting.timer, Some((at(12), resend.clone())));
+        assert_eq!(run.feed(Input::Timer(&resend), 12), Disposition::Applied);
+        let again = obligations(&run.def, &run.state)
+            .command
+            .expect("the command again");
+        assert_eq!(
+            (again.attempt, again.idempotency_key.as_str()),
+            (2, "PlaceOrder/order-1/AuthorizePayment/action"),
+            "same command, same key"
+        );
+        // The first send's deadline timer, firing late, changes nothing.
+        assert_eq!(run.feed(Input::Timer(&key), 30), Disposition::Late);
+        // The reply to the first send arrives now: the step succeeded.
+        assert_eq!(
+            run.ok("AuthorizePayment", "PaymentAuthorized"),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.pending_step(), Some(2));
+        assert!(run.sent_compensations().is_empty());
+    }
+
+    #[test]
+    fn a_step_whose_budget_is_spent_is_compensated_first_because_its_outcome_is_unknown() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        let budget = run.def.steps[1].budget();
+        assert_eq!(budget, Duration::from_secs(5 * 10 + 1 + 2 + 4 + 8));
+        let failed_at = miss_deadlines(&mut run, 1, u32::MAX);
+        assert_eq!(failed_at, 1 + budget.as_secs() as i64, "exactly the budget");
         assert_eq!(run.state.steps[1].status, StepStatus::TimedOut);
+        assert_eq!(run.state.steps[1].attempt, 5, "five sends");
+        assert!(
+            run.state
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.contains("5 sends unanswered")),
+            "{:?}",
+            run.state.failure
+        );
         // The late success reply changes nothing.
         assert_eq!(
             run.ok("AuthorizePayment", "PaymentAuthorized"),
@@ -934,6 +1052,55 @@ mod tests {
                 "final command CancelOrder"
             ]
         );
+    }
+
+    #[test]
+    fn past_the_pivot_a_step_is_resent_beyond_its_budget_and_never_compensated() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentAuthorized");
+        run.ok("CreateShipment", "ShipmentCreated");
+        assert_eq!(run.def.pivot(), Some(3));
+        // Twenty sends of CompleteOrder, four times its budget, and it is still waiting.
+        miss_deadlines(&mut run, 3, 20);
+        assert_eq!(run.state.status, Some(SagaStatus::Running));
+        assert_eq!(run.state.steps[3].attempt, 20);
+        assert_eq!(run.state.compensation, None);
+        assert!(!run.log.iter().any(|e| matches!(e, SagaEvent::StepTimedOut { .. })));
+        assert_eq!(
+            run.reply(CommandKind::Action, "CompleteOrder", 20, "OrderCompleted", 999),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::Completed));
+    }
+
+    #[test]
+    fn a_refusal_past_the_pivot_needs_attention_and_undoes_nothing() {
+        let mut run = Run::start();
+        run.ok("ReserveInventory", "InventoryReserved");
+        run.ok("AuthorizePayment", "PaymentAuthorized");
+        run.ok("CreateShipment", "ShipmentCreated");
+        assert_eq!(
+            run.ok("CompleteOrder", "OrderCompletionFailed"),
+            Disposition::Applied
+        );
+        assert_eq!(run.state.status, Some(SagaStatus::NeedsAttention));
+        assert_eq!(run.state.compensation, None);
+        assert!(
+            run.state
+                .attention
+                .as_deref()
+                .is_some_and(|a| a.contains("CompleteOrder was refused after the pivot")),
+            "{:?}",
+            run.state.attention
+        );
+        assert_eq!(obligations(&run.def, &run.state), Obligations::default());
+        assert_eq!(
+            run.feed(Input::RetryCompensation { requested_by: None }, 5),
+            Disposition::Refused,
+            "there is no compensation to retry"
+        );
+        assert!(run.sent_compensations().is_empty());
     }
 
     #[test]
@@ -1148,7 +1315,16 @@ mod tests {
         assert_eq!(command.traceparent.as_deref(), Some(TRACEPARENT));
         let message = command.to_message("saga").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(message.traceparent(), Some(TRACEPARENT));
-        assert_eq!(first.timer, Some((at(10), TimerKey::Step { step: 0 })));
+        assert_eq!(
+            first.timer,
+            Some((
+                at(10),
+                TimerKey::Step {
+                    step: 0,
+                    attempt: 1
+                }
+            ))
+        );
         run.ok("ReserveInventory", "InventoryReservationFailed");
         let compensating = obligations(&run.def, &run.state);
         let command = compensating.command.expect("the final command in flight");

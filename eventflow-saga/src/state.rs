@@ -16,9 +16,10 @@ pub enum SagaStatus {
     Running,
     /// A step failed or timed out; completed steps are being undone.
     Compensating,
-    /// A compensation failed every retry. Nothing more happens until an operator calls
+    /// A compensation failed every retry: nothing more happens until an operator calls
     /// [`Orchestrator::retry_compensation`](crate::Orchestrator::retry_compensation) (or a late
-    /// success reply arrives). Never a silent end: queries list these.
+    /// success reply arrives). Or a step at or after the pivot was refused: nothing is undone
+    /// and a person decides. Never a silent end: queries list these.
     NeedsAttention,
     /// Every step succeeded (terminal).
     Completed,
@@ -58,13 +59,14 @@ impl fmt::Display for SagaStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StepStatus {
-    /// Its command was sent; no reply yet.
+    /// Its command was sent (perhaps several times); no reply yet.
     Pending,
     /// It succeeded.
     Succeeded,
     /// Its participant refused it (nothing to undo).
     Failed,
-    /// No reply came in time. Its outcome is unknown, so it is compensated like a completed step.
+    /// No send was answered within the resend budget. Its outcome is unknown, so it is
+    /// compensated like a completed step.
     TimedOut,
 }
 
@@ -77,12 +79,22 @@ pub struct StepState {
     pub name: String,
     /// Where it is.
     pub status: StepStatus,
-    /// When it times out (or timed out).
+    /// When the current send's wait for a reply ends (or ended).
     pub deadline: DateTime<Utc>,
+    /// How many times the command was sent (1 for the first send).
+    #[serde(default = "first_send")]
+    pub attempt: u32,
+    /// When the command is sent again, while a deadline has passed and the resend waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_at: Option<DateTime<Utc>>,
     /// The success reply's payload.
     pub result: Option<Value>,
     /// The failure reason.
     pub reason: Option<String>,
+}
+
+fn first_send() -> u32 {
+    1
 }
 
 /// Where the current compensation is.
@@ -214,12 +226,15 @@ impl SagaState {
                 step,
                 name,
                 deadline,
+                attempt,
             } => {
                 let index = *step as usize;
                 let state = StepState {
                     name: name.clone(),
                     status: StepStatus::Pending,
                     deadline: *deadline,
+                    attempt: *attempt,
+                    resend_at: None,
                     result: None,
                     reason: None,
                 };
@@ -241,10 +256,24 @@ impl SagaState {
                     s.reason = Some(reason.clone());
                 }
             }
+            SagaEvent::StepDeadlinePassed {
+                step, resend_at, ..
+            } => {
+                if let Some(s) = self.steps.get_mut(*step as usize) {
+                    s.resend_at = Some(*resend_at);
+                }
+            }
             SagaEvent::StepTimedOut { step, .. } => {
                 if let Some(s) = self.steps.get_mut(*step as usize) {
                     s.status = StepStatus::TimedOut;
+                    s.resend_at = None;
                 }
+            }
+            SagaEvent::StuckAfterPivot { reason, name, .. } => {
+                self.status = Some(SagaStatus::NeedsAttention);
+                self.attention = Some(format!(
+                    "step {name} was refused after the pivot (nothing undone): {reason}"
+                ));
             }
             SagaEvent::CompensationStarted { reason, plan } => {
                 self.status = Some(SagaStatus::Compensating);

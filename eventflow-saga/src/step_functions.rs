@@ -8,9 +8,15 @@
 //!   (`arn:aws:states:::events:putEvents.waitForTaskToken`) and `TimeoutSeconds`. The event's
 //!   `detail-type` is the command type and its `detail` is the [`SagaCommand`](crate::SagaCommand)
 //!   payload plus `taskToken`; the participant answers with `SendTaskSuccess` (its result lands in
-//!   `$.results.{name}`) or `SendTaskFailure`. `Catch` routes `States.Timeout` to the step's own
-//!   compensation (its outcome is unknown) and every other error to the compensation of the step
-//!   before, exactly as the [`Orchestrator`](crate::Orchestrator) does.
+//!   `$.results.{name}`) or `SendTaskFailure`. A timeout first resends: `Retry` on
+//!   `States.Timeout` renders the step's [`resend`](crate::StepDefinition::resend) budget
+//!   (`MaxAttempts` = sends − 1, `IntervalSeconds` its first wait, doubling). When the budget is
+//!   spent, `Catch` routes `States.Timeout` to the step's own compensation (its outcome is
+//!   unknown) and every other error to the compensation of the step before, exactly as the
+//!   [`Orchestrator`](crate::Orchestrator) does.
+//! - The [pivot](crate::StepBuilder::pivot) and the steps after it retry `States.Timeout`
+//!   without end (`MaxAttempts` 99999999, ASL's largest) and `Catch` every other error into
+//!   `NeedsAttention`: past the pivot nothing is compensated.
 //! - `Compensate_{name}` per step with a compensation, chained in reverse step order, then
 //!   `Final_{command}` for the `on_compensated` command. Each has `Retry` (the definition's
 //!   [`Backoff`](crate::Backoff): `MaxAttempts` = attempts − 1, doubling
@@ -19,14 +25,15 @@
 //!   `NeedsAttention` (Fail, error `Saga.NeedsAttention`).
 //!
 //! Differences from the orchestrator: Step Functions has no "parked" state, so `NeedsAttention` ends
-//! the execution (as FAILED); `Retry` has no cap on the backoff (`max_backoff` is not rendered);
+//! the execution (as FAILED); `Retry` has no cap on the backoff (`max_backoff` is not rendered,
+//! so past the pivot the waits grow to ASL's limits where the orchestrator keeps its longest);
 //! the `attempt` field is not sent (participants deduplicate by idempotency key, which they derive
 //! from `sagaType`/`sagaId`/`step`/`kind` when it is absent).
 //!
 //! The execution input is [`execution_input`]: `{"sagaId", "correlationId", "data"}`. Name each
 //! execution after the saga id.
 
-use eventflow_core::Jitter;
+use eventflow_core::{Backoff, Jitter};
 use serde_json::{Map, Value, json};
 
 use crate::definition::{CommandDefinition, SagaDefinition};
@@ -90,6 +97,8 @@ const PREPARE: &str = "Prepare";
 const COMPLETED: &str = "Completed";
 const COMPENSATED: &str = "Compensated";
 const NEEDS_ATTENTION: &str = "NeedsAttention";
+/// ASL's largest `MaxAttempts`: "until it answers" for the steps past the pivot.
+const MAX_RETRIES: u32 = 99_999_999;
 
 fn seconds(d: std::time::Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
@@ -155,7 +164,12 @@ impl SagaDefinition {
                 .steps
                 .get(i + 1)
                 .map_or_else(|| COMPLETED.to_owned(), |s| step_state(&s.name));
-            let on_failure = chain_below(i);
+            let forward_only = self.is_forward_only(i);
+            let on_failure = if forward_only {
+                NEEDS_ATTENTION.to_owned()
+            } else {
+                chain_below(i)
+            };
             let on_timeout = if step.compensation.is_some() {
                 compensation_state(&step.name)
             } else {
@@ -179,6 +193,15 @@ impl SagaDefinition {
                 "ResultPath".into(),
                 json!(format!("$.results.{}", step.name)),
             );
+            let resends = if forward_only {
+                MAX_RETRIES
+            } else {
+                step.resend.max_attempts - 1
+            };
+            if resends > 0 {
+                let rule = retry_rule("States.Timeout", step.resend, resends);
+                task.insert("Retry".into(), json!([rule]));
+            }
             task.insert("Catch".into(), Value::Array(catch));
             task.insert("Next".into(), json!(next));
             states.insert(step_state(&step.name), Value::Object(task));
@@ -213,7 +236,7 @@ impl SagaDefinition {
             json!({
                 "Type": "Fail",
                 "Error": "Saga.NeedsAttention",
-                "Cause": "A compensation failed after every retry.",
+                "Cause": "A compensation failed after every retry, or a step past the pivot was refused.",
             }),
         );
         json!({
@@ -284,15 +307,7 @@ impl SagaDefinition {
         task.insert("ResultPath".into(), Value::Null);
         let retry = self.compensation_retry;
         if retry.max_attempts > 1 {
-            let mut rule = json!({
-                "ErrorEquals": ["States.ALL"],
-                "IntervalSeconds": seconds(retry.initial_backoff),
-                "MaxAttempts": retry.max_attempts - 1,
-                "BackoffRate": 2.0,
-            });
-            if retry.jitter == Jitter::Full {
-                rule["JitterStrategy"] = json!("FULL");
-            }
+            let rule = retry_rule("States.ALL", retry, retry.max_attempts - 1);
             task.insert("Retry".into(), json!([rule]));
         }
         task.insert(
@@ -306,4 +321,18 @@ impl SagaDefinition {
         task.insert("Next".into(), json!(next));
         Value::Object(task)
     }
+}
+
+/// A `Retry` rule for `error`: `retries` more tries, the backoff's first wait doubling.
+fn retry_rule(error: &str, backoff: Backoff, retries: u32) -> Value {
+    let mut rule = json!({
+        "ErrorEquals": [error],
+        "IntervalSeconds": seconds(backoff.initial_backoff),
+        "MaxAttempts": retries,
+        "BackoffRate": 2.0,
+    });
+    if backoff.jitter == Jitter::Full {
+        rule["JitterStrategy"] = json!("FULL");
+    }
+    rule
 }

@@ -3,7 +3,8 @@
 //!
 //! Reserve inventory, authorize payment, create the shipment, complete the order; a failed step
 //! undoes the steps before it in reverse order (release the stock, cancel the payment, cancel the
-//! shipment), then the order is cancelled.
+//! shipment), then the order is cancelled. Completing the order is the pivot: once it is sent the
+//! saga only goes forward.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,15 +30,17 @@ pub const PLACE_ORDER_STEPS: [&str; 4] = [
     "CompleteOrder",
 ];
 
-/// The PlaceOrder saga, triggered by `OrderPlaced`, every step and the final `CancelOrder` timing
-/// out after `step_timeout`, compensations retried by `compensation_retry`.
+/// The PlaceOrder saga, triggered by `OrderPlaced`, every send of a step and of the final
+/// `CancelOrder` waiting `step_timeout` for its reply, steps resent by
+/// [`DEFAULT_RESEND`](crate::DEFAULT_RESEND), compensations retried by `compensation_retry`,
+/// `CompleteOrder` the pivot.
 ///
 /// | Step | Replies | Compensation | Its replies |
 /// | --- | --- | --- | --- |
 /// | `ReserveInventory` | `InventoryReserved` / `InventoryReservationFailed` | `ReleaseInventory` | `InventoryReleased` / `InventoryReleaseFailed` |
 /// | `AuthorizePayment` | `PaymentAuthorized` / `PaymentDeclined` | `CancelPayment` | `PaymentCancelled` / `PaymentCancellationFailed` |
 /// | `CreateShipment` | `ShipmentCreated` / `ShipmentFailed` | `CancelShipment` | `ShipmentCancelled` / `ShipmentCancellationFailed` |
-/// | `CompleteOrder` | `OrderCompleted` / `OrderCompletionFailed` | | |
+/// | `CompleteOrder` (pivot) | `OrderCompleted` / `OrderCompletionFailed` | | |
 /// | then `CancelOrder` | `OrderCancelled` / `OrderCancellationFailed` | | |
 pub fn place_order(step_timeout: Duration, compensation_retry: Backoff) -> SagaDefinition {
     SagaDefinition::builder("PlaceOrder")
@@ -73,6 +76,7 @@ pub fn place_order(step_timeout: Duration, compensation_retry: Backoff) -> SagaD
             s.on_success("OrderCompleted")
                 .on_failure("OrderCompletionFailed")
                 .timeout(step_timeout)
+                .pivot()
         })
         .on_compensated("CancelOrder", |c| {
             c.on_success("OrderCancelled")

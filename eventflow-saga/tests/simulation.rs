@@ -2,24 +2,39 @@
 //! `Participant`s (over real aggregates and `InMemoryEventStore`s), driven by a seeded scheduler.
 //!
 //! The seed chooses everything: how many sagas, their data, which step each participant refuses,
+//! which step's participant is down for longer than the resend budget (its commands are lost),
 //! how often compensations fail before they succeed, and the fault intensities: orchestrator
 //! crashes (between deliveries and in the middle of a store or bus call, before or after it took
 //! effect), transient store and bus errors (also after the write happened), duplicated, reordered
-//! and delayed messages (delays long enough to time steps out). Time is a `ManualClock`; the
-//! network is a list of in-flight messages the scheduler delivers in seeded order, redelivering
-//! on a handler error, as a broker does.
+//! and delayed messages (5 to 90 s each way: longer than a step's 30 s deadline, shorter than its
+//! resend budget). Time is a `ManualClock`; the network is a list of in-flight messages the
+//! scheduler delivers in seeded order, redelivering on a handler error, as a broker does. Outside
+//! the saga, payment captures an order's payment when the order completes (the commerce app's
+//! `CaptureOnCompletion`): a captured payment cannot be cancelled.
 //!
 //! After each run the network is drained (late messages reach the participants) and these
 //! invariants are checked:
-//! 1. every saga terminates (completed or compensated; a saga that needs attention is healed and
-//!    retried by a simulated operator);
+//! 1. every saga comes to rest: completed, compensated, or stuck after its pivot (a saga that
+//!    needs attention in a compensation is healed and retried by a simulated operator);
 //! 2. the compensations done are exactly the plan: the timed-out step (its outcome is unknown),
 //!    then the succeeded steps in reverse order, then CancelOrder; each exactly once;
 //! 3. no participant effect is applied twice (events per idempotency key <= 1);
-//! 4. participant truth matches: a completed saga applied every action and no compensation; a
-//!    compensated saga left no net effect (every applied action undone, nothing undone that was not
-//!    applied, a refused step applied nothing), the order is cancelled and nothing is charged;
-//! 5. stock never goes negative (nor above what was stocked), and ends at initial − completed.
+//! 4. participant truth matches: a completed saga applied every action and no compensation, and
+//!    its payment is captured; a compensated saga left no net effect (every applied action undone,
+//!    nothing undone that was not applied, a refused step applied nothing), the order is cancelled
+//!    and nothing is charged;
+//! 5. stock never goes negative (nor above what was stocked), and ends at initial − completed −
+//!    stuck;
+//! 6. no saga is both past its pivot (CompleteOrder sent) and compensated;
+//! 7. a saga whose participants refuse nothing and lose nothing completes, whatever crashes,
+//!    duplicates and delays happen;
+//! 8. a saga refused at its pivot is stuck forward: every earlier step applied once, nothing
+//!    undone, the order neither completed nor cancelled, nothing captured.
+//!
+//! Before the pivot and the resend budget (a deadline failed the step at once), seed 63 broke 6
+//! and 7: CompleteOrder's reply came after its deadline, the order had completed and its payment
+//! been captured, and the saga cancelled the shipment and tried to void the captured payment until
+//! it needed attention; 127 of the first 400 seeds failed.
 //!
 //! Seeds: `SAGA_SIM_SEEDS` (default 2000), starting at `SAGA_SIM_FIRST_SEED` (default 0);
 //! `SAGA_SIM_SEED=n` replays one seed with a trace (`SAGA_SIM_TRACE=1` for every step).
@@ -49,6 +64,8 @@ use support::*;
 const INITIAL_STOCK: i64 = 8;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TICKS: usize = 40_000;
+/// PlaceOrder's pivot: CompleteOrder, the step after which the saga only goes forward.
+const PIVOT: u32 = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Seeded randomness.
@@ -133,6 +150,8 @@ struct Coverage {
     duplicates: u64,
     redeliveries: u64,
     late_or_duplicate_replies: u64,
+    deadlines_passed: u64,
+    stuck_after_pivot: u64,
     tombstones: u64,
 }
 
@@ -155,6 +174,8 @@ impl Coverage {
         self.redeliveries += o.redeliveries;
         self.late_or_duplicate_replies += o.late_or_duplicate_replies;
         self.tombstones += o.tombstones;
+        self.deadlines_passed += o.deadlines_passed;
+        self.stuck_after_pivot += o.stuck_after_pivot;
     }
 }
 
@@ -376,6 +397,8 @@ impl EventBus for SimBus {
 #[derive(Default)]
 struct SimFaults {
     refuse: BTreeMap<String, String>,
+    /// The step of a saga whose every command is lost (its participant is down past the budget).
+    unanswered: BTreeMap<String, String>,
     /// Remaining failures of the compensation (or final command) of (order, step).
     compensation_failures: Mutex<BTreeMap<(String, String), u32>>,
 }
@@ -437,11 +460,17 @@ struct Run {
     trace: bool,
 }
 
+/// PlaceOrder with a resend budget longer than any round trip the chaos makes (90 s each way,
+/// plus the orchestrator's restarts): 8 sends, 30 s each, 1 s doubling to 30 s between them.
 fn definition() -> eventflow_saga::SagaDefinition {
-    place_order(
+    let mut definition = place_order(
         STEP_TIMEOUT,
         Backoff::new(4, Duration::from_secs(1), Duration::from_secs(8)),
-    )
+    );
+    for step in &mut definition.steps {
+        step.resend = Backoff::new(8, Duration::from_secs(1), Duration::from_secs(30));
+    }
+    definition
 }
 
 impl Run {
@@ -477,6 +506,11 @@ impl Run {
             if rng.per_mille(400) {
                 let step = PLACE_ORDER_STEPS[rng.below(4) as usize];
                 faults.refuse.insert(id.clone(), step.to_owned());
+            } else if rng.per_mille(60) {
+                // A participant down for longer than the budget, for this saga: every send of a
+                // step before the pivot is lost, so the step times out for good.
+                let step = PLACE_ORDER_STEPS[rng.below(3) as usize];
+                faults.unanswered.insert(id.clone(), step.to_owned());
             }
             for step in [
                 "ReserveInventory",
@@ -539,7 +573,15 @@ impl Run {
             chaos: Arc::clone(&chaos),
             instance: None,
         });
-        let participants = participants(&shop, &bus, &(Arc::clone(&faults) as Arc<dyn ShopFaults>));
+        let mut participants =
+            participants(&shop, &bus, &(Arc::clone(&faults) as Arc<dyn ShopFaults>));
+        // A reaction outside the saga: payment captures once the order completes.
+        participants.push((
+            CaptureOnCompletion::subscription(),
+            Arc::new(CaptureOnCompletion {
+                payments: Repository::new(Arc::clone(&shop.payments)),
+            }),
+        ));
         let run = Run {
             seed,
             rt,
@@ -669,6 +711,15 @@ impl Run {
 
     fn deliver(&mut self, index: usize) {
         let entry = self.chaos.lock().network.remove(index);
+        let saga = entry.message.attribute("saga-id").unwrap_or("");
+        if matches!(entry.dest, Dest::Participant(_))
+            && entry.message.attribute("saga-kind") == Some("action")
+            && self.faults.unanswered.get(saga).map(String::as_str)
+                == entry.message.attribute("saga-step")
+        {
+            self.note(|| format!("lost {} {saga}: its participant is down", entry.message.message_type));
+            return;
+        }
         let (handler, name): (Arc<dyn MessageHandler>, String) = match entry.dest {
             Dest::Orchestrator => match &self.orchestrator {
                 Some((_, o)) => (Arc::new(o.clone()), "orchestrator".into()),
@@ -725,7 +776,9 @@ impl Run {
         self.reap();
     }
 
-    fn statuses(&self) -> Vec<(String, Option<SagaStatus>)> {
+    /// Each saga's status, and whether it is at rest: ended, or stuck after its pivot (a person
+    /// decides; the simulated operator only retries parked compensations).
+    fn statuses(&self) -> Vec<(String, Option<SagaStatus>, bool)> {
         let query = SagaQuery::new(
             Arc::clone(&self.saga_store) as Arc<dyn EventStore>,
             Arc::new(definition()),
@@ -733,12 +786,13 @@ impl Run {
         self.orders
             .iter()
             .map(|o| {
-                let state = self
-                    .rt
-                    .block_on(query.get(&o.order_id))
-                    .expect("query")
-                    .and_then(|s| s.status);
-                (o.order_id.clone(), state)
+                let state = self.rt.block_on(query.get(&o.order_id)).expect("query");
+                let status = state.as_ref().and_then(|s| s.status);
+                let at_rest = state.is_some_and(|s| {
+                    s.is_terminal()
+                        || (s.status == Some(SagaStatus::NeedsAttention) && s.compensation.is_none())
+                });
+                (o.order_id.clone(), status, at_rest)
             })
             .collect()
     }
@@ -820,16 +874,13 @@ impl Run {
             }
             // Quiescent: nothing in flight, no timer. Every saga must have ended or be parked.
             let statuses = self.statuses();
-            if statuses
-                .iter()
-                .all(|(_, s)| s.is_some_and(SagaStatus::is_terminal))
-            {
+            if statuses.iter().all(|(_, _, at_rest)| *at_rest) {
                 return;
             }
             let parked: Vec<String> = statuses
                 .iter()
-                .filter(|(_, s)| *s == Some(SagaStatus::NeedsAttention))
-                .map(|(id, _)| id.clone())
+                .filter(|(_, s, at_rest)| *s == Some(SagaStatus::NeedsAttention) && !at_rest)
+                .map(|(id, _, _)| id.clone())
                 .collect();
             if parked.is_empty() {
                 self.violations.push(format!(
@@ -1014,6 +1065,10 @@ impl Run {
                 .filter(|e| matches!(e, SagaEvent::CompensationFailed { .. }))
                 .count() as u64;
             cov.timed_out += timed_out.len() as u64;
+            cov.deadlines_passed += events
+                .iter()
+                .filter(|e| matches!(e, SagaEvent::StepDeadlinePassed { .. }))
+                .count() as u64;
             for f in &failed {
                 cov.failed_at[*f as usize] += 1;
             }
@@ -1041,6 +1096,25 @@ impl Run {
                 v.push(format!("{id}: participant state unreadable"));
                 continue;
             };
+            // 6. Past the pivot (CompleteOrder sent), a saga only goes forward.
+            let pivot_sent = events
+                .iter()
+                .any(|e| matches!(e, SagaEvent::StepSent { step: PIVOT, .. }));
+            if pivot_sent && !plans.is_empty() {
+                v.push(format!(
+                    "{id}: compensated after its pivot CompleteOrder was sent (plans {plans:?})"
+                ));
+            }
+            // 7. A saga no participant refuses completes, whatever crashes and delays (within
+            // the resend budget) happen.
+            let lost = self.faults.unanswered.contains_key(id);
+            if failed.is_empty() && !lost && state.status != Some(SagaStatus::Completed) {
+                v.push(format!(
+                    "{id}: no participant refused anything, but the saga is {:?} ({})",
+                    state.status,
+                    state.failure.as_deref().unwrap_or("no failure recorded")
+                ));
+            }
             match state.status {
                 Some(SagaStatus::Completed) => {
                     cov.completed += 1;
@@ -1075,6 +1149,12 @@ impl Run {
                         v.push(format!(
                             "{id}: completed but {} shipments",
                             shipment.state.active
+                        ));
+                    }
+                    if payment.state.captured != order.amount_cents {
+                        v.push(format!(
+                            "{id}: completed but {} captured",
+                            payment.state.captured
                         ));
                     }
                 }
@@ -1139,16 +1219,48 @@ impl Run {
                             applied(&key("CancelOrder", "final"))
                         ));
                     }
-                    if payment.state.authorized != 0 {
+                    if payment.state.authorized != 0 || payment.state.captured != 0 {
                         v.push(format!(
-                            "{id}: compensated but {} still authorized",
-                            payment.state.authorized
+                            "{id}: compensated but {} still authorized, {} captured",
+                            payment.state.authorized, payment.state.captured
                         ));
                     }
                     if shipment.state.active != 0 {
                         v.push(format!(
                             "{id}: compensated but {} shipments active",
                             shipment.state.active
+                        ));
+                    }
+                }
+                Some(SagaStatus::NeedsAttention) if state.compensation.is_none() => {
+                    // 8. Refused after the pivot: stuck forward, nothing undone, nothing lost.
+                    cov.stuck_after_pivot += 1;
+                    expected_stock -= order.items.iter().map(|i| i.quantity).sum::<i64>();
+                    if succeeded != [0, 1, 2] || failed != [PIVOT] || !plans.is_empty() {
+                        v.push(format!(
+                            "{id}: stuck after the pivot with steps {succeeded:?} succeeded, {failed:?} failed, plans {plans:?}"
+                        ));
+                    }
+                    for step in &PLACE_ORDER_STEPS[..3] {
+                        if applied(&key(step, "action")) != 1
+                            || applied(&key(step, "compensation")) != 0
+                        {
+                            v.push(format!(
+                                "{id}: stuck after the pivot but {step} applied {} and compensated {} time(s)",
+                                applied(&key(step, "action")),
+                                applied(&key(step, "compensation"))
+                            ));
+                        }
+                    }
+                    if ordering.state.completed
+                        || ordering.state.cancelled
+                        || payment.state.authorized != order.amount_cents
+                        || payment.state.captured != 0
+                        || shipment.state.active != 1
+                    {
+                        v.push(format!(
+                            "{id}: stuck after the pivot but order {:?}, payment {:?}, {} shipments",
+                            ordering.state, payment.state, shipment.state.active
                         ));
                     }
                 }
@@ -1259,6 +1371,10 @@ fn place_order_survives_seeded_faults() {
             "{total:?}"
         );
         assert!(total.late_or_duplicate_replies > 0, "{total:?}");
+        assert!(
+            total.deadlines_passed > 0 && total.stuck_after_pivot > 0,
+            "{total:?}"
+        );
     }
 }
 

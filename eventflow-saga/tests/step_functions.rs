@@ -443,12 +443,18 @@ fn silent_shipment(command: &SagaCommand) -> Answer {
     }
 }
 
+/// CreateShipment is never answered: its deadline resends it (the `Retry` on `States.Timeout`)
+/// once, then the budget is spent and it is compensated first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_timeout_compensates_the_timed_out_step_first() {
+async fn a_step_timeout_resends_then_compensates_the_timed_out_step_first() {
+    let mut definition = definition(Duration::from_secs(3), fast_retry(3));
+    for step in &mut definition.steps {
+        step.resend = fast_retry(2);
+    }
     let Some(out) = run(Case {
         name: "timeout",
         region: "us-west-2",
-        definition: definition(Duration::from_secs(3), fast_retry(3)),
+        definition,
         order: PlaceOrder::new("order-to", 4, 30_00),
         faults: Arc::new(NoFaults),
         answer: silent_shipment,
@@ -464,6 +470,7 @@ async fn a_step_timeout_compensates_the_timed_out_step_first() {
         [
             "ReserveInventory",
             "AuthorizePayment",
+            "CreateShipment",
             "CreateShipment",
             "CancelShipment",
             "CancelPayment",
@@ -591,9 +598,19 @@ fn the_export_routes_failures_into_the_reverse_compensation_chain() {
         next_on("Step_CreateShipment", "States.Timeout"),
         "Compensate_CreateShipment"
     );
+    // CompleteOrder is the pivot: past it nothing is compensated.
+    assert_eq!(next_on("Step_CompleteOrder", "States.ALL"), "NeedsAttention");
+    let timeout_retry = |state: &str| states[state]["Retry"][0].clone();
+    for step in ["ReserveInventory", "AuthorizePayment", "CreateShipment"] {
+        let retry = timeout_retry(&format!("Step_{step}"));
+        assert_eq!(retry["ErrorEquals"][0], "States.Timeout", "{step}");
+        assert_eq!(retry["MaxAttempts"], 4, "{step}: DEFAULT_RESEND sends 5 times");
+        assert_eq!(retry["IntervalSeconds"], 1, "{step}");
+    }
     assert_eq!(
-        next_on("Step_CompleteOrder", "States.ALL"),
-        "Compensate_CreateShipment"
+        timeout_retry("Step_CompleteOrder")["MaxAttempts"],
+        99_999_999,
+        "the pivot is resent until it answers"
     );
     assert_eq!(states["Step_CompleteOrder"]["Next"], "Completed");
     assert_eq!(

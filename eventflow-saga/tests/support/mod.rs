@@ -147,21 +147,26 @@ impl Aggregate for Warehouse {
     }
 }
 
-/// A payment per order (stream `payment-{order}`).
+/// A payment per order (stream `payment-{order}`). Captured once the order completes (a reaction
+/// outside the saga, as the commerce app's payment context does); a captured payment cannot be
+/// cancelled.
 #[derive(Debug, Default, Clone)]
 pub struct Payment {
     pub authorized: i64,
+    pub captured: i64,
 }
 
 pub enum PaymentCommand {
     Authorize { amount: i64, limit: i64 },
     Cancel,
+    Capture,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PaymentEvent {
     Authorized { amount: i64 },
     Cancelled { amount: i64 },
+    Captured { amount: i64 },
 }
 
 impl DomainEvent for PaymentEvent {
@@ -169,6 +174,7 @@ impl DomainEvent for PaymentEvent {
         match self {
             PaymentEvent::Authorized { .. } => "PaymentAuthorized",
             PaymentEvent::Cancelled { .. } => "PaymentCancelled",
+            PaymentEvent::Captured { .. } => "PaymentCaptured",
         }
     }
 }
@@ -187,10 +193,20 @@ impl Aggregate for Payment {
             PaymentCommand::Authorize { amount, .. } => {
                 Ok(vec![PaymentEvent::Authorized { amount: *amount }])
             }
+            PaymentCommand::Cancel if self.captured > 0 => Err(Refused(format!(
+                "{} cents were captured: a captured payment cannot be cancelled",
+                self.captured
+            ))),
             PaymentCommand::Cancel if self.authorized > 0 => Ok(vec![PaymentEvent::Cancelled {
                 amount: self.authorized,
             }]),
             PaymentCommand::Cancel => Ok(vec![]),
+            PaymentCommand::Capture if self.authorized > 0 && self.captured == 0 => {
+                Ok(vec![PaymentEvent::Captured {
+                    amount: self.authorized,
+                }])
+            }
+            PaymentCommand::Capture => Ok(vec![]),
         }
     }
 
@@ -198,6 +214,46 @@ impl Aggregate for Payment {
         match event {
             PaymentEvent::Authorized { amount } => self.authorized += amount,
             PaymentEvent::Cancelled { amount } => self.authorized -= amount,
+            PaymentEvent::Captured { amount } => self.captured += amount,
+        }
+    }
+}
+
+/// The payment context's reaction to an order's completion, outside the saga: it captures the
+/// authorized amount (once: the capture is idempotent per order). Subscribed to `OrderCompleted`.
+pub struct CaptureOnCompletion {
+    pub payments: Repository<Payment>,
+}
+
+impl CaptureOnCompletion {
+    pub fn subscription() -> Subscription {
+        Subscription::new("capture-on-completion")
+            .with_filter(eventflow_core::Filter::all().message_type("OrderCompleted"))
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageHandler for CaptureOnCompletion {
+    async fn handle(
+        &self,
+        delivery: eventflow_core::Delivery,
+    ) -> Result<(), eventflow_core::bus::HandlerError> {
+        let Some(order) = delivery
+            .message
+            .attribute(eventflow_saga::message::attributes::SAGA_ID)
+        else {
+            return Ok(());
+        };
+        let context = eventflow_core::CommandContext::new()
+            .with_idempotency_key(format!("capture/{order}"));
+        match self
+            .payments
+            .execute(order, &PaymentCommand::Capture, context)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(eventflow_core::CommandError::Rejected(_)) => Ok(()),
+            Err(other) => Err(other.into()),
         }
     }
 }

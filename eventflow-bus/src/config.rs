@@ -12,6 +12,8 @@
 //! | `EVENTFLOW_RESOURCE_PREFIX` | eventbridge, sqs | prefix of rule and queue names |
 //! | `EVENTFLOW_PROVISION` | all | `false`: use existing rules, queues, topics, subscriptions |
 //! | `EVENTFLOW_SQS_WAIT_SECONDS` | eventbridge | one receive's long poll, 0-20 (default 10): bounds a graceful stop |
+//! | `EVENTFLOW_SQS_VISIBILITY_SECONDS` | eventbridge | subscription queues' visibility timeout, 1-43200 (default 10): when a message a dead consumer held comes back |
+//! | `PUBSUB_ACK_DEADLINE_SECONDS` | pubsub | subscriptions' ack deadline, 10-600 (default 10): when a message a dead subscriber held comes back |
 //! | `WORK_QUEUE_ADAPTER` | work queue | `local` (default) or `sqs` |
 //!
 //! Credentials come from each SDK's default chain (environment, profile, instance or workload
@@ -36,6 +38,14 @@ pub const ADAPTER_VAR: &str = "EVENT_BUS_ADAPTER";
 pub const SQS_WAIT_VAR: &str = "EVENTFLOW_SQS_WAIT_SECONDS";
 /// The work queue adapter variable.
 pub const WORK_QUEUE_ADAPTER_VAR: &str = "WORK_QUEUE_ADAPTER";
+/// The visibility timeout, in whole seconds (1-43200, default 10), of the SQS queues EventBridge
+/// subscriptions create: how long a message a dead consumer held stays hidden. A live consumer
+/// extends it while its handler runs.
+pub const SQS_VISIBILITY_VAR: &str = "EVENTFLOW_SQS_VISIBILITY_SECONDS";
+/// The Pub/Sub subscriptions' ack deadline, in whole seconds (10-600, default 10): how long a
+/// message a dead subscriber held waits before it is delivered again. A live subscriber extends
+/// it while its handler runs.
+pub const PUBSUB_ACK_DEADLINE_VAR: &str = "PUBSUB_ACK_DEADLINE_SECONDS";
 
 /// Why [`from_env`] could not build a bus.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +156,37 @@ impl AnyBus {
             AnyBus::PubSub(_) => Adapter::PubSub,
         }
     }
+
+    /// How long a message a process held when it died may wait before the bus delivers it again,
+    /// and the setting that says so; `None` in memory (whoever held the message died with the
+    /// bus). Anything that waits for a reply across the bus (a saga step's deadline) must wait
+    /// longer than this, or a crash turns into a timeout.
+    pub fn redelivery(&self) -> Option<Redelivery> {
+        match self {
+            AnyBus::Local(_) => None,
+            #[cfg(feature = "eventbridge")]
+            AnyBus::EventBridge(bus) => Some(Redelivery {
+                after: bus.config().queue.visibility_timeout,
+                setting: SQS_VISIBILITY_VAR,
+            }),
+            #[cfg(feature = "pubsub")]
+            AnyBus::PubSub(bus) => Some(Redelivery {
+                after: bus.config().ack_deadline,
+                setting: PUBSUB_ACK_DEADLINE_VAR,
+            }),
+        }
+    }
+}
+
+/// How long a bus may take to deliver again a message whose consumer died holding it
+/// ([`AnyBus::redelivery`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Redelivery {
+    /// The longest wait: the SQS visibility timeout or the Pub/Sub ack deadline.
+    pub after: std::time::Duration,
+    /// The environment variable that sets it.
+    pub setting: &'static str,
 }
 
 macro_rules! delegate {
@@ -233,6 +274,32 @@ fn parse_bool(value: Option<String>, setting: &'static str) -> Result<Option<boo
     }
 }
 
+/// A whole number of seconds within `range`, if set.
+#[cfg_attr(not(any(feature = "eventbridge", feature = "pubsub")), allow(dead_code))]
+fn seconds_setting(
+    get: &impl Fn(&str) -> Option<String>,
+    setting: &'static str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    let Some(value) = get(setting) else {
+        return Ok(None);
+    };
+    match value.parse::<u64>() {
+        Ok(seconds) if range.contains(&seconds) => {
+            Ok(Some(std::time::Duration::from_secs(seconds)))
+        }
+        _ => Err(ConfigError::InvalidSetting {
+            setting,
+            value,
+            reason: format!(
+                "expected whole seconds from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
 #[cfg(feature = "sqs")]
 async fn aws_sdk_config(
     get: &impl Fn(&str) -> Option<String>,
@@ -282,6 +349,10 @@ async fn eventbridge(
     let mut config = EventBridgeConfig::new(bus_name)
         .with_resource_prefix(get("EVENTFLOW_RESOURCE_PREFIX").unwrap_or_default())
         .with_provision(provision);
+    if let Some(seconds) = seconds_setting(get, SQS_VISIBILITY_VAR, 1..=43_200)? {
+        let queue = config.queue.clone().with_visibility_timeout(seconds);
+        config = config.with_queue_options(queue);
+    }
     if let Some(seconds) = get(SQS_WAIT_VAR) {
         match seconds.parse::<u64>() {
             Ok(seconds @ 0..=20) => {
@@ -334,7 +405,10 @@ async fn pubsub(
         })?;
     let topic = get("PUBSUB_TOPIC").unwrap_or_else(|| "eventflow-events".to_owned());
     let emulator = get("PUBSUB_EMULATOR_HOST");
-    let config = PubSubConfig::new(topic).with_provision(provision);
+    let mut config = PubSubConfig::new(topic).with_provision(provision);
+    if let Some(deadline) = seconds_setting(get, PUBSUB_ACK_DEADLINE_VAR, 10..=600)? {
+        config = config.with_ack_deadline(deadline);
+    }
     let backend = |source| ConfigError::Backend {
         adapter: "pubsub",
         source,

@@ -51,7 +51,9 @@ pub struct EventBridgeConfig {
     /// infrastructure code) and `subscribe` only consumes it.
     pub provision: bool,
     /// Visibility timeout and retention of provisioned queues; `max_receives` is taken from each
-    /// subscription's [`Backoff::max_attempts`].
+    /// subscription's [`Backoff::max_attempts`]. The visibility timeout defaults to 10 s (the
+    /// consumer extends it while a handler runs): it is how long a message a dead consumer held
+    /// stays hidden.
     pub queue: SqsQueueOptions,
     /// How long the consumer's long poll waits (default 10 s; also bounds how long `unsubscribe`
     /// takes).
@@ -71,7 +73,7 @@ impl EventBridgeConfig {
             bus_name: bus_name.into(),
             resource_prefix: String::new(),
             provision: true,
-            queue: SqsQueueOptions::default(),
+            queue: SqsQueueOptions::default().with_visibility_timeout(Duration::from_secs(10)),
             wait_time: Duration::from_secs(10),
             publish_retry: Backoff::new(8, Duration::from_millis(100), Duration::from_secs(5)),
             publish_concurrency: 4,

@@ -22,7 +22,7 @@ mod wire;
 pub mod work_queue;
 
 pub use config::{
-    Adapter, AnyBus, ConfigError, from_env, from_lookup, work_queue_from_env,
+    Adapter, AnyBus, ConfigError, Redelivery, from_env, from_lookup, work_queue_from_env,
     work_queue_from_lookup,
 };
 #[cfg(feature = "eventbridge")]

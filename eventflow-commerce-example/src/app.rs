@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::catalog::application::Catalog;
 use crate::config::Config;
-use crate::contract::ProductListed;
+use crate::contract::{self, ProductListed};
 use crate::identity::application::Identity;
 use crate::ordering::domain::Order;
 use crate::ordering::infrastructure::{OrderViews, PriceList};
@@ -67,6 +67,9 @@ pub enum StartError {
     /// A service could not listen on its address.
     #[error("{0}")]
     Listen(#[from] std::io::Error),
+    /// Settings that cannot work together (each named in the message).
+    #[error("{0}")]
+    Settings(String),
     /// A part could not be wired or seeded.
     #[error("{what}: {cause}")]
     Wiring {
@@ -237,6 +240,8 @@ impl Contexts {
         backends: &Backends,
         shutdown: &Shutdown,
     ) -> Result<Contexts, StartError> {
+        let place_order = contract::place_order(config.step_timeout, config.step_sends);
+        orchestration::infrastructure::check_timing(&place_order, backends.redelivery(), config)?;
         let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
         let runs = |service: &str| config.role.runs(service);
         let mut infra = Vec::new();
@@ -288,7 +293,7 @@ impl Contexts {
         if runs("saga") {
             let saga = &context("saga");
             let (s, running) =
-                orchestration::infrastructure::start(saga, config.step_timeout, shutdown).await?;
+                orchestration::infrastructure::start(saga, place_order, shutdown).await?;
             timers = Some(running);
             started.push(s);
         }

@@ -41,8 +41,11 @@ pub struct Config {
     pub payment_max_order_cents: u64,
     /// How log lines look.
     pub log_format: LogFormat,
-    /// How long a saga step may take before it is compensated.
+    /// How long each send of a saga step waits for its reply before the step is resent.
     pub step_timeout: Duration,
+    /// How many times a saga step is sent before it fails (the resend budget; the pivot and
+    /// the steps after it are resent until they answer).
+    pub step_sends: u32,
     /// Stock every seeded product with this many units instead of the seed's own numbers (load
     /// tests).
     pub seed_stock: Option<u64>,
@@ -118,7 +121,7 @@ impl CloudSettings {
 }
 
 /// The variables the cloud backends read.
-pub const CLOUD_VARIABLES: [&str; 18] = [
+pub const CLOUD_VARIABLES: [&str; 20] = [
     "EVENT_BUS_ADAPTER",
     "EVENT_BUS_NAME",
     "AWS_REGION",
@@ -137,6 +140,8 @@ pub const CLOUD_VARIABLES: [&str; 18] = [
     "EVENTFLOW_TABLE_PREFIX",
     "WORK_QUEUE_ADAPTER",
     "EVENTFLOW_SQS_WAIT_SECONDS",
+    "EVENTFLOW_SQS_VISIBILITY_SECONDS",
+    "PUBSUB_ACK_DEADLINE_SECONDS",
 ];
 
 /// The `--help` text.
@@ -156,7 +161,11 @@ Options (each also read from the environment variable in brackets):
                               shipping 3006, notification 3007, saga 3008
   --jwt-secret SECRET         HS256 secret [JWT_SECRET] (default: a development secret)
   --payment-max-order-cents N decline orders above N cents [PAYMENT_MAX_ORDER_CENTS] (default 200000)
-  --saga-step-timeout-ms N    saga step deadline [SAGA_STEP_TIMEOUT_MS] (default 10000)
+  --saga-step-timeout-ms N    how long each send of a saga step waits for its reply before
+                              it is resent [SAGA_STEP_TIMEOUT_MS] (default 10000)
+  --saga-step-sends N         sends of a saga step before it fails and the order is cancelled
+                              [SAGA_STEP_SENDS] (default 6: 91 s with the default timeout);
+                              CompleteOrder, the pivot, is resent until it answers
   --notification-visibility-seconds N
                               how long a queued notification being handled stays hidden
                               [NOTIFICATION_VISIBILITY_SECONDS] (default 30)
@@ -176,6 +185,12 @@ Backends (environment only):
   EVENTFLOW_TABLE_PREFIX      table names: <prefix><service>-events|-meta (default commerce-)
   EVENTFLOW_RESOURCE_PREFIX   prefix of queue, rule and subscription names
   EVENTFLOW_PROVISION         false: never create bus resources at start (use `provision`)
+  EVENTFLOW_SQS_VISIBILITY_SECONDS
+                              eventbridge: how long a message a dead process held stays
+                              hidden (default 10)
+  PUBSUB_ACK_DEADLINE_SECONDS pubsub: the same, the subscriptions' ack deadline (default 10)
+  A saga step's budget (timeout x sends, plus the waits between sends) must be at least twice
+  the last two: the app refuses to start otherwise, naming both.
 ";
 
 /// What the command line asked for.
@@ -335,6 +350,10 @@ impl Config {
                 get("SAGA_STEP_TIMEOUT_MS"),
                 10_000,
             )?),
+            step_sends: match number("SAGA_STEP_SENDS", get("SAGA_STEP_SENDS"), 6)? {
+                0 => return Err("SAGA_STEP_SENDS=0: a step is sent at least once".into()),
+                sends => sends,
+            },
         })))
     }
 
@@ -409,7 +428,7 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "NOTIFICATION_VISIBILITY_SECONDS",
     "EMAIL_LATENCY_MS",
     "HOST",
@@ -418,6 +437,7 @@ const KNOWN: [&str; 8] = [
     "PAYMENT_MAX_ORDER_CENTS",
     "LOG_FORMAT",
     "SAGA_STEP_TIMEOUT_MS",
+    "SAGA_STEP_SENDS",
 ];
 
 #[cfg(test)]
@@ -473,6 +493,11 @@ mod tests {
                 .contains("JWT_SECRET")
         );
         assert!(parse(&[], &["--nope", "1"]).unwrap_err().contains("--nope"));
+        assert!(
+            parse(&[("SAGA_STEP_SENDS", "0")], &[])
+                .unwrap_err()
+                .contains("SAGA_STEP_SENDS")
+        );
         assert!(
             parse(&[], &["--bogus-port", "1"])
                 .unwrap_err()

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use eventflow_saga::SagaDefinition;
+use eventflow_saga::{Backoff, SagaDefinition};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -113,16 +113,27 @@ pub(crate) mod saga {
     pub(crate) const ORDER_CANCELLATION_FAILED: &str = "OrderCancellationFailed";
 }
 
+/// How a PlaceOrder step is resent after a deadline: 1 s doubling to 30 s between sends.
+const RESEND_FIRST_WAIT: Duration = Duration::from_secs(1);
+const RESEND_LONGEST_WAIT: Duration = Duration::from_secs(30);
+
 /// PlaceOrder: reserve inventory, authorize payment, create the shipment, complete the order. A
 /// failed step undoes the steps before it in reverse order, then the order is cancelled.
-pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
+///
+/// Each send waits `step_timeout` for its reply; a step is sent `step_sends` times (the same
+/// command, which participants answer from what they recorded) before it fails. CompleteOrder is
+/// the pivot: once it is sent the saga never compensates (it is resent until ordering answers),
+/// so payment may capture on `OrderCompleted`.
+pub(crate) fn place_order(step_timeout: Duration, step_sends: u32) -> SagaDefinition {
     use saga::*;
+    let resend = Backoff::new(step_sends, RESEND_FIRST_WAIT, RESEND_LONGEST_WAIT);
     SagaDefinition::builder(NAME)
         .triggered_by(events::ORDER_PLACED)
         .step(RESERVE_INVENTORY, |s| {
             s.on_success(INVENTORY_RESERVED)
                 .on_failure(INVENTORY_RESERVATION_FAILED)
                 .timeout(step_timeout)
+                .resend(resend)
                 .compensate_with(RELEASE_INVENTORY, |c| {
                     c.on_success(INVENTORY_RELEASED)
                         .on_failure(INVENTORY_RELEASE_FAILED)
@@ -132,6 +143,7 @@ pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
             s.on_success(PAYMENT_AUTHORIZED)
                 .on_failure(PAYMENT_DECLINED)
                 .timeout(step_timeout)
+                .resend(resend)
                 .compensate_with(CANCEL_PAYMENT, |c| {
                     c.on_success(PAYMENT_CANCELLED)
                         .on_failure(PAYMENT_CANCELLATION_FAILED)
@@ -141,6 +153,7 @@ pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
             s.on_success(SHIPMENT_CREATED)
                 .on_failure(SHIPMENT_FAILED)
                 .timeout(step_timeout)
+                .resend(resend)
                 .compensate_with(CANCEL_SHIPMENT, |c| {
                     c.on_success(SHIPMENT_CANCELLED)
                         .on_failure(SHIPMENT_CANCELLATION_FAILED)
@@ -150,6 +163,8 @@ pub(crate) fn place_order(step_timeout: Duration) -> SagaDefinition {
             s.on_success(ORDER_COMPLETION_RECORDED)
                 .on_failure(ORDER_COMPLETION_FAILED)
                 .timeout(step_timeout)
+                .resend(resend)
+                .pivot()
         })
         .on_compensated(CANCEL_ORDER, |c| {
             c.on_success(ORDER_CANCELLATION_RECORDED)
@@ -173,7 +188,16 @@ pub(crate) fn order_of(
 mod tests {
     #[test]
     fn place_order_builds() {
-        let definition = super::place_order(std::time::Duration::from_secs(5));
+        let definition = super::place_order(std::time::Duration::from_secs(10), 6);
         assert_eq!(definition.command_types().len(), 8);
+        assert_eq!(
+            definition.pivot().map(|i| definition.steps[i].name.as_str()),
+            Some("CompleteOrder")
+        );
+        assert_eq!(
+            definition.steps[0].budget(),
+            std::time::Duration::from_secs(6 * 10 + 1 + 2 + 4 + 8 + 16),
+            "the budget --help gives"
+        );
     }
 }

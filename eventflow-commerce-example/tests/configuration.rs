@@ -1,5 +1,6 @@
 //! The distributed mode's configuration, against the binary: a missing or wrong setting stops the
-//! process at start with one line naming it; a database that cannot be reached makes `/ready`
+//! process at start with one line naming it, and so does a saga step budget shorter than the
+//! bus's redelivery time; a database that cannot be reached makes `/ready`
 //! answer 503 (and `/health` 200) until it can, then the service is ready without a restart.
 //! Needs the `cloud` feature.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -137,6 +138,32 @@ fn deployment(aws: &str) -> Vec<(&'static str, String)> {
         ("WORK_QUEUE_ADAPTER", "sqs".into()),
     ]);
     env
+}
+
+/// A saga step that would fail before the bus gives back a message a crashed process held is
+/// refused at start, with both settings named; the defaults fit.
+#[test]
+fn a_step_budget_the_bus_can_outlast_is_refused_naming_both_settings() {
+    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
+        return;
+    };
+    let mut env = deployment(aws);
+    // 2 sends of 1 s (1 s apart): 3 s, against a message held for 10 minutes.
+    env.extend([
+        ("SAGA_STEP_TIMEOUT_MS", "1000".to_owned()),
+        ("SAGA_STEP_SENDS", "2".to_owned()),
+        ("EVENTFLOW_SQS_VISIBILITY_SECONDS", "600".to_owned()),
+        ("SAGA_PORT", support::free_port().to_string()),
+    ]);
+    let (code, stderr) = run(&env, &["serve", "saga"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    for named in [
+        "SAGA_STEP_TIMEOUT_MS=1000",
+        "SAGA_STEP_SENDS=2",
+        "EVENTFLOW_SQS_VISIBILITY_SECONDS=600",
+    ] {
+        assert!(stderr.contains(named), "names {named}: {stderr}");
+    }
 }
 
 /// `provision` run twice: the second run succeeds and changes nothing (no second seed of the

@@ -91,6 +91,12 @@ impl SagaQuery {
         &self.sagas.decider().definition().name
     }
 
+    /// The definition of the sagas queried (to show a step's budget or the pivot beside its
+    /// state).
+    pub fn definition(&self) -> &SagaDefinition {
+        self.sagas.decider().definition()
+    }
+
     /// The index of this saga type.
     pub fn index(&self) -> &SagaIndex {
         &self.index

@@ -335,12 +335,12 @@ async fn failure_at_step_3_undoes_payment_then_inventory() {
 #[tokio::test]
 async fn duplicate_deliveries_never_apply_an_effect_twice() {
     let bus = InMemoryBus::with_options(InMemoryBusOptions::new().duplicate_deliveries(true));
-    let faults = Arc::new(RefuseStep("CompleteOrder", "fraud check failed"));
+    let faults = Arc::new(RefuseStep("CreateShipment", "address check failed"));
     let (world, orchestrator, _sub) = World::running(bus, faults).await;
 
     for i in 0..6 {
         let id = format!("order-{i}");
-        // Orders 0..4 fit the stock of 10 (2 each); order 5 does not; all fail at CompleteOrder.
+        // Orders 0..4 fit the stock of 10 (2 each); order 5 does not; all fail at CreateShipment.
         orchestrator
             .start(&id, &PlaceOrder::new(&id, 2, 5_00), Metadata::new())
             .await
@@ -362,10 +362,11 @@ async fn duplicate_deliveries_never_apply_an_effect_twice() {
     }
 }
 
-/// Acknowledges (drops) the first message of one type, then delegates: a lost command.
+/// Acknowledges (drops) the first `count` messages of one type, then delegates: lost commands.
 struct DropFirst {
     message_type: &'static str,
-    dropped: Mutex<Option<Message>>,
+    count: usize,
+    dropped: Mutex<Vec<Message>>,
     inner: Arc<dyn MessageHandler>,
 }
 
@@ -374,8 +375,8 @@ impl MessageHandler for DropFirst {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         {
             let mut dropped = self.dropped.lock().expect("lock");
-            if delivery.message.message_type == self.message_type && dropped.is_none() {
-                *dropped = Some(delivery.message);
+            if delivery.message.message_type == self.message_type && dropped.len() < self.count {
+                dropped.push(delivery.message);
                 return Ok(());
             }
         }
@@ -383,17 +384,32 @@ impl MessageHandler for DropFirst {
     }
 }
 
-#[tokio::test]
-async fn a_step_timeout_compensates_the_timed_out_step_and_refuses_its_late_command() {
+/// What [`with_lost_shipments`] sets up.
+struct LostShipments {
+    world: World,
+    black_hole: Arc<DropFirst>,
+    clock: ManualClock,
+    orchestrator: Orchestrator<PlaceOrder>,
+    _subscription: SubscriptionHandle,
+}
+
+/// The world with shipping behind a [`DropFirst`] of `lost` CreateShipment commands, and an
+/// orchestrator on a manual clock running `definition` with order `order_id` started; returns
+/// once the first CreateShipment was swallowed.
+async fn with_lost_shipments(
+    lost: usize,
+    definition: SagaDefinition,
+    order_id: &str,
+) -> LostShipments {
     let mut world = World::new(InMemoryBus::new(), Arc::new(NoFaults)).await;
     world
         .subscribe_participants(&["inventory", "payments", "ordering"])
         .await;
-    let shipping = world.handler("shipping");
     let black_hole = Arc::new(DropFirst {
         message_type: "CreateShipment",
-        dropped: Mutex::new(None),
-        inner: Arc::clone(&shipping),
+        count: lost,
+        dropped: Mutex::new(Vec::new()),
+        inner: world.handler("shipping"),
     });
     let sub = world
         .bus
@@ -408,31 +424,73 @@ async fn a_step_timeout_compensates_the_timed_out_step_and_refuses_its_late_comm
         .await
         .unwrap();
     world.handles.push(sub);
-
     let clock = ManualClock::new();
-    let orchestrator = world.orchestrator_at(definition(), &clock);
-    let _sub = orchestrator.subscribe().await.unwrap();
+    let orchestrator = world.orchestrator_at(definition, &clock);
+    let subscription = orchestrator.subscribe().await.unwrap();
     orchestrator
-        .start(
-            "order-t",
-            &PlaceOrder::new("order-t", 1, 1_00),
-            Metadata::new(),
-        )
+        .start(order_id, &PlaceOrder::new(order_id, 1, 1_00), Metadata::new())
         .await
         .unwrap();
-
-    // Wait until CreateShipment was sent (and swallowed).
+    let swallowed = Arc::clone(&black_hole);
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let dropped = black_hole.dropped.lock().unwrap().is_some();
+            let dropped = !swallowed.dropped.lock().unwrap().is_empty();
             async move { dropped }
         })
         .await
     );
+    LostShipments {
+        world,
+        black_hole,
+        clock,
+        orchestrator,
+        _subscription: subscription,
+    }
+}
+
+#[tokio::test]
+async fn a_lost_command_is_resent_at_its_deadline_and_the_saga_completes() {
+    let lost = with_lost_shipments(1, definition(), "order-r").await;
+    let (clock, orchestrator) = (&lost.clock, &lost.orchestrator);
     assert_eq!(orchestrator.fire_due_timers().await, 0, "not due yet");
     clock.advance(Duration::from_secs(31));
-    assert_eq!(orchestrator.fire_due_timers().await, 1);
-    finished(&orchestrator, 1).await;
+    assert_eq!(orchestrator.fire_due_timers().await, 1, "the deadline passes");
+    let waiting = orchestrator.query().get("order-r").await.unwrap().unwrap();
+    assert_eq!(waiting.status, Some(SagaStatus::Running), "not failed");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(orchestrator.fire_due_timers().await, 1, "the resend");
+    finished(orchestrator, 1).await;
+
+    let state = orchestrator.query().get("order-r").await.unwrap().unwrap();
+    assert_eq!(state.status, Some(SagaStatus::Completed));
+    assert_eq!(state.steps[2].attempt, 2, "CreateShipment was sent twice");
+    assert_eq!(lost.black_hole.dropped.lock().unwrap().len(), 1);
+    assert_eq!(
+        load::<Shipment>(&lost.world.shop.shipping, "order-r")
+            .await
+            .active,
+        1,
+        "shipped once"
+    );
+    for (key, events) in lost.world.effects_by_key().await {
+        assert_eq!(events.len(), 1, "{key} applied {events:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_step_whose_every_send_is_lost_is_compensated_and_its_late_commands_refused() {
+    let mut definition = definition();
+    for step in &mut definition.steps {
+        step.resend = Backoff::new(2, Duration::from_secs(1), Duration::from_secs(1));
+    }
+    let lost = with_lost_shipments(2, definition, "order-t").await;
+    let orchestrator = &lost.orchestrator;
+    // Send 1's deadline, the resend 1 s later, send 2's deadline: the budget is spent.
+    for advance in [31, 1, 30] {
+        lost.clock.advance(Duration::from_secs(advance));
+        assert_eq!(orchestrator.fire_due_timers().await, 1);
+    }
+    finished(orchestrator, 1).await;
 
     let state = orchestrator.query().get("order-t").await.unwrap().unwrap();
     assert_eq!(state.status, Some(SagaStatus::Compensated));
@@ -445,25 +503,23 @@ async fn a_step_timeout_compensates_the_timed_out_step_and_refuses_its_late_comm
             "final command CancelOrder"
         ]
     );
-    // The lost command finally arrives: the compensation's tombstone refuses it.
-    let late = black_hole.dropped.lock().unwrap().take().unwrap();
-    shipping
-        .handle(Delivery::new(late, "shipping-lossy", 1))
-        .await
-        .unwrap();
+    // The lost commands finally arrive: the compensation's tombstone refuses them.
+    let shipping = lost.world.handler("shipping");
+    let late: Vec<Message> = std::mem::take(&mut *lost.black_hole.dropped.lock().unwrap());
+    assert_eq!(late.len(), 2);
+    for message in late {
+        shipping
+            .handle(Delivery::new(message, "shipping-lossy", 1))
+            .await
+            .unwrap();
+    }
     assert_eq!(
-        load::<Shipment>(&world.shop.shipping, "order-t")
+        load::<Shipment>(&lost.world.shop.shipping, "order-t")
             .await
             .active,
         0
     );
-    assert_eq!(world.stock().await, STOCK);
-    assert_eq!(
-        load::<Payment>(&world.shop.payments, "order-t")
-            .await
-            .authorized,
-        0
-    );
+    assert_eq!(lost.world.stock().await, STOCK);
 }
 
 #[tokio::test]
@@ -556,7 +612,8 @@ async fn a_deadline_stored_before_a_crash_fires_after_the_restart() {
     first_sub.unsubscribe().await;
     drop(first);
 
-    // Down for a minute: CreateShipment's deadline passed meanwhile.
+    // Down for a minute: CreateShipment's deadline passed meanwhile (its command went nowhere:
+    // shipping was not subscribed).
     clock.advance(Duration::from_secs(60));
     world.subscribe_participants(&["shipping"]).await;
     let second = world.orchestrator_at(definition(), &clock);
@@ -567,11 +624,13 @@ async fn a_deadline_stored_before_a_crash_fires_after_the_restart() {
             .next_deadline()
             .is_some_and(|d| d <= clock_now(&clock))
     );
-    assert_eq!(second.fire_due_timers().await, 1);
+    assert_eq!(second.fire_due_timers().await, 1, "the stored deadline");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(second.fire_due_timers().await, 1, "the resend");
     finished(&second, 1).await;
     let state = second.query().get("order-d").await.unwrap().unwrap();
-    assert_eq!(state.status, Some(SagaStatus::Compensated));
-    assert_eq!(world.stock().await, STOCK);
+    assert_eq!(state.status, Some(SagaStatus::Completed));
+    assert_eq!(world.stock().await, STOCK - 1);
 }
 
 fn clock_now(clock: &ManualClock) -> chrono::DateTime<chrono::Utc> {

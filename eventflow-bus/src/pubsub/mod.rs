@@ -92,8 +92,11 @@ pub struct PubSubConfig {
     /// Whether the bus creates what it uses: the topic, and on `subscribe` the subscription and
     /// its dead-letter and redrive topics and subscriptions (default `true`).
     pub provision: bool,
-    /// The subscriptions' ack deadline; held messages are extended every third of it
-    /// (default 60 s, Pub/Sub allows 10–600 s).
+    /// The subscriptions' ack deadline; held messages are extended every third of it, so a live
+    /// subscriber keeps a slow handler's message. It is how long a message a **dead** subscriber
+    /// held waits before Pub/Sub delivers it again, and, with ordering keys, how long every later
+    /// message of its key waits behind it: hence the default of 10 s, Pub/Sub's least (it allows
+    /// 10–600 s).
     pub ack_deadline: Duration,
     /// Also give the subscription a server-side dead-letter policy to `S.dead-letters` with
     /// `max_delivery_attempts` = the retry policy's attempts clamped to Pub/Sub's 5–100 (default
@@ -110,7 +113,7 @@ impl PubSubConfig {
         PubSubConfig {
             topic: topic.into(),
             provision: true,
-            ack_deadline: Duration::from_secs(60),
+            ack_deadline: Duration::from_secs(10),
             server_dead_letter_policy: false,
         }
     }

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use eventflow_saga::{SagaQuery, SagaState, SagaStatus, StepStatus};
+use eventflow_saga::{SagaDefinition, SagaQuery, SagaState, SagaStatus, StepStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -40,6 +40,21 @@ pub(crate) struct StepView {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// How many times the command was sent: a deadline without a reply resends it.
+    attempts: u32,
+    /// The sends the step may take before it fails (its resend budget); absent at and after
+    /// the pivot, where the step is resent until it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    /// How long the step waits for a reply over all its sends before it fails, in
+    /// milliseconds; absent at and after the pivot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_ms: Option<u64>,
+    /// True for the pivot: once it is sent, the saga only goes forward.
+    pivot: bool,
+    /// When the command is sent again, while a deadline has passed and the resend waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resend_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -69,7 +84,7 @@ pub(crate) struct SagaView {
     history: Vec<HistoryView>,
 }
 
-fn view(state: SagaState, history: Vec<HistoryView>) -> SagaView {
+fn view(definition: &SagaDefinition, state: SagaState, history: Vec<HistoryView>) -> SagaView {
     SagaView {
         saga_id: state.saga_id,
         saga_type: state.saga_type,
@@ -80,10 +95,20 @@ fn view(state: SagaState, history: Vec<HistoryView>) -> SagaView {
         steps: state
             .steps
             .into_iter()
-            .map(|s| StepView {
-                name: s.name,
-                status: step_status_name(s.status),
-                reason: s.reason,
+            .enumerate()
+            .map(|(index, s)| {
+                let def = definition.step(index);
+                let bounded = def.filter(|_| !definition.is_forward_only(index));
+                StepView {
+                    name: s.name,
+                    status: step_status_name(s.status),
+                    reason: s.reason,
+                    attempts: s.attempt,
+                    max_attempts: bounded.map(|d| d.resend.max_attempts),
+                    budget_ms: bounded.map(|d| d.budget().as_millis() as u64),
+                    pivot: def.is_some_and(|d| d.pivot),
+                    resend_at: s.resend_at,
+                }
             })
             .collect(),
         compensations: state
@@ -121,7 +146,7 @@ async fn get_one(
             recorded_at: h.recorded_at,
         })
         .collect();
-    Ok(Json(view(state, history)))
+    Ok(Json(view(query.definition(), state, history)))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema)]

@@ -2,14 +2,14 @@
 //! timers, the routes.
 
 use std::sync::Arc;
-use std::time::Duration;
-
+use eventflow_bus::Redelivery;
 use eventflow_core::MessageHandler;
-use eventflow_saga::Orchestrator;
+use eventflow_saga::{Orchestrator, SagaDefinition};
 use tokio::task::JoinHandle;
 
 use crate::app::StartError;
-use crate::contract::{self, PlacedOrder};
+use crate::config::Config;
+use crate::contract::PlacedOrder;
 use crate::platform::messaging::{ContextInfra, Started};
 use crate::platform::server::Shutdown;
 
@@ -17,12 +17,12 @@ use crate::platform::server::Shutdown;
 /// until `shutdown` (the returned task).
 pub(crate) async fn start(
     infra: &ContextInfra,
-    step_timeout: Duration,
+    definition: SagaDefinition,
     shutdown: &Shutdown,
 ) -> Result<(Started, JoinHandle<()>), StartError> {
     let failed = |e: eventflow_saga::Error| StartError::wiring(infra.service, e);
     let orchestrator = Orchestrator::<PlacedOrder>::builder(
-        contract::place_order(step_timeout),
+        definition,
         Arc::clone(&infra.store),
         Arc::clone(&infra.bus),
     )
@@ -60,4 +60,39 @@ pub(crate) async fn start(
         consumers: vec![replies],
     };
     Ok((started, timers))
+}
+
+/// Refuses a saga step budget the bus can outlast. A participant that dies holding a command (or
+/// an orchestrator holding a reply) gets it back only after the bus's redelivery time, and on
+/// Pub/Sub every later message of its ordering key waits behind it: a step that fails sooner
+/// than twice that (the held message, then the resend behind it) would cancel valid orders
+/// whenever a process crashes.
+pub(crate) fn check_timing(
+    definition: &SagaDefinition,
+    redelivery: Option<Redelivery>,
+    config: &Config,
+) -> Result<(), StartError> {
+    let Some(Redelivery { after, setting, .. }) = redelivery else {
+        return Ok(());
+    };
+    let budget = definition
+        .steps
+        .iter()
+        .map(|step| step.budget())
+        .min()
+        .unwrap_or_default();
+    let needed = after.saturating_mul(2);
+    if budget >= needed {
+        return Ok(());
+    }
+    Err(StartError::Settings(format!(
+        "a saga step fails after {} s (SAGA_STEP_TIMEOUT_MS={} x SAGA_STEP_SENDS={}, with the \
+         waits between sends), less than twice {setting}={} s, the time the bus may take to \
+         deliver again a message a crashed process held: a crash would cancel valid orders. \
+         Raise SAGA_STEP_TIMEOUT_MS or SAGA_STEP_SENDS, or lower {setting}",
+        budget.as_secs(),
+        config.step_timeout.as_millis(),
+        config.step_sends,
+        after.as_secs(),
+    )))
 }

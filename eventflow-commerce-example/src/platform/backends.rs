@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings};
+use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Redelivery};
 use eventflow_core::{
     CheckpointStore, EventBus, EventStore, InMemoryBus, InMemoryCheckpointStore,
     InMemoryEventStore, InMemorySnapshotStore, Outbox, SnapshotStore,
@@ -98,6 +98,16 @@ impl Backends {
             Backends::Local { .. } => Duration::from_millis(200),
             #[cfg(feature = "cloud")]
             Backends::Cloud(_) => Duration::from_secs(2),
+        }
+    }
+
+    /// How long the bus may take to deliver again a message a dead process held (`None` in
+    /// memory).
+    pub(crate) fn redelivery(&self) -> Option<Redelivery> {
+        match self {
+            Backends::Local { .. } => None,
+            #[cfg(feature = "cloud")]
+            Backends::Cloud(cloud) => cloud.redelivery(),
         }
     }
 

@@ -39,6 +39,11 @@ impl Cloud {
         })
     }
 
+    /// How long the bus may take to deliver again a message a dead process held.
+    pub(crate) fn redelivery(&self) -> Option<eventflow_bus::Redelivery> {
+        self.bus.redelivery()
+    }
+
     pub(crate) fn bus(&self) -> Arc<dyn EventBus> {
         Arc::clone(&self.bus) as Arc<dyn EventBus>
     }

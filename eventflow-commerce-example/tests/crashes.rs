@@ -10,21 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{App, USER, order};
+use support::{App, USER, history_count as count, order};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the tests run.
 const DEPLOYMENT: support::Deployment = support::Deployment::Services("eventbridge");
-
-fn count(saga: &Value, event_type: &str) -> usize {
-    saga["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|entry| entry["eventType"] == event_type)
-        .count()
-}
 
 /// The order and its saga completed, and the saga recorded each of its four steps' success once.
 async fn completed_each_step_once(app: &App, token: &str, order_id: &str) {

@@ -1,0 +1,170 @@
+//! How long a message waits when the process holding it is killed with SIGKILL, on each cloud
+//! adapter: the number a saga's step deadline must exceed (`AnyBus::redelivery`).
+//!
+//! The test binary runs itself again as the holder process (the ignored test `holder`): it
+//! subscribes through `from_env`, and its handler announces the message and never returns, so the
+//! message stays leased (its visibility or ack deadline extended) until the process dies. The
+//! test then kills it, subscribes the same subscription in its own process, and measures the time
+//! from the kill to the delivery.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use eventflow_bus::{Adapter, config, testkit};
+use eventflow_core::bus::{EventBus, Message, MessageHandler, Subscription, handler_fn};
+use serde_json::json;
+use support::Recorder;
+
+/// Set in the holder process: the subscription to hold a message of.
+const HOLDER: &str = "EVENTFLOW_REDELIVERY_HOLDER";
+
+/// The holder process (run by the tests below, not alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the holder process of the redelivery tests: they run it"]
+async fn holder() {
+    let subscription = std::env::var(HOLDER).expect("run by the redelivery tests");
+    let bus = eventflow_bus::from_env().await.expect("the bus");
+    let handler: Arc<dyn MessageHandler> = handler_fn(|delivery| async move {
+        println!("HOLDING {}", delivery.message.id);
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    let _handle = bus
+        .subscribe(Subscription::new(subscription), handler)
+        .await
+        .expect("subscribe");
+    println!("SUBSCRIBED");
+    std::future::pending::<()>().await;
+}
+
+/// The settings of a bus of its own on the emulator of `adapter`, with the adapters' defaults.
+fn settings(adapter: Adapter) -> Option<HashMap<&'static str, String>> {
+    let mut env = HashMap::new();
+    match adapter {
+        Adapter::EventBridge => {
+            env.insert("EVENT_BUS_ADAPTER", "eventbridge".to_owned());
+            env.insert("EVENT_BUS_NAME", testkit::unique_name("ef-redelivery"));
+            env.insert("EVENTFLOW_RESOURCE_PREFIX", testkit::unique_name("ef-rd") + "-");
+            env.insert("EVENTFLOW_SQS_WAIT_SECONDS", "1".to_owned());
+            env.insert("AWS_REGION", "us-east-1".to_owned());
+            env.insert("AWS_ENDPOINT_URL", testkit::moto_endpoint()?.to_owned());
+            env.insert("AWS_ACCESS_KEY_ID", "testing".to_owned());
+            env.insert("AWS_SECRET_ACCESS_KEY", "testing".to_owned());
+        }
+        Adapter::PubSub => {
+            env.insert("EVENT_BUS_ADAPTER", "pubsub".to_owned());
+            env.insert("PUBSUB_PROJECT_ID", testkit::PUBSUB_PROJECT.to_owned());
+            env.insert("PUBSUB_TOPIC", testkit::unique_name("ef-redelivery"));
+            env.insert(
+                "PUBSUB_EMULATOR_HOST",
+                testkit::pubsub_emulator_host()?.to_owned(),
+            );
+        }
+        _ => unreachable!("cloud adapters only"),
+    }
+    Some(env)
+}
+
+/// Starts the holder process on `subscription`; the lines it prints arrive on the receiver.
+fn start_holder(
+    env: &HashMap<&'static str, String>,
+    subscription: &str,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["holder", "--exact", "--ignored", "--nocapture"])
+        .envs(env)
+        .env(HOLDER, subscription)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the holder starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (lines, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// Waits for a line starting with `prefix` from the holder.
+fn expect_line(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with(prefix) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("the holder never printed {prefix}"),
+        }
+    }
+}
+
+async fn sigkill_to_redelivery(adapter: Adapter) {
+    let Some(env) = settings(adapter) else {
+        return;
+    };
+    let bus = config::from_lookup(|name| env.get(name).cloned())
+        .await
+        .expect("the bus");
+    let redelivery = bus.redelivery().expect("a cloud bus redelivers");
+    let subscription = testkit::unique_name("ef-held");
+    let (mut holder, lines) = start_holder(&env, &subscription);
+    expect_line(&lines, "SUBSCRIBED");
+    let message = Message::new("Held", "eventflow.test", json!({"n": 1})).with_ordering_key("k-1");
+    bus.publish(vec![message.clone()]).await.expect("publish");
+    let held = expect_line(&lines, "HOLDING");
+    assert_eq!(held, format!("HOLDING {}", message.id));
+    // Held past a lease extension, so the measured wait is the deadline, not a first lease.
+    tokio::time::sleep(redelivery.after / 2 + Duration::from_secs(1)).await;
+    holder.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    holder.wait().expect("reaped");
+
+    let recorder = Recorder::default();
+    let handle = bus
+        .subscribe(Subscription::new(&subscription), recorder.acking())
+        .await
+        .expect("subscribe again");
+    let limit = redelivery.after + Duration::from_secs(20);
+    assert!(
+        recorder
+            .wait_for_delivered(std::slice::from_ref(&message.id), limit)
+            .await,
+        "not redelivered within {limit:?} of the SIGKILL"
+    );
+    let waited = killed.elapsed();
+    println!(
+        "{adapter:?}: SIGKILL to redelivery {:.1} s ({}={} s)",
+        waited.as_secs_f64(),
+        redelivery.setting,
+        redelivery.after.as_secs()
+    );
+    assert!(
+        waited <= redelivery.after + Duration::from_secs(15),
+        "{waited:?} is far past {}={:?}",
+        redelivery.setting,
+        redelivery.after
+    );
+    handle.unsubscribe().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventbridge_sigkill_to_redelivery() {
+    sigkill_to_redelivery(Adapter::EventBridge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_sigkill_to_redelivery() {
+    sigkill_to_redelivery(Adapter::PubSub).await;
+}

@@ -272,7 +272,16 @@ impl<P: Projection> Projector<P> {
 impl<P: Projection> MessageHandler for Projector<P> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let event = message_to_event(&delivery.message)?;
-        self.apply(event).await?;
+        let (stream, version) = (event.stream_id.clone(), event.version);
+        let outcome = self.apply(event).await;
+        tracing::debug!(
+            projection = self.projection.name(),
+            %stream,
+            version,
+            outcome = ?outcome,
+            "projected a delivery"
+        );
+        outcome?;
         Ok(())
     }
 }

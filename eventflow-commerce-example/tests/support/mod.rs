@@ -380,9 +380,32 @@ impl App {
             if order["status"] != "PENDING" {
                 return order;
             }
-            assert!(Instant::now() < deadline, "order {order_id} still pending");
+            if Instant::now() >= deadline {
+                let (_, saga) = self.get("saga", &format!("/sagas/{order_id}"), None).await;
+                panic!(
+                    "order {order_id} still pending; its saga: {saga}\nthe log lines naming it:\n{}",
+                    self.trail(order_id)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The log lines that mention `needle`, and every warning and error, each after the
+    /// arguments of the process that wrote it (the last 200): what happened to one order across
+    /// the services.
+    pub fn trail(&self, needle: &str) -> String {
+        let logs = self.logs.lock().unwrap();
+        let lines: Vec<String> = logs
+            .iter()
+            .filter(|(_, line)| {
+                line.contains(needle)
+                    || line.contains(r#""level":"WARN""#)
+                    || line.contains(r#""level":"ERROR""#)
+            })
+            .map(|(index, line)| format!("[{}] {line}", self.processes[*index].args.join(" ")))
+            .collect();
+        lines[lines.len().saturating_sub(200)..].join("\n")
     }
 
     /// A product's stock: (available, reserved).

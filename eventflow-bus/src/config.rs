@@ -275,7 +275,10 @@ fn parse_bool(value: Option<String>, setting: &'static str) -> Result<Option<boo
 }
 
 /// A whole number of seconds within `range`, if set.
-#[cfg_attr(not(any(feature = "eventbridge", feature = "pubsub")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "eventbridge", feature = "pubsub")),
+    allow(dead_code)
+)]
 fn seconds_setting(
     get: &impl Fn(&str) -> Option<String>,
     setting: &'static str,

@@ -17,6 +17,7 @@
 //! endpoint from the environment is used instead of starting one: `EVENTFLOW_MOTO_ENDPOINT` for moto,
 //! `PUBSUB_EMULATOR_HOST` for Pub/Sub. The emulators are `eventflow-testkit`'s.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use eventflow_testkit::moto::{self, Role};
@@ -35,6 +36,34 @@ pub fn moto_endpoint() -> Option<&'static str> {
 /// ([`eventflow_testkit::pubsub::emulator_host`]).
 pub fn pubsub_emulator_host() -> Option<&'static str> {
     eventflow_testkit::pubsub::emulator_host()
+}
+
+/// The settings [`from_lookup`](crate::from_lookup) reads for a bus of its own on the emulator of
+/// `adapter` (an empty map for [`Adapter::Local`](crate::Adapter::Local)), with the adapters'
+/// defaults otherwise. `None` when the emulator is missing (after a loud SKIPPED line; a panic
+/// when `CI=true`).
+pub fn adapter_settings(adapter: crate::Adapter) -> Option<HashMap<&'static str, String>> {
+    let mut env = HashMap::new();
+    match adapter {
+        crate::Adapter::EventBridge => {
+            env.insert("EVENT_BUS_ADAPTER", "eventbridge".to_owned());
+            env.insert("EVENT_BUS_NAME", unique_name("ef-bus"));
+            env.insert("EVENTFLOW_RESOURCE_PREFIX", unique_name("ef") + "-");
+            env.insert("EVENTFLOW_SQS_WAIT_SECONDS", "1".to_owned());
+            env.insert("AWS_REGION", "us-east-1".to_owned());
+            env.insert("AWS_ENDPOINT_URL", moto_endpoint()?.to_owned());
+            env.insert("AWS_ACCESS_KEY_ID", "testing".to_owned());
+            env.insert("AWS_SECRET_ACCESS_KEY", "testing".to_owned());
+        }
+        crate::Adapter::PubSub => {
+            env.insert("EVENT_BUS_ADAPTER", "pubsub".to_owned());
+            env.insert("PUBSUB_PROJECT_ID", PUBSUB_PROJECT.to_owned());
+            env.insert("PUBSUB_TOPIC", unique_name("ef-topic"));
+            env.insert("PUBSUB_EMULATOR_HOST", pubsub_emulator_host()?.to_owned());
+        }
+        _ => {}
+    }
+    Some(env)
 }
 
 /// A name unique to this call: `prefix` and a random suffix.

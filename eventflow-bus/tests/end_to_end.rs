@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,32 +18,7 @@ use serde_json::json;
 use support::Recorder;
 
 async fn bus(adapter: Adapter) -> Option<AnyBus> {
-    let mut env: HashMap<&str, String> = HashMap::new();
-    match adapter {
-        Adapter::Local => {}
-        Adapter::EventBridge => {
-            env.insert("EVENT_BUS_ADAPTER", "eventbridge".into());
-            env.insert("EVENT_BUS_NAME", testkit::unique_name("ef-e2e"));
-            env.insert(
-                "EVENTFLOW_RESOURCE_PREFIX",
-                testkit::unique_name("ef-e2e") + "-",
-            );
-            env.insert("AWS_REGION", "us-east-1".into());
-            env.insert("AWS_ENDPOINT_URL", testkit::moto_endpoint()?.to_owned());
-            env.insert("AWS_ACCESS_KEY_ID", "testing".into());
-            env.insert("AWS_SECRET_ACCESS_KEY", "testing".into());
-        }
-        Adapter::PubSub => {
-            env.insert("EVENT_BUS_ADAPTER", "pubsub".into());
-            env.insert("PUBSUB_PROJECT_ID", testkit::PUBSUB_PROJECT.into());
-            env.insert("PUBSUB_TOPIC", testkit::unique_name("ef-e2e"));
-            env.insert(
-                "PUBSUB_EMULATOR_HOST",
-                testkit::pubsub_emulator_host()?.to_owned(),
-            );
-        }
-        _ => unreachable!("no other adapter"),
-    }
+    let env = testkit::adapter_settings(adapter)?;
     let bus = config::from_lookup(|name| env.get(name).cloned())
         .await
         .expect("from_lookup builds the bus");

@@ -48,34 +48,6 @@ async fn holder() {
     std::future::pending::<()>().await;
 }
 
-/// The settings of a bus of its own on the emulator of `adapter`, with the adapters' defaults.
-fn settings(adapter: Adapter) -> Option<HashMap<&'static str, String>> {
-    let mut env = HashMap::new();
-    match adapter {
-        Adapter::EventBridge => {
-            env.insert("EVENT_BUS_ADAPTER", "eventbridge".to_owned());
-            env.insert("EVENT_BUS_NAME", testkit::unique_name("ef-redelivery"));
-            env.insert("EVENTFLOW_RESOURCE_PREFIX", testkit::unique_name("ef-rd") + "-");
-            env.insert("EVENTFLOW_SQS_WAIT_SECONDS", "1".to_owned());
-            env.insert("AWS_REGION", "us-east-1".to_owned());
-            env.insert("AWS_ENDPOINT_URL", testkit::moto_endpoint()?.to_owned());
-            env.insert("AWS_ACCESS_KEY_ID", "testing".to_owned());
-            env.insert("AWS_SECRET_ACCESS_KEY", "testing".to_owned());
-        }
-        Adapter::PubSub => {
-            env.insert("EVENT_BUS_ADAPTER", "pubsub".to_owned());
-            env.insert("PUBSUB_PROJECT_ID", testkit::PUBSUB_PROJECT.to_owned());
-            env.insert("PUBSUB_TOPIC", testkit::unique_name("ef-redelivery"));
-            env.insert(
-                "PUBSUB_EMULATOR_HOST",
-                testkit::pubsub_emulator_host()?.to_owned(),
-            );
-        }
-        _ => unreachable!("cloud adapters only"),
-    }
-    Some(env)
-}
-
 /// Starts the holder process on `subscription`; the lines it prints arrive on the receiver.
 fn start_holder(
     env: &HashMap<&'static str, String>,
@@ -116,7 +88,7 @@ fn expect_line(lines: &mpsc::Receiver<String>, prefix: &str) -> String {
 }
 
 async fn sigkill_to_redelivery(adapter: Adapter) {
-    let Some(env) = settings(adapter) else {
+    let Some(env) = testkit::adapter_settings(adapter) else {
         return;
     };
     let bus = config::from_lookup(|name| env.get(name).cloned())
@@ -149,7 +121,7 @@ async fn sigkill_to_redelivery(adapter: Adapter) {
         "not redelivered within {limit:?} of the SIGKILL"
     );
     let waited = killed.elapsed();
-    println!(
+    eprintln!(
         "{adapter:?}: SIGKILL to redelivery {:.1} s ({}={} s)",
         waited.as_secs_f64(),
         redelivery.setting,
@@ -178,7 +150,7 @@ async fn pubsub_sigkill_to_redelivery() {
 /// takes over 3 s later: every message published after that arrives, on every key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pubsub_every_ordering_key_flows_again_after_a_subscriber_is_killed() {
-    let Some(env) = settings(Adapter::PubSub) else {
+    let Some(env) = testkit::adapter_settings(Adapter::PubSub) else {
         return;
     };
     let bus = config::from_lookup(|name| env.get(name).cloned())

@@ -191,7 +191,9 @@ mod tests {
         let definition = super::place_order(std::time::Duration::from_secs(10), 6);
         assert_eq!(definition.command_types().len(), 8);
         assert_eq!(
-            definition.pivot().map(|i| definition.steps[i].name.as_str()),
+            definition
+                .pivot()
+                .map(|i| definition.steps[i].name.as_str()),
             Some("CompleteOrder")
         );
         assert_eq!(

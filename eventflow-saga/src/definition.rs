@@ -135,7 +135,8 @@ fn default_compensation_retry() -> Backoff {
 
 /// The default resend policy of a step: 5 sends, waiting 1 s doubling to at most 30 s between a
 /// deadline and the next send (with the default 30 s timeout, a step fails after 2 min 45 s).
-pub const DEFAULT_RESEND: Backoff = Backoff::new(5, Duration::from_secs(1), Duration::from_secs(30));
+pub const DEFAULT_RESEND: Backoff =
+    Backoff::new(5, Duration::from_secs(1), Duration::from_secs(30));
 
 fn default_resend() -> Backoff {
     DEFAULT_RESEND

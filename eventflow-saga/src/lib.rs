@@ -20,8 +20,7 @@ pub mod testkit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use definition::{
     CommandBuilder, CommandDefinition, DEFAULT_RESEND, DEFAULT_TIMEOUT, SagaDefinition,
-    SagaDefinitionBuilder,
-    StepBuilder, StepDefinition,
+    SagaDefinitionBuilder, StepBuilder, StepDefinition,
 };
 pub use error::{Error, Result};
 pub use event::{CompensationTarget, IndexEvent, SagaEvent, SagaOutcome};

@@ -585,12 +585,7 @@ fn timer(
             if state.pending_step() != Some(step) || !due {
                 return Decision::none(Disposition::Late);
             }
-            Decision::apply(vec![send_step(
-                definition,
-                step as usize,
-                attempt + 1,
-                now,
-            )])
+            Decision::apply(vec![send_step(definition, step as usize, attempt + 1, now)])
         }
         TimerKey::Compensation { position, attempt } => {
             let Some(c) = &state.compensation else {
@@ -989,12 +984,19 @@ mod tests {
             step: 1,
             attempt: 1,
         };
-        assert_eq!(run.feed(Input::Timer(&key), 5), Disposition::Late, "not due yet");
+        assert_eq!(
+            run.feed(Input::Timer(&key), 5),
+            Disposition::Late,
+            "not due yet"
+        );
         assert_eq!(run.feed(Input::Timer(&key), 11), Disposition::Applied);
         assert_eq!(run.state.steps[1].status, StepStatus::Pending, "not failed");
         assert_eq!(run.state.steps[1].resend_at, Some(at(12)), "1 s later");
         let waiting = obligations(&run.def, &run.state);
-        assert_eq!(waiting.command, None, "nothing is sent while the resend waits");
+        assert_eq!(
+            waiting.command, None,
+            "nothing is sent while the resend waits"
+        );
         let resend = TimerKey::StepResend {
             step: 1,
             attempt: 1,
@@ -1066,9 +1068,19 @@ mod tests {
         assert_eq!(run.state.status, Some(SagaStatus::Running));
         assert_eq!(run.state.steps[3].attempt, 20);
         assert_eq!(run.state.compensation, None);
-        assert!(!run.log.iter().any(|e| matches!(e, SagaEvent::StepTimedOut { .. })));
+        assert!(
+            !run.log
+                .iter()
+                .any(|e| matches!(e, SagaEvent::StepTimedOut { .. }))
+        );
         assert_eq!(
-            run.reply(CommandKind::Action, "CompleteOrder", 20, "OrderCompleted", 999),
+            run.reply(
+                CommandKind::Action,
+                "CompleteOrder",
+                20,
+                "OrderCompleted",
+                999
+            ),
             Disposition::Applied
         );
         assert_eq!(run.state.status, Some(SagaStatus::Completed));

@@ -422,19 +422,23 @@ async fn with_lost_shipments(
             black_hole.clone(),
         )
         .await
-        .unwrap();
+        .expect("subscribe shipping");
     world.handles.push(sub);
     let clock = ManualClock::new();
     let orchestrator = world.orchestrator_at(definition, &clock);
-    let subscription = orchestrator.subscribe().await.unwrap();
+    let subscription = orchestrator.subscribe().await.expect("subscribe");
     orchestrator
-        .start(order_id, &PlaceOrder::new(order_id, 1, 1_00), Metadata::new())
+        .start(
+            order_id,
+            &PlaceOrder::new(order_id, 1, 1_00),
+            Metadata::new(),
+        )
         .await
-        .unwrap();
+        .expect("start");
     let swallowed = Arc::clone(&black_hole);
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let dropped = !swallowed.dropped.lock().unwrap().is_empty();
+            let dropped = !swallowed.dropped.lock().expect("lock").is_empty();
             async move { dropped }
         })
         .await
@@ -454,7 +458,11 @@ async fn a_lost_command_is_resent_at_its_deadline_and_the_saga_completes() {
     let (clock, orchestrator) = (&lost.clock, &lost.orchestrator);
     assert_eq!(orchestrator.fire_due_timers().await, 0, "not due yet");
     clock.advance(Duration::from_secs(31));
-    assert_eq!(orchestrator.fire_due_timers().await, 1, "the deadline passes");
+    assert_eq!(
+        orchestrator.fire_due_timers().await,
+        1,
+        "the deadline passes"
+    );
     let waiting = orchestrator.query().get("order-r").await.unwrap().unwrap();
     assert_eq!(waiting.status, Some(SagaStatus::Running), "not failed");
     clock.advance(Duration::from_secs(1));

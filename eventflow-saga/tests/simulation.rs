@@ -717,7 +717,12 @@ impl Run {
             && self.faults.unanswered.get(saga).map(String::as_str)
                 == entry.message.attribute("saga-step")
         {
-            self.note(|| format!("lost {} {saga}: its participant is down", entry.message.message_type));
+            self.note(|| {
+                format!(
+                    "lost {} {saga}: its participant is down",
+                    entry.message.message_type
+                )
+            });
             return;
         }
         let (handler, name): (Arc<dyn MessageHandler>, String) = match entry.dest {
@@ -790,7 +795,8 @@ impl Run {
                 let status = state.as_ref().and_then(|s| s.status);
                 let at_rest = state.is_some_and(|s| {
                     s.is_terminal()
-                        || (s.status == Some(SagaStatus::NeedsAttention) && s.compensation.is_none())
+                        || (s.status == Some(SagaStatus::NeedsAttention)
+                            && s.compensation.is_none())
                 });
                 (o.order_id.clone(), status, at_rest)
             })

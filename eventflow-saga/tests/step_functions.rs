@@ -599,12 +599,18 @@ fn the_export_routes_failures_into_the_reverse_compensation_chain() {
         "Compensate_CreateShipment"
     );
     // CompleteOrder is the pivot: past it nothing is compensated.
-    assert_eq!(next_on("Step_CompleteOrder", "States.ALL"), "NeedsAttention");
+    assert_eq!(
+        next_on("Step_CompleteOrder", "States.ALL"),
+        "NeedsAttention"
+    );
     let timeout_retry = |state: &str| states[state]["Retry"][0].clone();
     for step in ["ReserveInventory", "AuthorizePayment", "CreateShipment"] {
         let retry = timeout_retry(&format!("Step_{step}"));
         assert_eq!(retry["ErrorEquals"][0], "States.Timeout", "{step}");
-        assert_eq!(retry["MaxAttempts"], 4, "{step}: DEFAULT_RESEND sends 5 times");
+        assert_eq!(
+            retry["MaxAttempts"], 4,
+            "{step}: DEFAULT_RESEND sends 5 times"
+        );
         assert_eq!(retry["IntervalSeconds"], 1, "{step}");
     }
     assert_eq!(

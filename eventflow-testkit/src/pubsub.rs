@@ -89,7 +89,9 @@ fn grpc_fix(jar: &Path) -> Result<Option<PathBuf>, String> {
     let stem = jar
         .file_stem()
         .map_or_else(|| "emulator".into(), |s| s.to_string_lossy().into_owned());
-    let root = std::env::temp_dir().join("eventflow-pubsub-emulator-fix").join(stem);
+    let root = std::env::temp_dir()
+        .join("eventflow-pubsub-emulator-fix")
+        .join(stem);
     let classes = root.join("classes");
     if classes.join("io/grpc/InternalStatus.class").is_file() {
         return Ok(Some(classes));

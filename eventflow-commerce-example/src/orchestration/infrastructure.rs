@@ -1,10 +1,10 @@
 //! The orchestrator's wiring: PlaceOrder on the saga store, triggered by `OrderPlaced`, its
 //! timers, the routes.
 
-use std::sync::Arc;
 use eventflow_bus::Redelivery;
 use eventflow_core::MessageHandler;
 use eventflow_saga::{Orchestrator, SagaDefinition};
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::app::StartError;

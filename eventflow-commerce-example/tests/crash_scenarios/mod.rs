@@ -69,14 +69,24 @@ async fn all_completed_once(app: &App, token: &str, orders: &[String], stock_bef
         assert_eq!(settled["status"], "COMPLETED", "order {id}: {settled}");
         let saga = app.saga(id).await;
         assert_eq!(saga["status"], "COMPLETED", "{saga}");
-        assert_eq!(count(&saga, "SagaStepSucceeded"), 4, "each step once: {saga}");
+        assert_eq!(
+            count(&saga, "SagaStepSucceeded"),
+            4,
+            "each step once: {saga}"
+        );
         assert_eq!(count(&saga, "SagaCompensationStarted"), 0, "{saga}");
         let payment = app
-            .eventually("payment", &format!("/payments/{id}"), Some(token), |s, p| {
-                s == 200 && p["status"] == "CAPTURED"
-            })
+            .eventually(
+                "payment",
+                &format!("/payments/{id}"),
+                Some(token),
+                |s, p| s == 200 && p["status"] == "CAPTURED",
+            )
             .await;
-        assert_eq!(payment["amountCents"], PRICE_CENTS, "captured once: {payment}");
+        assert_eq!(
+            payment["amountCents"], PRICE_CENTS,
+            "captured once: {payment}"
+        );
         let (status, shipment) = app
             .get("shipping", &format!("/shipments/{id}"), Some(token))
             .await;
@@ -107,7 +117,10 @@ async fn crash_round(app: &mut App, token: &str, service: &str, down: Duration) 
     eprintln!("killed {service}; the sagas were at: {at:?}");
     tokio::time::sleep(down.saturating_sub(killed_at.elapsed())).await;
     app.restart(service).await;
-    eprintln!("restarted {service} {:.1?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "restarted {service} {:.1?} after the kill",
+        killed_at.elapsed()
+    );
     all_completed_once(app, token, &orders, before).await;
 }
 
@@ -122,30 +135,28 @@ async fn a_killed_orchestrator_cancels_no_order() {
     crash_round(&mut app, &token, "saga", Duration::from_secs(3)).await;
 }
 
-/// Each participant in turn dies with ten orders in flight and is back 3 s later (a rolling
-/// deploy): every order completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn participants_killed_for_3_s_in_turn_cancel_no_order() {
+/// Each participant in turn dies with ten orders in flight and is back `down` after the kill.
+async fn kill_each_participant(down: Duration) {
     let Some(mut app) = App::start().await else {
         return;
     };
     let token = app.login(USER).await;
     for participant in PARTICIPANTS {
-        crash_round(&mut app, &token, participant, Duration::from_secs(3)).await;
+        crash_round(&mut app, &token, participant, down).await;
     }
+}
+
+/// A rolling deploy: each participant in turn is back 3 s after the kill; every order completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_killed_for_3_s_in_turn_cancel_no_order() {
+    kill_each_participant(Duration::from_secs(3)).await;
 }
 
 /// Each participant in turn is down for 30 s, longer than a step's 10 s deadline: the steps are
 /// resent within their budget, the orders wait, and every one completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn participants_killed_for_30_s_in_turn_cancel_no_order() {
-    let Some(mut app) = App::start().await else {
-        return;
-    };
-    let token = app.login(USER).await;
-    for participant in PARTICIPANTS {
-        crash_round(&mut app, &token, participant, Duration::from_secs(30)).await;
-    }
+    kill_each_participant(Duration::from_secs(30)).await;
 }
 
 /// A declined order is compensating (its stock release waits for inventory, which is down) when
@@ -183,7 +194,10 @@ async fn a_killed_orchestrator_mid_compensation_compensates_once() {
     assert_eq!(saga["status"], "COMPENSATED", "{saga}");
     assert_eq!(
         saga["compensations"],
-        serde_json::json!(["compensation of ReserveInventory", "final command CancelOrder"]),
+        serde_json::json!([
+            "compensation of ReserveInventory",
+            "final command CancelOrder"
+        ]),
         "{saga}"
     );
     assert_eq!(count(&saga, "SagaCompensationSucceeded"), 2, "{saga}");
@@ -191,5 +205,9 @@ async fn a_killed_orchestrator_mid_compensation_compensates_once() {
     let (status, payment) = app
         .get("payment", &format!("/payments/{id}"), Some(&token))
         .await;
-    assert_eq!((status, payment["status"].as_str()), (200, Some("DECLINED")), "{payment}");
+    assert_eq!(
+        (status, payment["status"].as_str()),
+        (200, Some("DECLINED")),
+        "{payment}"
+    );
 }

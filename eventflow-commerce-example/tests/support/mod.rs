@@ -503,9 +503,9 @@ impl Drop for App {
 
 /// How many entries of a saga view's history have `event_type`.
 pub fn history_count(saga: &Value, event_type: &str) -> usize {
-    saga["history"]
-        .as_array()
-        .map_or(0, |h| h.iter().filter(|e| e["eventType"] == event_type).count())
+    saga["history"].as_array().map_or(0, |h| {
+        h.iter().filter(|e| e["eventType"] == event_type).count()
+    })
 }
 
 /// The seed's order body: `quantity` of `product`, shipped to `zip`.

@@ -244,8 +244,8 @@ impl MessageHandler for CaptureOnCompletion {
         else {
             return Ok(());
         };
-        let context = eventflow_core::CommandContext::new()
-            .with_idempotency_key(format!("capture/{order}"));
+        let context =
+            eventflow_core::CommandContext::new().with_idempotency_key(format!("capture/{order}"));
         match self
             .payments
             .execute(order, &PaymentCommand::Capture, context)

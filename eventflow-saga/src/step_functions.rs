@@ -19,7 +19,7 @@
 //!   `NeedsAttention`: past the pivot nothing is compensated.
 //! - `Compensate_{name}` per step with a compensation, chained in reverse step order, then
 //!   `Final_{command}` for the `on_compensated` command. Each has `Retry` (the definition's
-//!   [`Backoff`](crate::Backoff): `MaxAttempts` = attempts − 1, doubling
+//!   [`Backoff`]: `MaxAttempts` = attempts − 1, doubling
 //!   backoff, `JitterStrategy` `FULL` when the backoff has full jitter) and a `Catch` into `NeedsAttention`.
 //! - Terminal states: `Completed` (Succeed), `Compensated` (Fail, error `Saga.Compensated`),
 //!   `NeedsAttention` (Fail, error `Saga.NeedsAttention`).

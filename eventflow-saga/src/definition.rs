@@ -499,3 +499,76 @@ impl CommandBuilder {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(builder: SagaDefinitionBuilder) -> String {
+        match builder.build() {
+            Err(Error::Definition(reason)) => reason,
+            other => panic!("expected a refused definition, got {other:?}"),
+        }
+    }
+
+    fn undoable(s: StepBuilder, reply: &str) -> StepBuilder {
+        s.on_success(reply)
+            .compensate_with("Undo", |c| c.on_success("Undone"))
+    }
+
+    #[test]
+    fn a_compensation_on_or_after_the_pivot_is_refused() {
+        let on_pivot = SagaDefinition::builder("S")
+            .step("A", |s| undoable(s, "ADone"))
+            .step("B", |s| undoable(s, "BDone").pivot());
+        assert!(refusal(on_pivot).contains("step B has a compensation but is the pivot"));
+
+        let after_pivot = SagaDefinition::builder("S")
+            .step("A", |s| s.on_success("ADone").pivot())
+            .step("B", |s| undoable(s, "BDone"));
+        assert!(refusal(after_pivot).contains("is after the pivot A"));
+
+        let two_pivots = SagaDefinition::builder("S")
+            .step("A", |s| s.on_success("ADone").pivot())
+            .step("B", |s| s.on_success("BDone").pivot());
+        assert!(refusal(two_pivots).contains("both marked as the pivot"));
+    }
+
+    #[test]
+    fn the_pivot_splits_compensatable_from_forward_only_steps() {
+        let definition = SagaDefinition::builder("S")
+            .step("A", |s| undoable(s, "ADone"))
+            .step("B", |s| s.on_success("BDone").pivot())
+            .step("C", |s| s.on_success("CDone"))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(definition.pivot(), Some(1));
+        let forward: Vec<bool> = (0..3).map(|i| definition.is_forward_only(i)).collect();
+        assert_eq!(forward, [false, true, true]);
+        // It survives serde: a stored definition keeps its pivot and budgets.
+        let json = serde_json::to_string(&definition).unwrap_or_else(|e| panic!("{e}"));
+        let back: SagaDefinition = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, definition);
+    }
+
+    #[test]
+    fn a_budget_counts_every_send_and_the_waits_between_them() {
+        let step = |resend: Backoff| {
+            SagaDefinition::builder("S")
+                .step("A", |s| {
+                    s.on_success("ADone")
+                        .timeout(Duration::from_secs(10))
+                        .resend(resend)
+                })
+                .build()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .steps[0]
+                .budget()
+        };
+        let resend = Backoff::new(6, Duration::from_secs(1), Duration::from_secs(30));
+        assert_eq!(step(resend), Duration::from_secs(60 + 1 + 2 + 4 + 8 + 16));
+        assert_eq!(step(Backoff::none()), Duration::from_secs(10));
+        // Jittered waits may be drawn as zero: only the timeouts are certain.
+        assert_eq!(step(resend.with_full_jitter()), Duration::from_secs(60));
+    }
+}

@@ -274,7 +274,7 @@ fn parse_bool(value: Option<String>, setting: &'static str) -> Result<Option<boo
     }
 }
 
-/// A whole number of seconds within `range`, if set.
+/// A whole number of seconds within `range` (the `limit` that sets it, for the message), if set.
 #[cfg_attr(
     not(any(feature = "eventbridge", feature = "pubsub")),
     allow(dead_code)
@@ -283,6 +283,7 @@ fn seconds_setting(
     get: &impl Fn(&str) -> Option<String>,
     setting: &'static str,
     range: std::ops::RangeInclusive<u64>,
+    limit: &str,
 ) -> Result<Option<std::time::Duration>, ConfigError> {
     let Some(value) = get(setting) else {
         return Ok(None);
@@ -295,7 +296,7 @@ fn seconds_setting(
             setting,
             value,
             reason: format!(
-                "expected whole seconds from {} to {}",
+                "expected whole seconds from {} to {} ({limit})",
                 range.start(),
                 range.end()
             ),
@@ -352,23 +353,13 @@ async fn eventbridge(
     let mut config = EventBridgeConfig::new(bus_name)
         .with_resource_prefix(get("EVENTFLOW_RESOURCE_PREFIX").unwrap_or_default())
         .with_provision(provision);
-    if let Some(seconds) = seconds_setting(get, SQS_VISIBILITY_VAR, 1..=43_200)? {
-        let queue = config.queue.clone().with_visibility_timeout(seconds);
+    let visibility = "SQS's visibility timeout limit";
+    if let Some(timeout) = seconds_setting(get, SQS_VISIBILITY_VAR, 1..=43_200, visibility)? {
+        let queue = config.queue.clone().with_visibility_timeout(timeout);
         config = config.with_queue_options(queue);
     }
-    if let Some(seconds) = get(SQS_WAIT_VAR) {
-        match seconds.parse::<u64>() {
-            Ok(seconds @ 0..=20) => {
-                config = config.with_wait_time(std::time::Duration::from_secs(seconds));
-            }
-            _ => {
-                return Err(ConfigError::InvalidSetting {
-                    setting: SQS_WAIT_VAR,
-                    value: seconds,
-                    reason: "expected whole seconds from 0 to 20 (SQS's long-poll limit)".into(),
-                });
-            }
-        }
+    if let Some(wait) = seconds_setting(get, SQS_WAIT_VAR, 0..=20, "SQS's long-poll limit")? {
+        config = config.with_wait_time(wait);
     }
     let bus = EventBridgeBus::from_sdk_config(&sdk, config);
     if provision {
@@ -409,7 +400,8 @@ async fn pubsub(
     let topic = get("PUBSUB_TOPIC").unwrap_or_else(|| "eventflow-events".to_owned());
     let emulator = get("PUBSUB_EMULATOR_HOST");
     let mut config = PubSubConfig::new(topic).with_provision(provision);
-    if let Some(deadline) = seconds_setting(get, PUBSUB_ACK_DEADLINE_VAR, 10..=600)? {
+    let limits = "Pub/Sub's ack deadline limits";
+    if let Some(deadline) = seconds_setting(get, PUBSUB_ACK_DEADLINE_VAR, 10..=600, limits)? {
         config = config.with_ack_deadline(deadline);
     }
     let backend = |source| ConfigError::Backend {
@@ -582,6 +574,25 @@ mod tests {
                 error,
                 ConfigError::InvalidSetting {
                     setting: SQS_WAIT_VAR,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("long-poll limit"), "{error}");
+        let error = from_lookup(env(&[
+            (ADAPTER_VAR, "eventbridge"),
+            ("EVENT_BUS_NAME", "bus"),
+            ("AWS_REGION", "us-east-1"),
+            (SQS_VISIBILITY_VAR, "0"),
+        ]))
+        .await
+        .expect_err("bad visibility");
+        assert!(
+            matches!(
+                error,
+                ConfigError::InvalidSetting {
+                    setting: SQS_VISIBILITY_VAR,
                     ..
                 }
             ),

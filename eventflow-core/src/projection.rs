@@ -272,11 +272,12 @@ impl<P: Projection> Projector<P> {
 impl<P: Projection> MessageHandler for Projector<P> {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
         let event = message_to_event(&delivery.message)?;
-        let (stream, version) = (event.stream_id.clone(), event.version);
+        let version = event.version;
         let outcome = self.apply(event).await;
+        // The message's ordering key is the event's stream (the outbox sets it).
         tracing::debug!(
             projection = self.projection.name(),
-            %stream,
+            stream = ?delivery.message.ordering_key,
             version,
             outcome = ?outcome,
             "projected a delivery"

@@ -76,6 +76,17 @@ fn emulator_jar() -> Result<PathBuf, String> {
 /// The directory of the compiled fix for `jar`, `Ok(None)` when the jar does not need it, or why
 /// it could not be had. Compiled once per jar into the temporary directory.
 fn grpc_fix(jar: &Path) -> Result<Option<PathBuf>, String> {
+    let stem = jar
+        .file_stem()
+        .map_or_else(|| "emulator".into(), |s| s.to_string_lossy().into_owned());
+    let root = std::env::temp_dir()
+        .join("eventflow-pubsub-emulator-fix")
+        .join(stem);
+    let classes = root.join("classes");
+    // Built only for a jar that needed it: no second look inside the jar (a JVM start).
+    if classes.join("io/grpc/InternalStatus.class").is_file() {
+        return Ok(Some(classes));
+    }
     let javap = Command::new("javap")
         .args(["-cp"])
         .arg(jar)
@@ -85,16 +96,6 @@ fn grpc_fix(jar: &Path) -> Result<Option<PathBuf>, String> {
         .map_err(|e| format!("running javap: {e}"))?;
     if String::from_utf8_lossy(&javap.stdout).contains(CALLED_METHOD) {
         return Ok(None);
-    }
-    let stem = jar
-        .file_stem()
-        .map_or_else(|| "emulator".into(), |s| s.to_string_lossy().into_owned());
-    let root = std::env::temp_dir()
-        .join("eventflow-pubsub-emulator-fix")
-        .join(stem);
-    let classes = root.join("classes");
-    if classes.join("io/grpc/InternalStatus.class").is_file() {
-        return Ok(Some(classes));
     }
     // Built aside and renamed into place, so concurrent test processes never see half a build.
     let build = root.join(format!("build-{}", std::process::id()));

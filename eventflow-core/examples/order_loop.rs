@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use eventflow_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -90,9 +89,9 @@ struct OrderSummaries {
     rows: Mutex<BTreeMap<String, OrderSummary>>,
 }
 
-#[async_trait]
 impl Projection for OrderSummaries {
-    type Aggregate = Order;
+    type Event = OrderEvent;
+    const STREAMS: &'static [&'static str] = &[Order::STREAM_TYPE];
 
     fn name(&self) -> &str {
         "order-summaries"

@@ -4,12 +4,16 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use uuid::Uuid;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::store::RecordedEvent;
+use crate::metadata::Metadata;
+use crate::store::{RecordedEvent, StreamId};
 
 /// An event an aggregate emits.
 ///
@@ -59,6 +63,41 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
         Self: Sized,
     {
         Upcasters::new()
+    }
+}
+
+/// A typed, decoded event with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Envelope<E> {
+    /// Unique event id.
+    pub event_id: Uuid,
+    /// The stream it belongs to.
+    pub stream_id: StreamId,
+    /// 1-based version within the stream.
+    pub version: u64,
+    /// Global position, where the store has one.
+    pub position: Option<u64>,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Correlation, causation, actor, trace context (shared with the record).
+    pub metadata: Arc<Metadata>,
+    /// The event.
+    pub event: E,
+}
+
+impl<E> Envelope<E> {
+    /// Pairs a recorded event's envelope with its decoded payload.
+    pub fn from_recorded(recorded: RecordedEvent, event: E) -> Self {
+        Envelope {
+            event_id: recorded.event_id,
+            stream_id: recorded.stream_id,
+            version: recorded.version,
+            position: recorded.position,
+            recorded_at: recorded.recorded_at,
+            metadata: recorded.metadata,
+            event,
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub use bus::{
 };
 pub use decider::{AggregateDecider, Decider};
 pub use error::{Error, Result};
-pub use event::{DomainEvent, Upcaster, Upcasters};
+pub use event::{DomainEvent, Envelope, Upcaster, Upcasters};
 pub use feed::GlobalFeed;
 pub use limits::StoreLimits;
 pub use memory::{
@@ -43,7 +43,7 @@ pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay, ParkedEntries, ParkedEntry};
 pub use projection::{Applied, CheckpointStore, Projection, ProjectionRunner, Projector};
 pub use repository::{
-    CommandContext, CommandError, DeciderRepository, Envelope, Executed, Loaded, Repository,
+    CommandContext, CommandError, DeciderRepository, Executed, Loaded, Repository,
 };
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
@@ -56,12 +56,12 @@ pub use store::{
 pub mod prelude {
     pub use crate::aggregate::Aggregate;
     pub use crate::bus::{EventBus, Filter, HandlerError, Subscription, handler_fn};
-    pub use crate::event::{DomainEvent, Upcasters};
+    pub use crate::event::{DomainEvent, Envelope, Upcasters};
     pub use crate::feed::GlobalFeed;
     pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
     pub use crate::outbox::OutboxRelay;
     pub use crate::projection::{Projection, ProjectionRunner, Projector};
-    pub use crate::repository::{CommandContext, CommandError, Envelope, Repository};
+    pub use crate::repository::{CommandContext, CommandError, Repository};
     pub use crate::store::{EventStore, EventStoreExt};
 }
 

@@ -1,15 +1,20 @@
-//! Projections: read models built from one aggregate type's events, decoded and upcasted, applied
-//! once each and in order per stream, fed from a store's global feed or from a bus subscription.
+//! Projections: read models built from the events of some stream types, decoded and upcasted,
+//! applied once each and in order per stream, fed from a store's global feed or from a bus
+//! subscription.
 //!
-//! The user writes a [`Projection`]: what to do with one typed event. The framework side, a
-//! [`Projector`], does everything else the same way whatever feeds it: it ignores other aggregate
-//! types' streams before decoding, applies the event type's [upcasters](crate::DomainEvent::upcasters),
+//! The user writes a [`Projection`]: the event type it reads, the stream types it reads them from,
+//! and what to do with one typed event. It names no aggregate: a context reading another context's
+//! published events declares its own type for them (the event types it reads, decoded from the
+//! published payloads) and never imports the producer's domain. The framework side, a
+//! [`Projector`], does everything else the same way whatever feeds it: it ignores other streams
+//! and event types before decoding, applies the event type's [upcasters](crate::DomainEvent::upcasters),
 //! skips what was already applied (a redelivery, a replayed batch), holds back an event that
 //! arrives before its predecessor, and records per-stream progress so a query can wait for its own
 //! write ([`Projector::wait_for`]). A [`ProjectionRunner`] feeds it from a [`GlobalFeed`]; as a
 //! [`MessageHandler`] it is fed by a bus subscription.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,47 +22,63 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::aggregate::Aggregate;
 use crate::bus::{Delivery, HandlerError, MessageHandler};
 use crate::error::{Error, Result};
-use crate::event::{DomainEvent, Upcasters};
+use crate::event::{DomainEvent, Envelope, Upcasters};
 use crate::feed::GlobalFeed;
-use crate::memory::InMemoryCheckpointStore;
 use crate::outbox::message_to_event;
-use crate::repository::{Envelope, Executed};
+use crate::repository::Executed;
 use crate::store::{RecordedEvent, StreamId};
 
-/// A read model fed by the events of one aggregate type.
+/// A read model fed by the events of some stream types.
 ///
 /// `apply` receives each event once, decoded and upcasted, in version order per stream, with the
-/// aggregate's id. A read model built from several aggregate types is several projections writing
-/// to it, one per type.
+/// id of the stream it belongs to (the part after `"{stream type}-"`).
+///
+/// The events come from one or more stream types ([`STREAMS`](Self::STREAMS)). `Event` is the
+/// producer's event type when the projection sits beside it, or a type the consumer owns when it
+/// reads another context's published events: a `#[serde(tag = "type")]` enum with one variant per
+/// published event type it reads, listed in [`EVENT_TYPES`](Self::EVENT_TYPES).
 ///
 /// The framework records progress after `apply` returns, so a crash in between applies that one
 /// event again on restart: make `apply` an upsert where you can.
-#[async_trait]
+///
+/// `apply` and `reset` are written as `async fn` in an implementation. A projection is always a
+/// type parameter of its [`Projector`], never a trait object, so the trait needs no boxing.
 pub trait Projection: Send + Sync + 'static {
-    /// The aggregate whose streams it reads.
-    type Aggregate: Aggregate;
+    /// The events it reads.
+    type Event: DomainEvent;
+
+    /// The stream types it reads from: `&["cart"]` reads the `cart-…` streams.
+    const STREAMS: &'static [&'static str];
+
+    /// The event types it reads when it reads only some of its streams' events (a consumer of
+    /// another context's published events); others are skipped before decoding. Empty (the
+    /// default): every event of its streams, which lets the projector also refuse an event that
+    /// arrives before its predecessor. With a selection, the events in between were never meant
+    /// to arrive, so the order among the selected ones is the feed's or the bus's order per stream
+    /// (which the buses keep by ordering key) and a redelivery is still skipped.
+    const EVENT_TYPES: &'static [&'static str] = &[];
 
     /// The name its progress is kept under; unique among projections sharing a checkpoint store.
     fn name(&self) -> &str;
 
-    /// Applies one event of the aggregate `id`.
-    async fn apply(
+    /// Applies one event of the stream of `id`.
+    fn apply(
         &self,
         id: &str,
-        event: &Envelope<<Self::Aggregate as Aggregate>::Event>,
-    ) -> Result<()>;
+        event: &Envelope<Self::Event>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Clears the read model, before a rebuild.
-    async fn reset(&self) -> Result<()>;
+    fn reset(&self) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// Where projections keep their progress: a position in the global feed, and the last version
 /// applied of each stream.
 ///
-/// Object-safe, so one store (in memory, or a table beside the read model) serves every projection.
+/// Object-safe (hence `async_trait`), so one store (in memory, or a table beside the read model)
+/// serves every projection.
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
     /// The value saved under `key` for `projection`, if any.
@@ -80,8 +101,10 @@ pub enum Applied {
     Applied,
     /// Its version was applied before (a redelivery or a replayed batch): skipped.
     AlreadyApplied,
-    /// It belongs to another aggregate type's stream: not decoded, skipped.
+    /// It belongs to a stream type the projection does not read: not decoded, skipped.
     OtherStream,
+    /// Its event type is not among those the projection reads: not decoded, skipped.
+    OtherEventType,
 }
 
 /// The framework side of a [`Projection`]: decoding, upcasting, de-duplication, order and progress.
@@ -89,8 +112,8 @@ pub struct Projector<P: Projection> {
     projection: Arc<P>,
     upcasters: Upcasters,
     checkpoints: Arc<dyn CheckpointStore>,
-    /// `"{STREAM_TYPE}-"`: the prefix of the streams this projection reads.
-    prefix: String,
+    /// `"{stream type}-"` of every stream type the projection reads.
+    prefixes: Vec<String>,
     /// Last version applied per stream, as far as this process has seen.
     applied: Mutex<HashMap<StreamId, u64>>,
     /// Bumped after every applied event, to wake [`Projector::wait_for`].
@@ -104,7 +127,7 @@ impl<P: Projection> std::fmt::Debug for Projector<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projector")
             .field("projection", &self.projection.name())
-            .field("streams", &self.prefix)
+            .field("streams", &P::STREAMS)
             .finish_non_exhaustive()
     }
 }
@@ -114,9 +137,9 @@ impl<P: Projection> Projector<P> {
     pub fn new(projection: Arc<P>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
         Projector {
             projection,
-            upcasters: <<P::Aggregate as Aggregate>::Event as DomainEvent>::upcasters(),
+            upcasters: P::Event::upcasters(),
             checkpoints,
-            prefix: format!("{}-", <P::Aggregate as Aggregate>::STREAM_TYPE),
+            prefixes: P::STREAMS.iter().map(|t| format!("{t}-")).collect(),
             applied: Mutex::new(HashMap::new()),
             progress: watch::channel(0).0,
             gate: tokio::sync::Mutex::new(()),
@@ -126,6 +149,18 @@ impl<P: Projection> Projector<P> {
     /// The projection it feeds.
     pub fn projection(&self) -> &Arc<P> {
         &self.projection
+    }
+
+    /// The id of `stream` when it is one of the stream types the projection reads.
+    fn id_of<'s>(&self, stream: &'s StreamId) -> Option<&'s str> {
+        self.prefixes
+            .iter()
+            .find_map(|prefix| stream.as_str().strip_prefix(prefix.as_str()))
+    }
+
+    /// Whether the projection reads events of `event_type`.
+    fn reads(event_type: &str) -> bool {
+        P::EVENT_TYPES.is_empty() || P::EVENT_TYPES.contains(&event_type)
     }
 
     fn applied(&self) -> MutexGuard<'_, HashMap<StreamId, u64>> {
@@ -166,8 +201,9 @@ impl<P: Projection> Projector<P> {
         }
     }
 
-    /// Hands one recorded event to the projection: skipped when it belongs to another aggregate
-    /// type or was applied before, applied when it is the stream's next version.
+    /// Hands one recorded event to the projection: skipped when it belongs to a stream or event
+    /// type the projection does not read or was applied before, applied when it is the stream's
+    /// next version.
     ///
     /// An event that arrives before its predecessor is refused with [`Error::OutOfOrder`] and
     /// nothing is applied: the feed or bus delivers it again later, after the gap is filled.
@@ -176,9 +212,12 @@ impl<P: Projection> Projector<P> {
     /// checkpoint store) stay in step: before applying, the projector reads the stored
     /// checkpoint, not only what this instance has seen.
     pub async fn apply(&self, recorded: RecordedEvent) -> Result<Applied> {
-        let Some(id) = recorded.stream_id.as_str().strip_prefix(&self.prefix) else {
+        let Some(id) = self.id_of(&recorded.stream_id) else {
             return Ok(Applied::OtherStream);
         };
+        if !Self::reads(&recorded.event_type) {
+            return Ok(Applied::OtherEventType);
+        }
         let id = id.to_owned();
         let _one_at_a_time = self.gate.lock().await;
         if let Some(skipped) = self.admit(&recorded.stream_id, recorded.version).await? {
@@ -195,15 +234,15 @@ impl<P: Projection> Projector<P> {
     /// the bus's delivery of the same events later is a duplicate. Events applied before are
     /// skipped; events after a gap (an earlier version this projection has not seen yet) are
     /// left to the bus, which delivers them in order.
-    pub async fn apply_executed(
-        &self,
-        executed: &Executed<<P::Aggregate as Aggregate>::Event>,
-    ) -> Result<()> {
-        let Some(id) = executed.stream_id.as_str().strip_prefix(&self.prefix) else {
+    pub async fn apply_executed(&self, executed: &Executed<P::Event>) -> Result<()> {
+        let Some(id) = self.id_of(&executed.stream_id) else {
             return Ok(());
         };
         let _one_at_a_time = self.gate.lock().await;
         for envelope in &executed.events {
+            if !Self::reads(envelope.event.event_type()) {
+                continue;
+            }
             match self.admit(&envelope.stream_id, envelope.version).await {
                 Ok(None) => self.apply_admitted(id, envelope).await?,
                 Ok(Some(_)) => {}
@@ -215,8 +254,8 @@ impl<P: Projection> Projector<P> {
     }
 
     /// Whether `version` of `stream` is the next to apply (`None`), or was applied before
-    /// (`Some(AlreadyApplied)`); an error when an earlier version is missing. Called with the
-    /// gate held.
+    /// (`Some(AlreadyApplied)`); an error when an earlier version is missing and the projection
+    /// reads every event of its streams. Called with the gate held.
     async fn admit(&self, stream: &StreamId, version: u64) -> Result<Option<Applied>> {
         let mut last = self.applied().get(stream).copied().unwrap_or(0);
         if version > last {
@@ -229,7 +268,7 @@ impl<P: Projection> Projector<P> {
         if version <= last {
             return Ok(Some(Applied::AlreadyApplied));
         }
-        if version > last + 1 {
+        if version > last + 1 && P::EVENT_TYPES.is_empty() {
             return Err(Error::OutOfOrder {
                 stream: stream.clone(),
                 expected: last + 1,
@@ -240,11 +279,7 @@ impl<P: Projection> Projector<P> {
     }
 
     /// Applies an admitted event and records the progress. Called with the gate held.
-    async fn apply_admitted(
-        &self,
-        id: &str,
-        envelope: &Envelope<<P::Aggregate as Aggregate>::Event>,
-    ) -> Result<()> {
+    async fn apply_admitted(&self, id: &str, envelope: &Envelope<P::Event>) -> Result<()> {
         self.projection.apply(id, envelope).await?;
         let stream = &envelope.stream_id;
         self.checkpoints
@@ -307,14 +342,12 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
 }
 
 impl<P: Projection> ProjectionRunner<P> {
-    /// A runner for `projection` over `feed`, keeping progress in memory (see
-    /// [`with_checkpoints`](Self::with_checkpoints) for a durable read model).
-    pub fn new(feed: Arc<dyn GlobalFeed>, projection: Arc<P>) -> Self {
-        Self::with_checkpoints(feed, projection, Arc::new(InMemoryCheckpointStore::new()))
-    }
-
-    /// A runner for `projection` over `feed`, keeping progress in `checkpoints`.
-    pub fn with_checkpoints(
+    /// A runner for `projection` over `feed`, keeping progress in `checkpoints`: a durable read
+    /// model wants a durable checkpoint store beside it, or it is rebuilt from the start of the
+    /// feed after every restart while looking current. Stores offer one beside them
+    /// ([`InMemoryEventStore::checkpoint_store`](crate::InMemoryEventStore::checkpoint_store), the
+    /// DynamoDB store's meta table).
+    pub fn new(
         feed: Arc<dyn GlobalFeed>,
         projection: Arc<P>,
         checkpoints: Arc<dyn CheckpointStore>,
@@ -325,6 +358,19 @@ impl<P: Projection> ProjectionRunner<P> {
             checkpoints,
             batch_size: 500,
         }
+    }
+
+    /// A runner keeping progress in `checkpoints`.
+    #[deprecated(
+        since = "0.3.0",
+        note = "use `ProjectionRunner::new`, which takes the checkpoint store"
+    )]
+    pub fn with_checkpoints(
+        feed: Arc<dyn GlobalFeed>,
+        projection: Arc<P>,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        Self::new(feed, projection, checkpoints)
     }
 
     /// Events read per batch, and so between feed checkpoints (default 500).
@@ -363,7 +409,7 @@ impl<P: Projection> ProjectionRunner<P> {
     }
 
     /// Applies every event after the checkpoint, up to the head of the feed; returns how many
-    /// events of its aggregate type it applied.
+    /// events it applied.
     ///
     /// An error stops the catch-up with the checkpoint at the last completed batch, so the next call
     /// resumes there (events of that batch already applied are skipped).

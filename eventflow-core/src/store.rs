@@ -402,8 +402,8 @@ pub struct AppendResult {
     /// When the append was accepted.
     pub recorded_at: DateTime<Utc>,
     /// What the append wrote to its [other streams](AppendRequest::other_streams), in request
-    /// order. Empty for a one-stream append, and in the `original` of a reused idempotency key
-    /// (the key records the primary stream's result).
+    /// order. Empty for a one-stream append. An idempotency key records them too, so the
+    /// `original` of a reused key says what every stream got.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_streams: Vec<AppendResult>,
 }

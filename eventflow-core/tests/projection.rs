@@ -10,15 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use common::{Account, AccountCommand, AccountEvent};
 use eventflow_core::outbox::event_to_message;
 use eventflow_core::{
-    AppendRequest, Applied, CheckpointStore, CommandContext, Delivery, Envelope, Error, EventBus,
-    EventStore, EventStoreExt, ExpectedVersion, HandlerError, InMemoryBus, InMemoryCheckpointStore,
-    InMemoryEventStore, MessageHandler, Metadata, NewEvent, OutboxRelay, Projection,
-    ProjectionRunner, Projector, Repository, StreamId, Subscription, handler_fn,
+    Aggregate, AppendRequest, Applied, CheckpointStore, CommandContext, Delivery, Envelope, Error,
+    EventBus, EventStore, EventStoreExt, ExpectedVersion, HandlerError, InMemoryBus,
+    InMemoryCheckpointStore, InMemoryEventStore, MessageHandler, Metadata, NewEvent, OutboxRelay,
+    Projection, ProjectionRunner, Projector, Repository, StreamId, Subscription, handler_fn,
 };
 
 /// Owner and balance per account, and how many events it was handed.
@@ -39,9 +38,9 @@ impl Balances {
     }
 }
 
-#[async_trait]
 impl Projection for Balances {
-    type Aggregate = Account;
+    type Event = AccountEvent;
+    const STREAMS: &'static [&'static str] = &[Account::STREAM_TYPE];
 
     fn name(&self) -> &str {
         "balances"
@@ -98,9 +97,8 @@ async fn catches_up_resumes_and_rebuilds() {
     let repo = Repository::<Account>::new(store.clone());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
     let balances = Arc::new(Balances::default());
-    let runner =
-        ProjectionRunner::with_checkpoints(store.clone(), balances.clone(), checkpoints.clone())
-            .with_batch_size(4);
+    let runner = ProjectionRunner::new(store.clone(), balances.clone(), checkpoints.clone())
+        .with_batch_size(4);
 
     open_and_deposit(&repo, "a", 5).await;
     open_and_deposit(&repo, "b", 5).await;
@@ -180,7 +178,7 @@ async fn other_aggregate_types_are_skipped_before_decoding() {
         .unwrap();
     open_and_deposit(&repo, "a", 2).await;
     let balances = Arc::new(Balances::default());
-    let runner = ProjectionRunner::new(store.clone(), balances.clone());
+    let runner = ProjectionRunner::new(store.clone(), balances.clone(), store.checkpoint_store());
     assert_eq!(runner.catch_up().await.unwrap(), 3);
     assert_eq!(balances.balance("a"), Some(3));
     assert_eq!(
@@ -212,7 +210,7 @@ async fn upcasted_events_build_the_same_read_model() {
         .await
         .unwrap();
     let old = Arc::new(Balances::default());
-    ProjectionRunner::new(store, old.clone())
+    ProjectionRunner::new(store.clone(), old.clone(), store.checkpoint_store())
         .catch_up()
         .await
         .unwrap();
@@ -236,10 +234,14 @@ async fn upcasted_events_build_the_same_read_model() {
     .await
     .unwrap();
     let current = Arc::new(Balances::default());
-    ProjectionRunner::new(current_store, current.clone())
-        .catch_up()
-        .await
-        .unwrap();
+    ProjectionRunner::new(
+        current_store.clone(),
+        current.clone(),
+        current_store.checkpoint_store(),
+    )
+    .catch_up()
+    .await
+    .unwrap();
 
     assert_eq!(old.snapshot(), current.snapshot());
     assert_eq!(old.snapshot()["dee"], ("dee".to_owned(), 5));
@@ -367,7 +369,11 @@ async fn wait_for_times_out_when_the_projection_is_behind() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
     open_and_deposit(&repo, "a", 1).await;
-    let runner = ProjectionRunner::new(store.clone(), Arc::new(Balances::default()));
+    let runner = ProjectionRunner::new(
+        store.clone(),
+        Arc::new(Balances::default()),
+        store.checkpoint_store(),
+    );
     let stream = StreamId::new("account-a");
     let reached = runner
         .projector()
@@ -390,7 +396,11 @@ async fn run_polls_until_shutdown() {
     let store = Arc::new(InMemoryEventStore::new());
     let repo = Repository::<Account>::new(store.clone());
     let balances = Arc::new(Balances::default());
-    let runner = Arc::new(ProjectionRunner::new(store.clone(), balances.clone()));
+    let runner = Arc::new(ProjectionRunner::new(
+        store.clone(),
+        balances.clone(),
+        store.checkpoint_store(),
+    ));
     let stop = Arc::new(tokio::sync::Notify::new());
     let stopped = Arc::new(AtomicBool::new(false));
     let task = {
@@ -513,4 +523,89 @@ async fn instances_sharing_checkpoints_apply_each_version_once() {
     }
     assert_eq!(balances.balance("a"), Some(3));
     assert_eq!(*balances.applied.lock().unwrap(), 3);
+}
+
+/// A consumer's own type for the one published event type it reads: it names no aggregate.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Deposit {
+    Deposited { amount: i64 },
+}
+
+impl eventflow_core::DomainEvent for Deposit {
+    fn event_type(&self) -> &'static str {
+        "MoneyDeposited"
+    }
+}
+
+/// Deposits per account, from the account streams' `MoneyDeposited` alone.
+#[derive(Default)]
+struct DepositTotals(Mutex<BTreeMap<String, i64>>);
+
+impl Projection for DepositTotals {
+    type Event = Deposit;
+    const STREAMS: &'static [&'static str] = &["account"];
+    const EVENT_TYPES: &'static [&'static str] = &["MoneyDeposited"];
+
+    fn name(&self) -> &str {
+        "deposit-totals"
+    }
+
+    async fn apply(&self, id: &str, event: &Envelope<Deposit>) -> eventflow_core::Result<()> {
+        let Deposit::Deposited { amount } = event.event;
+        *self.0.lock().unwrap().entry(id.to_owned()).or_default() += amount;
+        Ok(())
+    }
+
+    async fn reset(&self) -> eventflow_core::Result<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_projection_reads_only_the_event_types_it_names_in_a_type_it_owns() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let repo = Repository::<Account>::new(store.clone());
+    open_and_deposit(&repo, "a", 5).await;
+    repo.execute(
+        "a",
+        &AccountCommand::Withdraw { amount: 3 },
+        CommandContext::new(),
+    )
+    .await
+    .unwrap();
+    let totals = Arc::new(DepositTotals::default());
+    let runner = ProjectionRunner::new(store.clone(), totals.clone(), store.checkpoint_store());
+    runner.catch_up().await.unwrap();
+    let expected: i64 = (1..=5).sum();
+    assert_eq!(totals.0.lock().unwrap().get("a").copied(), Some(expected));
+
+    // Over a bus only the selected types arrive, so versions have gaps: not refused, and a
+    // redelivery is still skipped.
+    let bus_fed = Arc::new(DepositTotals::default());
+    let projector = Projector::new(bus_fed.clone(), Arc::new(InMemoryCheckpointStore::new()));
+    let recorded = store
+        .read_stream_to_end(&StreamId::new("account-a"), 1)
+        .await
+        .unwrap();
+    let deposits: Vec<_> = recorded
+        .into_iter()
+        .filter(|r| r.event_type == "MoneyDeposited")
+        .collect();
+    assert!(
+        deposits[0].version > 1,
+        "the stream opens with another type"
+    );
+    for event in deposits.iter().chain(&deposits[..1]) {
+        projector.apply(event.clone()).await.unwrap();
+    }
+    assert_eq!(bus_fed.0.lock().unwrap().get("a").copied(), Some(expected));
+    let opened = store
+        .read_stream(&StreamId::new("account-a"), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        projector.apply(opened[0].clone()).await.unwrap(),
+        Applied::OtherEventType
+    );
 }

@@ -1,5 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{Error, Result};
 use crate::feed::GlobalFeed;
 use crate::limits::StoreLimits;
+use crate::memory::InMemoryCheckpointStore;
 use crate::outbox::{Outbox, ParkedEntries, ParkedEntry};
 use crate::store::{
     AppendRequest, AppendResult, EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamId,
@@ -25,6 +26,7 @@ use crate::store::{
 pub struct InMemoryEventStore {
     inner: Mutex<Inner>,
     limits: StoreLimits,
+    checkpoints: Arc<InMemoryCheckpointStore>,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,13 @@ impl InMemoryEventStore {
         // A panic while holding the lock cannot leave a half-written append behind (every append
         // validates before it mutates), so a poisoned lock is safe to keep using.
         crate::sync::lock(&self.inner)
+    }
+
+    /// The checkpoint store beside this store, for the projections fed by its feed: the same one
+    /// on every call, so projections and their queries agree on progress. It lives as long as the
+    /// store, as the progress of a projection over an in-memory store should.
+    pub fn checkpoint_store(&self) -> Arc<InMemoryCheckpointStore> {
+        Arc::clone(&self.checkpoints)
     }
 
     /// The number of events in the store.
@@ -234,12 +243,12 @@ impl EventStore for InMemoryEventStore {
             others.push(version);
         }
         let mut result = inner.write(&request.stream, actual, request.events, request.outbox, now);
-        if let Some(key) = request.idempotency_key {
-            inner.idempotency.insert(key, result.clone());
-        }
         for (other, version) in request.other_streams.into_iter().zip(others) {
             let written = inner.write(&other.stream, version, other.events, request.outbox, now);
             result.other_streams.push(written);
+        }
+        if let Some(key) = request.idempotency_key {
+            inner.idempotency.insert(key, result.clone());
         }
         Ok(result)
     }

@@ -788,6 +788,29 @@ async fn multi_stream_appends<S: EventStore>(store: &S) {
         2,
         "multi_stream_appends: a checked stream gets no event"
     );
+    let key = format!("multi-{a}");
+    let keyed = AppendRequest::new(a.clone(), ExpectedVersion::Exact(4), events(5, 1))
+        .with_stream(c.clone(), ExpectedVersion::Exact(1), events(2, 2))
+        .with_idempotency_key(&key);
+    store
+        .append(keyed)
+        .await
+        .or_fail("multi_stream_appends: a keyed multi-stream append");
+    let recorded = store
+        .find_idempotency_key(&key)
+        .await
+        .or_fail("multi_stream_appends: the key is found");
+    let streams: Option<Vec<_>> = recorded.map(|r| {
+        std::iter::once(&r)
+            .chain(&r.other_streams)
+            .map(|r| (r.stream.clone(), r.first_version, r.last_version))
+            .collect()
+    });
+    assert_eq!(
+        streams,
+        Some(vec![(a.clone(), 5, 5), (c.clone(), 2, 3)]),
+        "multi_stream_appends: the key records what every stream got"
+    );
     let twice = AppendRequest::new(a.clone(), ExpectedVersion::Any, events(9, 1)).with_stream(
         a.clone(),
         ExpectedVersion::Any,

@@ -1,0 +1,463 @@
+//! The command loop: idempotency check → decide → append → settle, or catch up and decide again
+//! after a conflict. One loop runs both a command on one stream ([`DeciderRepository::execute`])
+//! and one command per stream appended atomically ([`DeciderRepository::execute_all`]).
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::{CommandContext, CommandError, DeciderRepository, Executed};
+use crate::decider::Decider;
+use crate::error::{Error, Result};
+use crate::event::{DomainEvent, Envelope};
+use crate::metadata::Metadata;
+use crate::scratch::with_joined;
+use crate::store::{
+    AppendRequest, AppendResult, EventStoreExt, ExpectedVersion, NewEvent, StreamId,
+};
+
+/// One stream's part in a command: what to decide, and the state it is decided on.
+struct Target<'c, D: Decider> {
+    id: &'c str,
+    stream: StreamId,
+    command: &'c D::Command,
+    /// The state to decide on and its version: from the cache before the first decision, then
+    /// what was loaded.
+    state: Option<(u64, D::State)>,
+    /// Whether `state` is known to be current (loaded from the store, not only cached).
+    verified: bool,
+    /// The events decided on `state` in the current round.
+    decided: Vec<D::Event>,
+    /// The ids the store records them under, assigned when they are encoded.
+    event_ids: Vec<Uuid>,
+}
+
+/// Sees each stream's state at the end of a command; see
+/// [`execute_and_inspect`](DeciderRepository::execute_and_inspect).
+pub(super) type Inspect<'i, S> = &'i mut (dyn FnMut(usize, &S, u64) + Send);
+
+impl<D: Decider> DeciderRepository<D> {
+    /// Runs `command` against `id`.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &D::Command,
+        context: CommandContext,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        self.execute_and_inspect(id, command, context, |_, _| {})
+            .await
+    }
+
+    /// Runs `command` against `id`, and shows `inspect` the state the command ended on with its
+    /// version (after the append; after a refusal, the state it was refused in), before the state
+    /// goes back into the cache. It is not called for a command answered from its idempotency key.
+    ///
+    /// For callers that act on the state rather than on the events, such as a process manager
+    /// that sends whatever its state has in flight: a version other than the one it last saw plus
+    /// the events it appended means another writer moved the stream.
+    pub async fn execute_and_inspect(
+        &self,
+        id: &str,
+        command: &D::Command,
+        context: CommandContext,
+        inspect: impl FnOnce(&D::State, u64) + Send,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        let target = self.target(id, command);
+        let span = tracing::info_span!(
+            "eventflow.command",
+            stream = %target.stream,
+            correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
+        );
+        let mut inspect = Some(inspect);
+        let mut once = |_: usize, state: &D::State, version: u64| {
+            if let Some(inspect) = inspect.take() {
+                inspect(state, version);
+            }
+        };
+        let mut executed = self
+            .run(vec![target], &context, &mut once)
+            .instrument(span)
+            .await?;
+        Ok(executed.swap_remove(0))
+    }
+
+    /// Runs one command on each of several streams, all or nothing: each command is decided on
+    /// its stream's current state, and every event goes into **one** atomic multi-stream append
+    /// ([`AppendRequest::with_stream`]) with each stream's exact version. If any command is refused,
+    /// nothing is written and the refusal is returned; on a conflict every stream catches up and
+    /// every command is decided again.
+    ///
+    /// For invariants spread over several streams: a transfer between two accounts, reserving
+    /// every line of an order from per-product stock. Returns one [`Executed`] per command, in
+    /// order; a stream whose command decides no events is left out of the append and its
+    /// `Executed` has none. A retry with the same idempotency key appends nothing and returns
+    /// the same shape, each stream with the events the first call appended to it. A stream named
+    /// twice is a caller's mistake ([`Error::InvalidRequest`]).
+    pub async fn execute_all<S: AsRef<str>>(
+        &self,
+        commands: &[(S, D::Command)],
+        context: CommandContext,
+    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+        let targets: Vec<Target<'_, D>> = commands
+            .iter()
+            .map(|(id, command)| self.target(id.as_ref(), command))
+            .collect();
+        for (i, target) in targets.iter().enumerate() {
+            if targets[..i].iter().any(|t| t.stream == target.stream) {
+                return Err(Error::InvalidRequest(format!(
+                    "stream {} is named twice in one execute_all",
+                    target.stream
+                ))
+                .into());
+            }
+        }
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let span = tracing::info_span!(
+            "eventflow.command",
+            streams = targets.len(),
+            correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
+        );
+        self.run(targets, &context, &mut |_, _, _| {})
+            .instrument(span)
+            .await
+    }
+
+    /// The target of `command` on `id`, with its cached state if any (the stream id comes from
+    /// the cache on a hit, so a hit builds none).
+    fn target<'c>(&self, id: &'c str, command: &'c D::Command) -> Target<'c, D> {
+        let hit = self.cache.as_ref().and_then(|cache| {
+            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream))
+        });
+        let (stream, state) = match hit {
+            Some((stream, entry)) => (stream, Some(entry)),
+            None => (self.stream_id(id), None),
+        };
+        Target {
+            id,
+            stream,
+            command,
+            verified: state.is_none(),
+            state,
+            decided: Vec::new(),
+            event_ids: Vec::new(),
+        }
+    }
+
+    /// The loop. A cached state is decided on without reading the stream first: the append's
+    /// version check proves it was current. Only a decision that appends nothing (a refusal, an
+    /// empty result) is not proven by an append, so that stream first catches up and decides
+    /// again. After a conflict every state catches up from its version rather than from scratch.
+    async fn run(
+        &self,
+        mut targets: Vec<Target<'_, D>>,
+        context: &CommandContext,
+        inspect: Inspect<'_, D::State>,
+    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+        let mut conflicts = 0;
+        loop {
+            if let Some(key) = &context.idempotency_key
+                && let Some(original) = self.dyn_store().find_idempotency_key(key).await?
+            {
+                return self.replay_for(targets, key, original).await;
+            }
+            let keyed_single = context.idempotency_key.is_some() && targets.len() == 1;
+            if let Err(rejection) = self.decide_all(&mut targets, keyed_single, inspect).await {
+                self.put_back(targets);
+                return Err(rejection);
+            }
+            let Some(request) = self.request(&mut targets, context)? else {
+                return Ok(self.unchanged(targets, inspect));
+            };
+            let append = self
+                .dyn_store()
+                .append(request)
+                .instrument(tracing::debug_span!("eventflow.append"))
+                .await;
+            match append {
+                Ok(result) => return Ok(self.settle(targets, &result, context, inspect).await),
+                Err(Error::DuplicateIdempotencyKey { key, original }) => {
+                    return self.replay_for(targets, &key, *original).await;
+                }
+                Err(conflict @ Error::Conflict { .. }) => {
+                    conflicts += 1;
+                    if !self.wait_after_conflict(conflicts).await {
+                        return Err(conflict.into());
+                    }
+                    tracing::debug!(conflicts, "conflict; catching up and deciding again");
+                    for target in &mut targets {
+                        target.verified = true;
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// Decides every target's command, loading what is not cached or must be verified. A refusal
+    /// is returned at once, after `inspect` saw the state it was refused in. `keyed_single`: one
+    /// stream and an idempotency key, whose recording appends even when nothing is decided, so
+    /// that append proves the state too.
+    async fn decide_all(
+        &self,
+        targets: &mut [Target<'_, D>],
+        keyed_single: bool,
+        inspect: Inspect<'_, D::State>,
+    ) -> Result<(), CommandError<D::Error>> {
+        for (index, target) in targets.iter_mut().enumerate() {
+            loop {
+                let (version, state) = match target.state.take() {
+                    Some(current) if !target.verified => current,
+                    carried => {
+                        target.verified = true;
+                        let (state, version) =
+                            self.load_stream(target.id, &target.stream, carried).await?;
+                        (version, state)
+                    }
+                };
+                let outcome = self.decider.decide(&state, target.command);
+                let proven = matches!(&outcome, Ok(events) if !events.is_empty() || keyed_single);
+                target.state = Some((version, state));
+                if !proven && !target.verified {
+                    // Catch up from the cached version and decide again.
+                    target.verified = true;
+                    continue;
+                }
+                match outcome {
+                    Ok(events) => target.decided = events,
+                    Err(rejection) => {
+                        if let Some((version, state)) = &target.state {
+                            inspect(index, state, *version);
+                        }
+                        return Err(CommandError::Rejected(rejection));
+                    }
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The append of every target that decided events, each at the version it was decided on.
+    /// With an idempotency key and nothing decided, the first stream is appended nothing, to
+    /// record the key. `None`: nothing to append.
+    fn request(
+        &self,
+        targets: &mut [Target<'_, D>],
+        context: &CommandContext,
+    ) -> Result<Option<AppendRequest>> {
+        let keyed = context.idempotency_key.is_some();
+        let mut request: Option<AppendRequest> = None;
+        // One copy of the metadata for every event of the command, record and envelope alike.
+        let metadata = Arc::new(context.metadata.clone());
+        let nothing_decided = targets.iter().all(|t| t.decided.is_empty());
+        for (index, target) in targets.iter_mut().enumerate() {
+            let record_key = keyed && index == 0 && nothing_decided;
+            if target.decided.is_empty() && !record_key {
+                continue;
+            }
+            let events = encode(&target.decided, &metadata)?;
+            target.event_ids = events.iter().map(|e| e.event_id).collect();
+            let expected = ExpectedVersion::Observed(target.version());
+            request = Some(match request {
+                None => AppendRequest::new(target.stream.clone(), expected, events),
+                Some(request) => request.with_stream(target.stream.clone(), expected, events),
+            });
+        }
+        Ok(request.map(|mut request| {
+            request.idempotency_key = context.idempotency_key.clone();
+            request.with_outbox(self.outbox)
+        }))
+    }
+
+    /// Nothing was decided anywhere: every state goes back to the cache as it was.
+    fn unchanged(
+        &self,
+        targets: Vec<Target<'_, D>>,
+        inspect: Inspect<'_, D::State>,
+    ) -> Vec<Executed<D::Event>> {
+        let mut executed = Vec::with_capacity(targets.len());
+        for (index, target) in targets.into_iter().enumerate() {
+            let Some((version, state)) = target.state else {
+                continue;
+            };
+            inspect(index, &state, version);
+            executed.push(Executed {
+                stream_id: target.stream.clone(),
+                version,
+                events: Vec::new(),
+                deduplicated: false,
+            });
+            self.cache_put(target.stream, version, state);
+        }
+        executed
+    }
+
+    /// After the append: the envelopes get the versions, positions and time the store assigned,
+    /// each state evolves through its events, is snapshotted by policy and goes back to the cache.
+    async fn settle(
+        &self,
+        targets: Vec<Target<'_, D>>,
+        result: &AppendResult,
+        context: &CommandContext,
+        inspect: Inspect<'_, D::State>,
+    ) -> Vec<Executed<D::Event>> {
+        let mut results = std::iter::once(result).chain(&result.other_streams);
+        let metadata = Arc::new(context.metadata.clone());
+        let mut executed = Vec::with_capacity(targets.len());
+        let record_key = context.idempotency_key.is_some();
+        let nothing_decided = targets.iter().all(|t| t.decided.is_empty());
+        for (index, target) in targets.into_iter().enumerate() {
+            let appended =
+                !target.decided.is_empty() || (record_key && nothing_decided && index == 0);
+            let Some((before, mut state)) = target.state else {
+                continue;
+            };
+            let (version, events) = match appended.then(|| results.next()).flatten() {
+                Some(result) => {
+                    let mut envelopes = Vec::with_capacity(target.decided.len());
+                    let decided = target.decided.into_iter().zip(target.event_ids);
+                    for (i, (event, event_id)) in decided.enumerate() {
+                        self.decider.evolve(&mut state, &event);
+                        envelopes.push(Envelope {
+                            event_id,
+                            stream_id: target.stream.clone(),
+                            version: result.first_version + i as u64,
+                            position: result.first_position.map(|p| p + i as u64),
+                            recorded_at: result.recorded_at,
+                            metadata: Arc::clone(&metadata),
+                            event,
+                        });
+                    }
+                    (result.last_version, envelopes)
+                }
+                None => (before, Vec::new()),
+            };
+            self.maybe_snapshot(&target.stream, before, version, &state)
+                .await;
+            inspect(index, &state, version);
+            executed.push(Executed {
+                stream_id: target.stream.clone(),
+                version,
+                events,
+                deduplicated: false,
+            });
+            self.cache_put(target.stream, version, state);
+        }
+        executed
+    }
+
+    /// A refused command writes nothing: every state decided on goes back to the cache.
+    fn put_back(&self, targets: Vec<Target<'_, D>>) {
+        for target in targets {
+            if let Some((version, state)) = target.state {
+                self.cache_put(target.stream, version, state);
+            }
+        }
+    }
+
+    /// After the `conflicts`-th conflict of one command: false when no try is left, else true
+    /// once it is time to try again.
+    async fn wait_after_conflict(&self, conflicts: u32) -> bool {
+        if !self.conflict_retry.allows_retry_after(conflicts) {
+            return false;
+        }
+        if conflicts == 1 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(self.conflict_retry.delay(conflicts - 1)).await;
+        }
+        true
+    }
+
+    pub(super) fn cache_put(&self, stream: StreamId, version: u64, state: D::State) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream, version, state);
+        }
+    }
+
+    /// The result of an earlier command with the same idempotency key, in the shape of this
+    /// call: one [`Executed`] per target, each with what the first call appended to its stream.
+    /// A key first used on other streams is a caller's mistake, reported with the original
+    /// append ([`Error::DuplicateIdempotencyKey`]) rather than decoded.
+    async fn replay_for(
+        &self,
+        targets: Vec<Target<'_, D>>,
+        key: &str,
+        original: AppendResult,
+    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+        if !targets.iter().any(|t| t.stream == original.stream) {
+            self.put_back(targets);
+            return Err(CommandError::Store(Error::DuplicateIdempotencyKey {
+                key: key.to_owned(),
+                original: Box::new(original),
+            }));
+        }
+        let mut executed = Vec::with_capacity(targets.len());
+        for target in targets {
+            let recorded = std::iter::once(&original)
+                .chain(&original.other_streams)
+                .find(|r| r.stream == target.stream);
+            match recorded {
+                Some(recorded) => {
+                    let mut recorded = recorded.clone();
+                    recorded.other_streams.clear();
+                    if let Some((version, state)) = target.state {
+                        self.cache_put(target.stream, version, state);
+                    }
+                    executed.push(self.read_executed(recorded).await?);
+                }
+                // The first call decided nothing for this stream.
+                None => {
+                    let (state, version) = self
+                        .load_stream(target.id, &target.stream, target.state)
+                        .await?;
+                    executed.push(Executed {
+                        stream_id: target.stream.clone(),
+                        version,
+                        events: Vec::new(),
+                        deduplicated: true,
+                    });
+                    self.cache_put(target.stream, version, state);
+                }
+            }
+        }
+        Ok(executed)
+    }
+
+    /// What an append that recorded an idempotency key wrote to its (first) stream, typed.
+    pub(super) async fn read_executed(&self, original: AppendResult) -> Result<Executed<D::Event>> {
+        let recorded = self
+            .dyn_store()
+            .read_range(
+                &original.stream,
+                original.first_version,
+                original.last_version,
+            )
+            .await?;
+        let events = self.decode_all(recorded)?;
+        Ok(Executed {
+            stream_id: original.stream,
+            version: original.last_version,
+            events,
+            deduplicated: true,
+        })
+    }
+}
+
+impl<D: Decider> Target<'_, D> {
+    /// The version the current decision was made on.
+    fn version(&self) -> u64 {
+        self.state.as_ref().map_or(0, |(version, _)| *version)
+    }
+}
+
+/// Encodes decided events for the store.
+fn encode<E: DomainEvent>(events: &[E], metadata: &Arc<Metadata>) -> Result<Vec<NewEvent>> {
+    events
+        .iter()
+        .map(|event| NewEvent::encode(event, Arc::clone(metadata)))
+        .collect()
+}

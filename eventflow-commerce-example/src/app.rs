@@ -21,6 +21,7 @@ use crate::platform::auth::Jwt;
 use crate::platform::backends::Backends;
 use crate::platform::messaging::ContextInfra;
 use crate::platform::server::{Service, Shutdown};
+pub use crate::platform::startup::StartError;
 use crate::{
     catalog, identity, inventory, notification, orchestration, ordering, payment, shipping,
 };
@@ -57,35 +58,6 @@ impl std::fmt::Debug for RunningApp {
         f.debug_struct("RunningApp")
             .field("addresses", &self.addresses)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why the app could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// A service could not listen on its address.
-    #[error("{0}")]
-    Listen(#[from] std::io::Error),
-    /// Settings that cannot work together (each named in the message).
-    #[error("{0}")]
-    Settings(String),
-    /// A part could not be wired or seeded.
-    #[error("{what}: {cause}")]
-    Wiring {
-        /// The part.
-        what: &'static str,
-        /// Why.
-        cause: String,
-    },
-}
-
-impl StartError {
-    pub(crate) fn wiring(what: &'static str, cause: impl std::fmt::Display) -> Self {
-        StartError::Wiring {
-            what,
-            cause: cause.to_string(),
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use eventflow_core::DomainEvent;
 use eventflow_saga::{Backoff, SagaDefinition};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,6 +19,54 @@ pub(crate) mod events {
     pub(crate) const ORDER_COMPLETED: &str = "OrderCompleted";
     /// Ordering: the saga cancelled the order. Notification tells the customer.
     pub(crate) const ORDER_CANCELLED: &str = "OrderCancelled";
+}
+
+/// The stream types published events come from: a consumer's projection reads these streams,
+/// the producer's aggregate writes them.
+pub(crate) mod streams {
+    /// The catalog's products (`product-{id}`).
+    pub(crate) const PRODUCT: &str = "product";
+    /// Ordering's orders (`order-{id}`).
+    pub(crate) const ORDER: &str = "order";
+}
+
+/// What consumers read of the catalog's events: `ProductListed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub(crate) enum CatalogFact {
+    ProductListed(ProductListed),
+}
+
+impl DomainEvent for CatalogFact {
+    fn event_type(&self) -> &'static str {
+        events::PRODUCT_LISTED
+    }
+}
+
+/// What consumers read of an order's outcome: `OrderCompleted` or `OrderCancelled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub(crate) enum OrderOutcome {
+    OrderCompleted(OrderSettled),
+    OrderCancelled(OrderSettled),
+}
+
+impl OrderOutcome {
+    /// The order it settled.
+    pub(crate) fn order(&self) -> &OrderSettled {
+        match self {
+            OrderOutcome::OrderCompleted(order) | OrderOutcome::OrderCancelled(order) => order,
+        }
+    }
+}
+
+impl DomainEvent for OrderOutcome {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderOutcome::OrderCompleted(_) => events::ORDER_COMPLETED,
+            OrderOutcome::OrderCancelled(_) => events::ORDER_CANCELLED,
+        }
+    }
 }
 
 /// A postal address.

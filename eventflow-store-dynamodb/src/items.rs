@@ -50,6 +50,8 @@ pub(crate) mod meta_attr {
     pub(crate) const PARKED_AT: &str = "parked_at";
     pub(crate) const VALUE: &str = "value";
     pub(crate) const JSON: &str = "json";
+    /// An idempotency key's other streams (S): JSON `[[stream, first, last], ...]`.
+    pub(crate) const OTHER_STREAMS: &str = "other_streams";
 }
 
 /// Prefix of an idempotency key's partition key in the meta table.
@@ -191,18 +193,41 @@ pub(crate) fn idempotency_item(key: &str, result: &AppendResult) -> Item {
         meta_attr::RECORDED_AT.to_owned(),
         timestamp(result.recorded_at),
     );
+    if !result.other_streams.is_empty() {
+        let others: Vec<(&str, u64, u64)> = result
+            .other_streams
+            .iter()
+            .map(|r| (r.stream.as_str(), r.first_version, r.last_version))
+            .collect();
+        // Serialising strings and numbers cannot fail.
+        let json = serde_json::to_string(&others).unwrap_or_default();
+        item.insert(meta_attr::OTHER_STREAMS.to_owned(), s(json));
+    }
     item
 }
 
 /// The append result an idempotency key item recorded.
 pub(crate) fn decode_idempotency(item: &Item) -> Result<AppendResult> {
-    Ok(AppendResult::new(
+    let recorded_at = get_time(item, meta_attr::RECORDED_AT)?;
+    let mut result = AppendResult::new(
         StreamId::new(get_s(item, meta_attr::STREAM_ID)?),
         get_n(item, meta_attr::FIRST_VERSION)?,
         get_n(item, meta_attr::LAST_VERSION)?,
         None,
-        get_time(item, meta_attr::RECORDED_AT)?,
-    ))
+        recorded_at,
+    );
+    if item.contains_key(meta_attr::OTHER_STREAMS) {
+        let json = get_s(item, meta_attr::OTHER_STREAMS)?;
+        let others: Vec<(String, u64, u64)> = serde_json::from_str(json)
+            .map_err(|e| Error::serialization("an idempotency key's other streams", e))?;
+        result.other_streams = others
+            .into_iter()
+            .map(|(stream, first, last)| {
+                AppendResult::new(StreamId::new(stream), first, last, None, recorded_at)
+            })
+            .collect();
+    }
+    Ok(result)
 }
 
 /// Digits of the zero-padded version in an outbox sort key (`u64::MAX` has 20).

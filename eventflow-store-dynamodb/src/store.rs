@@ -56,7 +56,8 @@ const BATCH_WRITE_ITEMS: usize = 25;
 /// # async fn f(store: eventflow_store_dynamodb::DynamoDbEventStore, p: std::sync::Arc<impl eventflow_core::Projection>) {
 /// use std::sync::Arc;
 /// // error: the trait `GlobalFeed` is not implemented for `DynamoDbEventStore`
-/// let runner = eventflow_core::ProjectionRunner::new(Arc::new(store), p);
+/// let checkpoints = Arc::new(store.checkpoint_store());
+/// let runner = eventflow_core::ProjectionRunner::new(Arc::new(store), p, checkpoints);
 /// # }
 /// ```
 #[derive(Debug)]

@@ -38,7 +38,7 @@ pub(crate) enum ProductError {
 }
 
 impl Aggregate for Product {
-    const STREAM_TYPE: &'static str = "product";
+    const STREAM_TYPE: &'static str = crate::contract::streams::PRODUCT;
     type Command = ProductCommand;
     type Event = ProductEvent;
     type Error = ProductError;

@@ -3,24 +3,23 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use eventflow_core::{Envelope, Projection, Result};
 
 use super::application::Catalog;
-use super::domain::{Product, ProductEvent};
-use crate::app::StartError;
+use super::domain::ProductEvent;
 use crate::contract::{ProductListed, events};
 use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
+use crate::platform::startup::StartError;
 
 #[derive(Debug)]
 pub(crate) struct CatalogView {
     pub(crate) products: Documents<ProductListed>,
 }
 
-#[async_trait]
 impl Projection for CatalogView {
-    type Aggregate = Product;
+    type Event = ProductEvent;
+    const STREAMS: &'static [&'static str] = &[crate::contract::streams::PRODUCT];
 
     fn name(&self) -> &str {
         "catalog-view"

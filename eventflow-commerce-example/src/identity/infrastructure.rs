@@ -6,9 +6,9 @@ use std::sync::Arc;
 use argon2::Argon2;
 
 use super::application::Identity;
-use crate::app::StartError;
 use crate::platform::auth::Jwt;
 use crate::platform::messaging::{ContextInfra, Started};
+use crate::platform::startup::StartError;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 

@@ -7,8 +7,8 @@ use eventflow_core::Repository;
 
 use super::application::participant;
 use super::domain::Stock;
-use crate::app::StartError;
 use crate::platform::messaging::{ContextInfra, Started};
+use crate::platform::startup::StartError;
 
 /// A product's stock stream grows by an event per order: snapshots keep a cold load short.
 const SNAPSHOT_EVERY: u64 = 200;

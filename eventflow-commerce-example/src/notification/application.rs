@@ -5,16 +5,17 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use eventflow_bus::WorkQueue;
 use eventflow_core::{
-    CommandContext, Delivery, HandlerError, MessageHandler, Metadata, Repository,
+    CommandContext, CommandError, Delivery, Envelope, Error, HandlerError, MessageHandler,
+    Metadata, Projection, Repository, Result,
 };
 
 use super::domain::{DeliveryStatus, Email, NotificationCommand, NotificationKind, Notifications};
-use crate::contract::{OrderSettled, events};
+use crate::contract::{OrderOutcome, events, streams};
 
 /// Sends an email. Pluggable: the default logs it; a deployment plugs in SES, SendGrid, ...
 #[async_trait]
 pub(crate) trait EmailSender: Send + Sync + 'static {
-    async fn send(&self, email: &Email) -> Result<(), String>;
+    async fn send(&self, email: &Email) -> std::result::Result<(), String>;
 }
 
 /// The development sender: logs the email (the notification log records it), after `latency`.
@@ -25,7 +26,7 @@ pub(crate) struct LoggingSender {
 
 #[async_trait]
 impl EmailSender for LoggingSender {
-    async fn send(&self, email: &Email) -> Result<(), String> {
+    async fn send(&self, email: &Email) -> std::result::Result<(), String> {
         if !self.latency.is_zero() {
             tracing::info!(to = %email.recipient, kind = ?email.kind, "sending email");
             tokio::time::sleep(self.latency).await;
@@ -43,7 +44,7 @@ pub(crate) struct ForwardToQueue {
 
 #[async_trait]
 impl MessageHandler for ForwardToQueue {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
+    async fn handle(&self, delivery: Delivery) -> std::result::Result<(), HandlerError> {
         self.queue
             .send(vec![delivery.message])
             .await
@@ -51,20 +52,23 @@ impl MessageHandler for ForwardToQueue {
     }
 }
 
-/// Handles queued order events: records the notification, sends it, marks it sent.
+/// Handles queued order outcomes: records the notification, sends it, marks it sent. A
+/// projection of ordering's published `OrderCompleted` and `OrderCancelled`, fed from the work
+/// queue, so a redelivered message is skipped by the projector before any email is considered.
 pub(crate) struct NotificationWorker {
     pub(crate) log: Arc<Repository<Notifications>>,
     pub(crate) sender: Arc<dyn EmailSender>,
 }
 
-fn email_for(message_type: &str, order: &OrderSettled) -> Option<Email> {
-    let (kind, subject, body) = match message_type {
-        events::ORDER_COMPLETED => (
+fn email_for(outcome: &OrderOutcome) -> Email {
+    let order = outcome.order();
+    let (kind, subject, body) = match outcome {
+        OrderOutcome::OrderCompleted(_) => (
             NotificationKind::OrderConfirmation,
             format!("Your order {} is confirmed", order.order_id),
             "Thank you: your order is paid and on its way.".to_owned(),
         ),
-        events::ORDER_CANCELLED => (
+        OrderOutcome::OrderCancelled(_) => (
             NotificationKind::OrderCancellation,
             format!("Your order {} was cancelled", order.order_id),
             format!(
@@ -72,37 +76,48 @@ fn email_for(message_type: &str, order: &OrderSettled) -> Option<Email> {
                 order.reason.as_deref().unwrap_or("no reason given")
             ),
         ),
-        _ => return None,
     };
-    Some(Email {
+    Email {
         kind,
         recipient: order.customer_id.clone(),
         subject,
         body,
-    })
+    }
 }
 
-#[async_trait]
-impl MessageHandler for NotificationWorker {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let message = &delivery.message;
-        let order: OrderSettled = serde_json::from_value(message.payload.clone()).map_err(|e| {
-            HandlerError::msg(format!(
-                "{} {}: not an order event: {e}",
-                message.message_type, message.id
-            ))
-        })?;
-        let email = email_for(&message.message_type, &order).ok_or_else(|| {
-            HandlerError::msg(format!("no notification for {}", message.message_type))
-        })?;
+/// A failed command on the notification log, as the projection's error.
+fn log_failed<E: std::error::Error + Send + Sync + 'static>(error: CommandError<E>) -> Error {
+    match error {
+        CommandError::Store(error) => error,
+        other => Error::backend("notification log", other.to_string()),
+    }
+}
+
+impl Projection for NotificationWorker {
+    type Event = OrderOutcome;
+    const STREAMS: &'static [&'static str] = &[streams::ORDER];
+    const EVENT_TYPES: &'static [&'static str] =
+        &[events::ORDER_COMPLETED, events::ORDER_CANCELLED];
+
+    fn name(&self) -> &str {
+        "notification-emails"
+    }
+
+    async fn apply(&self, _: &str, event: &Envelope<OrderOutcome>) -> Result<()> {
+        let email = email_for(&event.event);
+        let order_id = &event.event.order().order_id;
         let kind = email.kind;
-        let mut metadata = Metadata::new().with_causation_id(message.id.as_str());
-        metadata.correlation_id = message.correlation_id().map(str::to_owned);
+        let mut metadata = Metadata::new().with_causation_id(event.event_id.to_string());
+        metadata
+            .correlation_id
+            .clone_from(&event.metadata.correlation_id);
         let context = || CommandContext::new().with_metadata(metadata.clone());
         let mut status = None;
+        // The log, not only the projector's checkpoint, keeps the email single: a crash after
+        // sending and before the checkpoint is saved hands the event over again.
         self.log
             .execute_and_inspect(
-                &order.order_id,
+                order_id,
                 &NotificationCommand::Request(email.clone()),
                 context(),
                 |state, _| {
@@ -110,20 +125,24 @@ impl MessageHandler for NotificationWorker {
                 },
             )
             .await
-            .map_err(HandlerError::msg)?;
+            .map_err(log_failed)?;
         if status == Some(DeliveryStatus::Sent) {
-            tracing::info!(order_id = %order.order_id, ?kind, "duplicate notification suppressed");
+            tracing::info!(%order_id, ?kind, "duplicate notification suppressed");
             return Ok(());
         }
-        self.sender.send(&email).await.map_err(HandlerError::msg)?;
-        self.log
-            .execute(
-                &order.order_id,
-                &NotificationCommand::MarkSent(kind),
-                context(),
-            )
+        self.sender
+            .send(&email)
             .await
-            .map_err(HandlerError::msg)?;
+            .map_err(|e| Error::transient("email sender", e))?;
+        self.log
+            .execute(order_id, &NotificationCommand::MarkSent(kind), context())
+            .await
+            .map_err(log_failed)?;
+        Ok(())
+    }
+
+    /// Notifications are facts in notification's own streams: there is nothing to clear.
+    async fn reset(&self) -> Result<()> {
         Ok(())
     }
 }
@@ -135,8 +154,14 @@ mod tests {
 
     use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Worker, WorkerOptions};
     use eventflow_core::bus::Backoff;
-    use eventflow_core::{InMemoryEventStore, Message};
+    use eventflow_core::outbox::event_to_message;
+    use eventflow_core::{
+        AppendRequest, EventStore, EventStoreExt, ExpectedVersion, InMemoryCheckpointStore,
+        InMemoryEventStore, Message, NewEvent, Projector, StreamId,
+    };
     use serde_json::json;
+
+    use crate::contract::OrderSettled;
 
     use super::*;
 
@@ -149,7 +174,7 @@ mod tests {
 
     #[async_trait]
     impl EmailSender for Outbox {
-        async fn send(&self, email: &Email) -> Result<(), String> {
+        async fn send(&self, email: &Email) -> std::result::Result<(), String> {
             let mut fail = self.fail_first.lock().unwrap_or_else(|e| e.into_inner());
             if *fail > 0 {
                 *fail -= 1;
@@ -163,21 +188,34 @@ mod tests {
         }
     }
 
-    fn completed(message_id: &str) -> Message {
-        Message::new(
-            events::ORDER_COMPLETED,
-            "ordering",
-            json!({"orderId": "o1", "customerId": "customer-1"}),
-        )
-        .with_id(message_id)
+    /// `OrderCompleted` of order `o1` as ordering's outbox relays it.
+    async fn completed() -> Message {
+        let producer = InMemoryEventStore::new();
+        let stream = StreamId::new("order-o1");
+        let outcome = OrderOutcome::OrderCompleted(OrderSettled {
+            order_id: "o1".into(),
+            customer_id: "customer-1".into(),
+            reason: None,
+        });
+        let event = NewEvent::encode(&outcome, Metadata::new()).expect("encodes");
+        let request = AppendRequest::new(stream.clone(), ExpectedVersion::NoStream, vec![event]);
+        producer.append(request).await.expect("appends");
+        let recorded = producer
+            .read_stream_to_end(&stream, 1)
+            .await
+            .expect("reads");
+        event_to_message(&recorded[0], "ordering").expect("a message")
     }
 
     async fn run(queue: &Arc<InMemoryWorkQueue>, sender: Arc<Outbox>, until: impl Fn() -> bool) {
         let store = Arc::new(InMemoryEventStore::new());
-        let worker = NotificationWorker {
-            log: Arc::new(Repository::new(store)),
-            sender,
-        };
+        let worker = Projector::new(
+            Arc::new(NotificationWorker {
+                log: Arc::new(Repository::new(store)),
+                sender,
+            }),
+            Arc::new(InMemoryCheckpointStore::new()),
+        );
         let options = WorkerOptions::new()
             .with_wait_time(Duration::from_millis(20))
             .with_retry(Backoff::new(
@@ -207,8 +245,9 @@ mod tests {
             fail_first: Mutex::new(1),
             ..Outbox::default()
         });
+        let completed = completed().await;
         queue
-            .send(vec![completed("m1"), completed("m1"), completed("m2")])
+            .send(vec![completed.clone(), completed.clone(), completed])
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let watched = Arc::clone(&sender);

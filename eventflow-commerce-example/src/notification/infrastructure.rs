@@ -8,9 +8,9 @@ use eventflow_core::Subscription;
 
 use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
 use super::http::NotificationState;
-use crate::app::StartError;
 use crate::contract::events;
 use crate::platform::messaging::{ContextInfra, Started, of_types};
+use crate::platform::startup::StartError;
 
 /// How many receives a queued notification gets before it is dead-lettered.
 const MAX_RECEIVES: u32 = 5;
@@ -39,7 +39,7 @@ pub(crate) async fn start(
             }),
         )
         .await?;
-    let worker = infra.in_context(Arc::new(NotificationWorker {
+    let worker = infra.in_context(infra.projector(NotificationWorker {
         log: Arc::clone(&log),
         sender: Arc::new(LoggingSender {
             latency: email_latency,

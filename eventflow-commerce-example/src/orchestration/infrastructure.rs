@@ -7,11 +7,11 @@ use eventflow_saga::{Orchestrator, SagaDefinition};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-use crate::app::StartError;
 use crate::config::Config;
 use crate::contract::PlacedOrder;
 use crate::platform::messaging::{ContextInfra, Started};
 use crate::platform::server::Shutdown;
+use crate::platform::startup::StartError;
 
 /// Starts the orchestrator, resumes the sagas its store left unfinished, and runs its timers
 /// until `shutdown` (the returned task).

@@ -69,7 +69,7 @@ pub(crate) enum OrderError {
 }
 
 impl Aggregate for Order {
-    const STREAM_TYPE: &'static str = "order";
+    const STREAM_TYPE: &'static str = crate::contract::streams::ORDER;
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;

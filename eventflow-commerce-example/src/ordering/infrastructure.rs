@@ -4,19 +4,17 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use eventflow_core::{Envelope, Projection, Result};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::application::{Ordering, participant};
-use super::domain::{Order, OrderEvent, OrderStatus};
-use crate::app::StartError;
-use crate::catalog::domain::{Product, ProductEvent};
-use crate::contract::{Address, OrderLine, events};
+use super::domain::{OrderEvent, OrderStatus};
+use crate::contract::{Address, CatalogFact, OrderLine, events, streams};
 use crate::platform::messaging::{ContextInfra, Started, of_types};
 use crate::platform::read_model::Documents;
+use crate::platform::startup::StartError;
 
 /// An order as queries see it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -68,9 +66,9 @@ impl OrderViews {
     }
 }
 
-#[async_trait]
 impl Projection for OrderViews {
-    type Aggregate = Order;
+    type Event = OrderEvent;
+    const STREAMS: &'static [&'static str] = &[streams::ORDER];
 
     fn name(&self) -> &str {
         "order-views"
@@ -139,18 +137,18 @@ impl PriceList {
     }
 }
 
-#[async_trait]
 impl Projection for PriceList {
-    // The catalog's event schema is its published language; the projection decodes it and keeps
-    // only what ordering needs.
-    type Aggregate = Product;
+    // The catalog's published language, decoded into ordering's own type: ordering never
+    // imports the catalog's domain.
+    type Event = CatalogFact;
+    const STREAMS: &'static [&'static str] = &[streams::PRODUCT];
 
     fn name(&self) -> &str {
         "ordering-price-list"
     }
 
-    async fn apply(&self, id: &str, event: &Envelope<ProductEvent>) -> Result<()> {
-        let ProductEvent::ProductListed(listing) = &event.event;
+    async fn apply(&self, id: &str, event: &Envelope<CatalogFact>) -> Result<()> {
+        let CatalogFact::ProductListed(listing) = &event.event;
         self.prices.put(id, listing.price_cents).await
     }
 

@@ -2,15 +2,14 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use eventflow_core::{
-    CommandContext, CommandError, Delivery, EventBus, HandlerError, MessageHandler, Metadata,
-    Repository,
+    CommandContext, CommandError, Envelope, Error, EventBus, Metadata, Projection, Repository,
+    Result,
 };
 use eventflow_saga::Participant;
 
 use super::domain::{Payment, PaymentCommand};
-use crate::contract::{OrderSettled, order_of, saga};
+use crate::contract::{OrderOutcome, events, order_of, saga, streams};
 
 /// The participant answering `AuthorizePayment` and `CancelPayment`.
 pub(crate) fn participant(
@@ -44,18 +43,29 @@ pub(crate) fn participant(
         .fails_when(|event| event.failure())
 }
 
-/// Captures the payment of a completed order, once per order.
+/// Captures the payment of a completed order, once per order: a projection of ordering's
+/// `OrderCompleted`, so the projector de-duplicates redeliveries and keeps its progress.
 pub(crate) struct CaptureOnCompletion {
     pub(crate) payments: Arc<Repository<Payment>>,
 }
 
-#[async_trait]
-impl MessageHandler for CaptureOnCompletion {
-    async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError> {
-        let completed: OrderSettled = serde_json::from_value(delivery.message.payload.clone())
-            .map_err(|e| HandlerError::msg(format!("OrderCompleted payload: {e}")))?;
-        let mut metadata = Metadata::new().with_causation_id(delivery.message.id.as_str());
-        metadata.correlation_id = delivery.message.correlation_id().map(str::to_owned);
+impl Projection for CaptureOnCompletion {
+    type Event = OrderOutcome;
+    const STREAMS: &'static [&'static str] = &[streams::ORDER];
+    const EVENT_TYPES: &'static [&'static str] = &[events::ORDER_COMPLETED];
+
+    fn name(&self) -> &str {
+        "payment-capture"
+    }
+
+    async fn apply(&self, _: &str, event: &Envelope<OrderOutcome>) -> Result<()> {
+        let OrderOutcome::OrderCompleted(completed) = &event.event else {
+            return Ok(());
+        };
+        let mut metadata = Metadata::new().with_causation_id(event.event_id.to_string());
+        metadata
+            .correlation_id
+            .clone_from(&event.metadata.correlation_id);
         let context = CommandContext::new()
             .with_metadata(metadata)
             .with_idempotency_key(format!("capture/{}", completed.order_id));
@@ -77,7 +87,13 @@ impl MessageHandler for CaptureOnCompletion {
                 tracing::error!(order_id = %completed.order_id, %refusal, "cannot capture the payment of a completed order");
                 Ok(())
             }
-            Err(other) => Err(HandlerError::msg(other)),
+            Err(CommandError::Store(error)) => Err(error),
+            Err(other) => Err(Error::InvalidRequest(other.to_string())),
         }
+    }
+
+    /// Captures are facts in payment's own streams: there is nothing to clear.
+    async fn reset(&self) -> Result<()> {
+        Ok(())
     }
 }

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use super::application::{CaptureOnCompletion, participant};
-use crate::app::StartError;
 use crate::contract::events;
 use crate::platform::messaging::{ContextInfra, Started, of_types};
-use eventflow_core::Subscription;
+use crate::platform::startup::StartError;
 
 /// Starts payment, declining orders above `limit_cents`.
 pub(crate) async fn start(infra: &ContextInfra, limit_cents: u64) -> Result<Started, StartError> {
@@ -19,9 +18,10 @@ pub(crate) async fn start(infra: &ContextInfra, limit_cents: u64) -> Result<Star
             .subscribe(participant.subscription(), Arc::new(participant))
             .await?,
         infra
-            .subscribe(
-                Subscription::new("payment-capture").with_filter(completed),
-                Arc::new(CaptureOnCompletion {
+            .project(
+                "payment-capture",
+                completed,
+                &infra.projector(CaptureOnCompletion {
                     payments: Arc::clone(&payments),
                 }),
             )

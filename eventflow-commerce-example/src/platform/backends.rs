@@ -12,8 +12,8 @@ use eventflow_core::{
 
 use super::read_model::DocumentStore;
 
-use crate::app::StartError;
 use crate::config::Backend;
+use crate::platform::startup::StartError;
 
 /// Where one context keeps its data: its own, no other context reads it.
 pub(crate) struct Persistence {

@@ -4,13 +4,14 @@
 //! recorded. [`Backends`] decides where all of it lives.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_bus::{DeadLetterQueue, QueueSettings};
 use eventflow_core::{
-    Aggregate, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed, HandlerError,
-    InMemoryEventStore, MessageHandler, OutboxRelay, Projection, Projector, Repository,
-    SnapshotPolicy, SnapshotStore, StreamId, Subscription, SubscriptionHandle,
+    Aggregate, Backoff, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed,
+    HandlerError, InMemoryEventStore, MessageHandler, OutboxRelay, Projection, Projector,
+    Repository, SnapshotPolicy, SnapshotStore, StreamId, Subscription, SubscriptionHandle,
 };
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
@@ -18,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use super::backends::{Backends, Persistence};
 use super::read_model::{DocumentStore, Documents};
 use super::server::{ReadyCheck, Service, Shutdown};
-use crate::app::StartError;
+use crate::platform::startup::StartError;
 
 /// How many aggregates a context's repository keeps in memory between commands, so a hot one
 /// (a product's stock) is not replayed for every command.
@@ -121,7 +122,10 @@ impl ContextInfra {
     {
         self.repository(false)
             .with_snapshots(Arc::clone(&self.snapshots), SnapshotPolicy::every(every))
-            .with_max_conflict_retries(16)
+            .with_conflict_retry(
+                Backoff::new(17, Duration::from_millis(1), Duration::from_millis(20))
+                    .with_full_jitter(),
+            )
     }
 
     /// A projector fed by the bus, keeping its progress in this context's checkpoint store.

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::application::participant;
-use crate::app::StartError;
 use crate::platform::messaging::{ContextInfra, Started};
+use crate::platform::startup::StartError;
 
 pub(crate) async fn start(infra: &ContextInfra) -> Result<Started, StartError> {
     let participant = participant(infra.repository(false), Arc::clone(&infra.bus));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventflow_core::{
-    DeciderRepository, EventBus, EventStore, InMemorySnapshotStore, Message, SnapshotStore,
+    Backoff, DeciderRepository, EventBus, EventStore, InMemorySnapshotStore, Message, SnapshotStore,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -149,7 +149,14 @@ impl<D: SagaData> OrchestratorBuilder<D> {
                 Arc::clone(&self.store),
             )
             .with_cache(self.cache_capacity)
-            .with_max_conflict_retries(self.max_conflict_retries),
+            .with_conflict_retry(
+                Backoff::new(
+                    self.max_conflict_retries.saturating_add(1),
+                    Duration::from_millis(1),
+                    Duration::from_millis(20),
+                )
+                .with_full_jitter(),
+            ),
         );
         let snapshots = self
             .index_snapshots

@@ -31,7 +31,7 @@ pub(super) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> serde_json::Res
 
 impl<D: Decider> DeciderRepository<D> {
     /// Saves a snapshot of a state the caller loaded, whatever the snapshot policy: for streams
-    /// written outside [`execute`](Self::execute) (appends with [`ExpectedVersion::Any`] of facts
+    /// written outside [`execute`](Self::execute) (appends with [`ExpectedVersion::Any`](crate::ExpectedVersion::Any) of facts
     /// that need no decision) that still want short loads. Without
     /// [`with_snapshots`](Self::with_snapshots) it is [`Error::InvalidRequest`].
     pub async fn save_snapshot(&self, id: &str, loaded: &Loaded<D::State>) -> Result<()> {

@@ -12,13 +12,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::application::Catalog;
-use crate::config::Config;
 use crate::contract::{self, ProductListed};
 use crate::identity::application::Identity;
 use crate::ordering::domain::Order;
 use crate::ordering::infrastructure::{OrderViews, PriceList};
 use crate::platform::auth::Jwt;
 use crate::platform::backends::Backends;
+use crate::platform::config::Config;
 use crate::platform::messaging::ContextInfra;
 use crate::platform::server::{Service, Shutdown};
 pub use crate::platform::startup::StartError;
@@ -80,7 +80,11 @@ impl RunningApp {
             addresses.push((name, local));
             servers.push(task);
         }
-        addresses.sort_by_key(|(name, _)| crate::config::SERVICES.iter().position(|s| s == name));
+        addresses.sort_by_key(|(name, _)| {
+            crate::platform::config::SERVICES
+                .iter()
+                .position(|s| s == name)
+        });
         Ok(RunningApp {
             addresses,
             stop,
@@ -107,7 +111,7 @@ impl RunningApp {
         };
         cloud.create_tables().await?;
         let config = Config {
-            role: crate::config::Role::Provision,
+            role: crate::platform::config::Role::Provision,
             ..config.clone()
         };
         let contexts = Contexts::start(&config, &backends, &shutdown).await?;

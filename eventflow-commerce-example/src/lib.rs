@@ -20,7 +20,7 @@
 
 mod app;
 mod catalog;
-mod config;
+
 mod contract;
 mod identity;
 mod inventory;
@@ -32,6 +32,8 @@ mod platform;
 mod shipping;
 
 pub use app::{RunningApp, StartError};
-pub use config::{Backend, CLOUD_VARIABLES, CloudSettings, Config, Parsed, Role, SERVICES, USAGE};
+pub use platform::config::{
+    Backend, CLOUD_VARIABLES, CloudSettings, Config, Parsed, Role, SERVICES, USAGE,
+};
 pub use platform::logging::{LogFormat, init as init_logging};
 pub use platform::telemetry::Telemetry;

@@ -7,8 +7,8 @@ use eventflow_saga::{Orchestrator, SagaDefinition};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
 use crate::contract::PlacedOrder;
+use crate::platform::config::Config;
 use crate::platform::messaging::{ContextInfra, Started};
 use crate::platform::server::Shutdown;
 use crate::platform::startup::StartError;

@@ -12,7 +12,7 @@ use eventflow_core::{
 
 use super::read_model::DocumentStore;
 
-use crate::config::Backend;
+use crate::platform::config::Backend;
 use crate::platform::startup::StartError;
 
 /// Where one context keeps its data: its own, no other context reads it.

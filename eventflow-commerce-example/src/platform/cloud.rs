@@ -14,7 +14,7 @@ use eventflow_core::{EventBus, Result};
 use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbDocuments, DynamoDbEventStore};
 
 use super::read_model::DocumentStore;
-use crate::config::{CloudSettings, SERVICES};
+use crate::platform::config::{CloudSettings, SERVICES};
 use crate::platform::startup::StartError;
 
 /// Connected cloud backends, shared by the contexts of one process.

@@ -6,6 +6,7 @@ pub(crate) mod auth;
 pub(crate) mod backends;
 #[cfg(feature = "cloud")]
 pub(crate) mod cloud;
+pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod logging;

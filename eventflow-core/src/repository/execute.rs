@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::{CommandContext, CommandError, DeciderRepository, Executed};
 use crate::decider::Decider;
@@ -29,8 +29,9 @@ struct Target<'c, D: Decider> {
     verified: bool,
     /// The events decided on `state` in the current round.
     decided: Vec<D::Event>,
-    /// The ids the store records them under, assigned when they are encoded.
-    event_ids: Vec<Uuid>,
+    /// Once in the append: the decided events, enveloped (the store assigns versions, positions
+    /// and time). `None`: the stream is not in the append.
+    appended: Option<Vec<Envelope<D::Event>>>,
 }
 
 /// Sees each stream's state at the end of a command; see
@@ -142,7 +143,7 @@ impl<D: Decider> DeciderRepository<D> {
             verified: state.is_none(),
             state,
             decided: Vec::new(),
-            event_ids: Vec::new(),
+            appended: None,
         }
     }
 
@@ -177,7 +178,7 @@ impl<D: Decider> DeciderRepository<D> {
                 .instrument(tracing::debug_span!("eventflow.append"))
                 .await;
             match append {
-                Ok(result) => return Ok(self.settle(targets, &result, context, inspect).await),
+                Ok(result) => return Ok(self.settle(targets, &result, inspect).await),
                 Err(Error::DuplicateIdempotencyKey { key, original }) => {
                     return self.replay_for(targets, &key, *original).await;
                 }
@@ -226,7 +227,10 @@ impl<D: Decider> DeciderRepository<D> {
                     continue;
                 }
                 match outcome {
-                    Ok(events) => target.decided = events,
+                    Ok(events) => {
+                        target.decided = events;
+                        target.appended = None;
+                    }
                     Err(rejection) => {
                         if let Some((version, state)) = &target.state {
                             inspect(index, state, *version);
@@ -258,8 +262,9 @@ impl<D: Decider> DeciderRepository<D> {
             if target.decided.is_empty() && !record_key {
                 continue;
             }
-            let events = encode(&target.decided, &metadata)?;
-            target.event_ids = events.iter().map(|e| e.event_id).collect();
+            let decided = std::mem::take(&mut target.decided);
+            let (events, envelopes) = encode(&target.stream, decided, &metadata)?;
+            target.appended = Some(envelopes);
             let expected = ExpectedVersion::Observed(target.version());
             request = Some(match request {
                 None => AppendRequest::new(target.stream.clone(), expected, events),
@@ -301,35 +306,25 @@ impl<D: Decider> DeciderRepository<D> {
         &self,
         targets: Vec<Target<'_, D>>,
         result: &AppendResult,
-        context: &CommandContext,
         inspect: Inspect<'_, D::State>,
     ) -> Vec<Executed<D::Event>> {
         let mut results = std::iter::once(result).chain(&result.other_streams);
-        let metadata = Arc::new(context.metadata.clone());
         let mut executed = Vec::with_capacity(targets.len());
-        let record_key = context.idempotency_key.is_some();
-        let nothing_decided = targets.iter().all(|t| t.decided.is_empty());
         for (index, target) in targets.into_iter().enumerate() {
-            let appended =
-                !target.decided.is_empty() || (record_key && nothing_decided && index == 0);
             let Some((before, mut state)) = target.state else {
                 continue;
             };
-            let (version, events) = match appended.then(|| results.next()).flatten() {
-                Some(result) => {
-                    let mut envelopes = Vec::with_capacity(target.decided.len());
-                    let decided = target.decided.into_iter().zip(target.event_ids);
-                    for (i, (event, event_id)) in decided.enumerate() {
-                        self.decider.evolve(&mut state, &event);
-                        envelopes.push(Envelope {
-                            event_id,
-                            stream_id: target.stream.clone(),
-                            version: result.first_version + i as u64,
-                            position: result.first_position.map(|p| p + i as u64),
-                            recorded_at: result.recorded_at,
-                            metadata: Arc::clone(&metadata),
-                            event,
-                        });
+            // Results come in append order, which only the appended targets are in.
+            let appended = target
+                .appended
+                .and_then(|envelopes| Some((envelopes, results.next()?)));
+            let (version, events) = match appended {
+                Some((mut envelopes, result)) => {
+                    for (i, envelope) in envelopes.iter_mut().enumerate() {
+                        envelope.version = result.first_version + i as u64;
+                        envelope.position = result.first_position.map(|p| p + i as u64);
+                        envelope.recorded_at = result.recorded_at;
+                        self.decider.evolve(&mut state, &envelope.event);
                     }
                     (result.last_version, envelopes)
                 }
@@ -454,10 +449,29 @@ impl<D: Decider> Target<'_, D> {
     }
 }
 
-/// Encodes decided events for the store.
-fn encode<E: DomainEvent>(events: &[E], metadata: &Arc<Metadata>) -> Result<Vec<NewEvent>> {
-    events
-        .iter()
-        .map(|event| NewEvent::encode(event, Arc::clone(metadata)))
-        .collect()
+/// Encodes decided events for `stream`, and the typed envelopes they become once the store
+/// assigns versions ([`DeciderRepository::settle`]).
+fn encode<E: DomainEvent>(
+    stream: &StreamId,
+    events: Vec<E>,
+    metadata: &Arc<Metadata>,
+) -> Result<(Vec<NewEvent>, Vec<Envelope<E>>)> {
+    let mut new_events = Vec::with_capacity(events.len());
+    for event in &events {
+        new_events.push(NewEvent::encode(event, Arc::clone(metadata))?);
+    }
+    let envelopes = events
+        .into_iter()
+        .zip(&new_events)
+        .map(|(event, new)| Envelope {
+            event_id: new.event_id,
+            stream_id: stream.clone(),
+            version: 0,
+            position: None,
+            recorded_at: DateTime::<Utc>::UNIX_EPOCH,
+            metadata: Arc::clone(metadata),
+            event,
+        })
+        .collect();
+    Ok((new_events, envelopes))
 }

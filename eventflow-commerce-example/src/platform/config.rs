@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::platform::logging::LogFormat;
+use super::logging::LogFormat;
 
 /// The services, in port order (3001..=3008 by default).
 pub const SERVICES: [&str; 8] = [

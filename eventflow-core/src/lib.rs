@@ -23,6 +23,7 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+pub mod work_queue;
 
 pub use aggregate::Aggregate;
 pub use backoff::{Backoff, Jitter};
@@ -37,7 +38,7 @@ pub use feed::GlobalFeed;
 pub use limits::StoreLimits;
 pub use memory::{
     InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryEventStore,
-    InMemorySnapshotStore,
+    InMemorySnapshotStore, InMemoryWorkQueue,
 };
 pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay, ParkedEntries, ParkedEntry};
@@ -49,6 +50,9 @@ pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore};
 pub use store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
     RecordedEvent, StreamAppend, StreamId,
+};
+pub use work_queue::{
+    DeadLetterQueue, QueueSettings, Settlement, WorkQueue, Worker, WorkerOptions,
 };
 
 /// The names an application needs to write an aggregate, run commands, project events and wire a
@@ -73,6 +77,8 @@ const _: () = {
     assert_send_sync::<InMemorySnapshotStore>();
     assert_send_sync::<InMemoryCheckpointStore>();
     assert_send_sync::<OutboxRelay>();
+    assert_send_sync::<InMemoryWorkQueue>();
+    assert_send_sync::<Worker>();
     assert_send_sync::<Error>();
     assert_send_sync::<RecordedEvent>();
     assert_send_sync::<Message>();

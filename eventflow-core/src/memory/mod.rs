@@ -6,8 +6,10 @@ mod bus;
 mod checkpoint;
 mod snapshot;
 mod store;
+mod work_queue;
 
 pub use bus::{InMemoryBus, InMemoryBusOptions};
 pub use checkpoint::InMemoryCheckpointStore;
 pub use snapshot::InMemorySnapshotStore;
 pub use store::InMemoryEventStore;
+pub use work_queue::InMemoryWorkQueue;

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod bus;
 pub mod decider;
 pub mod dispatch;
+pub mod documents;
 pub mod error;
 pub mod event;
 mod event_id;
@@ -32,13 +33,14 @@ pub use bus::{
     Subscription, SubscriptionHandle, handler_fn,
 };
 pub use decider::{AggregateDecider, Decider};
+pub use documents::{Collection, Document, DocumentStore, ExpectedDocument};
 pub use error::{Error, Result};
 pub use event::{DomainEvent, Upcaster, Upcasters};
 pub use feed::GlobalFeed;
 pub use limits::StoreLimits;
 pub use memory::{
-    InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryEventStore,
-    InMemorySnapshotStore, InMemoryWorkQueue,
+    InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryDocumentStore,
+    InMemoryEventStore, InMemorySnapshotStore, InMemoryWorkQueue,
 };
 pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay, ParkedEntries, ParkedEntry};
@@ -60,6 +62,7 @@ pub use work_queue::{
 pub mod prelude {
     pub use crate::aggregate::Aggregate;
     pub use crate::bus::{EventBus, Filter, HandlerError, Subscription, handler_fn};
+    pub use crate::documents::{Collection, DocumentStore};
     pub use crate::event::{DomainEvent, Upcasters};
     pub use crate::feed::GlobalFeed;
     pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
@@ -76,6 +79,8 @@ const _: () = {
     assert_send_sync::<InMemoryBus>();
     assert_send_sync::<InMemorySnapshotStore>();
     assert_send_sync::<InMemoryCheckpointStore>();
+    assert_send_sync::<InMemoryDocumentStore>();
+    assert_send_sync::<Collection<std::cell::Cell<u8>>>();
     assert_send_sync::<OutboxRelay>();
     assert_send_sync::<InMemoryWorkQueue>();
     assert_send_sync::<Worker>();

@@ -581,6 +581,11 @@ impl WorkQueue for SqsWorkQueue {
         match settlement {
             Settlement::Ack => self.delete_message(receipt).await,
             Settlement::Hide(timeout) => self.hide(receipt, timeout).await,
+            // `Settlement` is the core's and may grow: a kind this adapter predates is refused.
+            _ => Err(Error::Unsupported {
+                backend: BACKEND,
+                operation: "a settlement newer than this adapter",
+            }),
         }
     }
 }

@@ -1,10 +1,10 @@
-//! The work queue contract, run against the in-memory twin and SQS on moto: competing consumers,
-//! visibility timeout, dead-lettering after N receives, redrive, a worker's retries and heartbeat,
-//! and 1,000 messages through a worker with none lost.
+//! The work queue contract on SQS (moto): the core's conformance suite (competing consumers,
+//! visibility timeout, ack, nack, dead-lettering after N receives, redrive; the in-memory twin
+//! runs it in `eventflow-core`), then a worker's retries and heartbeat and 1,000 messages through
+//! a worker with none lost, against both the in-memory twin and SQS.
 
 mod support;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,28 @@ use eventflow_bus::work_queue::{
     DeadLetterQueue, InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions,
 };
 use eventflow_core::bus::{Backoff, Message};
-use eventflow_core::testkit::wait_until;
+use eventflow_core::testkit::{wait_until, work_queue_conformance};
 use serde_json::json;
 use support::Recorder;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqs_work_queue_passes_the_conformance_suite() {
+    if testkit::moto_endpoint().is_none() {
+        return;
+    }
+    let report = work_queue_conformance("sqs (moto)", |settings| async move {
+        let options = SqsQueueOptions::new()
+            .with_visibility_timeout(settings.visibility_timeout)
+            .with_max_receives(settings.max_receives);
+        testkit::fresh_sqs_queue(&options)
+            .await
+            .expect("moto was available a moment ago")
+    })
+    .await;
+    eprintln!("{report}");
+    assert_eq!(report.passed.len(), 7, "{report}");
+    assert!(report.unsupported.is_empty(), "{report}");
+}
 
 /// A fresh queue with a 3 s visibility timeout and a DLQ after 3 receives.
 async fn memory() -> Option<Arc<dyn DeadLetterQueue>> {
@@ -41,119 +60,6 @@ fn jobs(n: usize) -> Vec<Message> {
                 .with_correlation_id(format!("c-{i}"))
         })
         .collect()
-}
-
-async fn receive_all(
-    queue: &dyn WorkQueue,
-    wait: Duration,
-) -> Vec<eventflow_bus::work_queue::ReceivedMessage> {
-    let mut all = Vec::new();
-    loop {
-        let got = queue.receive(10, wait).await.expect("receive");
-        if got.is_empty() {
-            return all;
-        }
-        all.extend(got);
-    }
-}
-
-async fn competing_consumers_share_the_work(queue: Arc<dyn DeadLetterQueue>) {
-    let sent = jobs(25);
-    queue.send(sent.clone()).await.expect("send");
-    let first = queue
-        .receive(10, Duration::from_secs(1))
-        .await
-        .expect("receive");
-    let rest = receive_all(queue.as_ref(), Duration::from_millis(500)).await;
-    let got: Vec<&Message> = first.iter().chain(&rest).map(|r| &r.message).collect();
-    let unique: HashSet<&str> = got.iter().map(|m| m.id.as_str()).collect();
-    assert_eq!(
-        got.len(),
-        25,
-        "each message handed out once while in flight"
-    );
-    assert_eq!(unique.len(), 25);
-    let original = sent
-        .iter()
-        .find(|m| m.id == first[0].message.id)
-        .expect("sent");
-    assert_eq!(&first[0].message, original, "the message arrives intact");
-    for r in first.iter().chain(&rest) {
-        assert_eq!(r.receive_count, 1);
-        queue.ack(&r.receipt).await.expect("ack");
-    }
-    assert!(
-        queue
-            .receive(10, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty()
-    );
-}
-
-async fn visibility_timeout_and_dead_letters(queue: Arc<dyn DeadLetterQueue>) {
-    let sent = jobs(1);
-    queue.send(sent.clone()).await.expect("send");
-    let first = queue
-        .receive(1, Duration::from_secs(1))
-        .await
-        .expect("receive");
-    assert_eq!(first[0].receive_count, 1);
-    assert!(
-        queue
-            .receive(1, Duration::ZERO)
-            .await
-            .expect("receive")
-            .is_empty(),
-        "hidden"
-    );
-    // Not acknowledged: visible again after the 3 s timeout, counted.
-    let second = queue
-        .receive(1, Duration::from_secs(5))
-        .await
-        .expect("receive");
-    assert_eq!(second.len(), 1, "redelivered after the visibility timeout");
-    assert_eq!(second[0].receive_count, 2);
-    queue
-        .change_visibility(&second[0].receipt, Duration::ZERO)
-        .await
-        .expect("nack");
-    let third = queue
-        .receive(1, Duration::from_secs(2))
-        .await
-        .expect("receive");
-    assert_eq!(third[0].receive_count, 3);
-    queue
-        .change_visibility(&third[0].receipt, Duration::ZERO)
-        .await
-        .expect("nack");
-    // The fourth receive moves it to the DLQ instead.
-    assert!(
-        queue
-            .receive(1, Duration::from_secs(1))
-            .await
-            .expect("receive")
-            .is_empty()
-    );
-    let letters = queue.dead_letters(10).await.expect("list");
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].message, sent[0]);
-    assert_eq!(letters[0].attempts, 3);
-    assert_eq!(letters[0].subscription, queue.settings().name);
-    assert_eq!(
-        queue.dead_letters(10).await.expect("list").len(),
-        1,
-        "listing keeps them"
-    );
-    assert_eq!(queue.redrive().await.expect("redrive"), 1);
-    assert!(queue.dead_letters(10).await.expect("list").is_empty());
-    let again = queue
-        .receive(1, Duration::from_secs(2))
-        .await
-        .expect("receive");
-    assert_eq!(again[0].message, sent[0]);
-    assert_eq!(again[0].receive_count, 1, "a redriven message starts over");
-    queue.ack(&again[0].receipt).await.expect("ack");
 }
 
 async fn worker_retries_dead_letters_and_extends(queue: Arc<dyn DeadLetterQueue>) {
@@ -263,8 +169,6 @@ macro_rules! contract {
 }
 
 contract!(
-    competing_consumers_share_the_work,
-    visibility_timeout_and_dead_letters,
     worker_retries_dead_letters_and_extends,
     a_thousand_messages_none_lost,
 );

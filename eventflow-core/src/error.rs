@@ -1,5 +1,6 @@
 //! The one error type every eventflow backend speaks.
 
+use crate::documents::ExpectedDocument;
 use crate::store::{AppendResult, ExpectedVersion, StreamId};
 
 /// A `Result` whose error defaults to eventflow's [`Error`].
@@ -24,6 +25,22 @@ pub enum Error {
         /// What the writer expected.
         expected: ExpectedVersion,
         /// The stream's version when the append was refused (0: the stream has no events).
+        actual: u64,
+    },
+
+    /// A document was not as its writer expected: another writer put or deleted it first.
+    /// Nothing was written; read it again and retry.
+    #[error(
+        "conflict on document {id:?} of {collection}: expected {expected}, it is at version {actual}"
+    )]
+    DocumentConflict {
+        /// The document's collection.
+        collection: String,
+        /// The document's id.
+        id: String,
+        /// What the writer expected.
+        expected: ExpectedDocument,
+        /// The document's version when the put was refused (0: there is no document).
         actual: u64,
     },
 
@@ -157,12 +174,15 @@ impl Error {
         }
     }
 
-    /// True for failures that a retry may cure: conflicts, transient backend errors, events that
-    /// arrived early.
+    /// True for failures that a retry may cure: conflicts (of streams and documents), transient
+    /// backend errors, events that arrived early.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Conflict { .. } | Error::Transient { .. } | Error::OutOfOrder { .. }
+            Error::Conflict { .. }
+                | Error::DocumentConflict { .. }
+                | Error::Transient { .. }
+                | Error::OutOfOrder { .. }
         )
     }
 

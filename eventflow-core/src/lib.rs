@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod bus;
 pub mod decider;
 pub mod dispatch;
+pub mod documents;
 pub mod error;
 pub mod event;
 mod event_id;
@@ -23,6 +24,7 @@ pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
+pub mod work_queue;
 
 pub use aggregate::Aggregate;
 pub use backoff::{Backoff, Jitter};
@@ -31,13 +33,14 @@ pub use bus::{
     Subscription, SubscriptionHandle, handler_fn,
 };
 pub use decider::{AggregateDecider, Decider};
+pub use documents::{Collection, Document, DocumentStore, ExpectedDocument};
 pub use error::{Error, Result};
 pub use event::{DomainEvent, Envelope, Upcaster, Upcasters};
 pub use feed::GlobalFeed;
 pub use limits::StoreLimits;
 pub use memory::{
-    InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryEventStore,
-    InMemorySnapshotStore,
+    InMemoryBus, InMemoryBusOptions, InMemoryCheckpointStore, InMemoryDocumentStore,
+    InMemoryEventStore, InMemorySnapshotStore, InMemoryWorkQueue,
 };
 pub use metadata::Metadata;
 pub use outbox::{Outbox, OutboxRelay, ParkedEntries, ParkedEntry};
@@ -50,12 +53,16 @@ pub use store::{
     AppendRequest, AppendResult, EventStore, EventStoreExt, ExpectedVersion, NewEvent,
     RecordedEvent, StreamAppend, StreamId,
 };
+pub use work_queue::{
+    DeadLetterQueue, QueueSettings, Settlement, WorkQueue, Worker, WorkerOptions,
+};
 
 /// The names an application needs to write an aggregate, run commands, project events and wire a
 /// bus: `use eventflow_core::prelude::*;`. Traits are included so their methods are in scope.
 pub mod prelude {
     pub use crate::aggregate::Aggregate;
     pub use crate::bus::{EventBus, Filter, HandlerError, Subscription, handler_fn};
+    pub use crate::documents::{Collection, DocumentStore};
     pub use crate::event::{DomainEvent, Envelope, Upcasters};
     pub use crate::feed::GlobalFeed;
     pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
@@ -72,7 +79,11 @@ const _: () = {
     assert_send_sync::<InMemoryBus>();
     assert_send_sync::<InMemorySnapshotStore>();
     assert_send_sync::<InMemoryCheckpointStore>();
+    assert_send_sync::<InMemoryDocumentStore>();
+    assert_send_sync::<Collection<std::cell::Cell<u8>>>();
     assert_send_sync::<OutboxRelay>();
+    assert_send_sync::<InMemoryWorkQueue>();
+    assert_send_sync::<Worker>();
     assert_send_sync::<Error>();
     assert_send_sync::<RecordedEvent>();
     assert_send_sync::<Message>();

@@ -21,7 +21,13 @@ pub mod names {
     pub const OUTBOX_PAYLOAD_BYTES: &str = "outbox event payload size in bytes";
     /// An idempotency key's length.
     pub const IDEMPOTENCY_KEY_BYTES: &str = "idempotency key size in bytes";
+    /// The stored size of one read-model document, its collection and id included.
+    pub const DOCUMENT_BYTES: &str = "document size in bytes";
 }
+
+/// The largest document [`InMemoryDocumentStore`](crate::InMemoryDocumentStore) stores by
+/// default: DynamoDB's 400 KB item, which is where `eventflow-store-dynamodb` keeps a document.
+pub const MAX_DOCUMENT_BYTES: u64 = 400 * 1024;
 
 /// What an append may write. `None` means unlimited.
 ///

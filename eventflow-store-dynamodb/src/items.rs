@@ -319,7 +319,17 @@ pub(crate) const MAX_OUTBOX_STREAM_ID_BYTES: usize = 1024 - 1 - VERSION_DIGITS;
 
 /// Refuses an item over DynamoDB's item size limit before any call.
 pub(crate) fn check_size(item: &Item) -> Result<()> {
-    let size = item_size(item);
+    within_item_limit(item_size(item))
+}
+
+/// Refuses a document whose item (`key`, `json` and the widest version) would exceed DynamoDB's
+/// item size limit, without building the item (and copying the document into it).
+pub(crate) fn check_document_size(key: &Item, json: &str) -> Result<()> {
+    let attributes = meta_attr::JSON.len() + json.len() + meta_attr::VERSION.len();
+    within_item_limit(item_size(key) + attributes as u64 + number_size(&u64::MAX.to_string()))
+}
+
+fn within_item_limit(size: u64) -> Result<()> {
     if size > crate::limits::MAX_ITEM_BYTES {
         return Err(eventflow_core::Error::LimitExceeded {
             limit: crate::limits::names::ITEM_BYTES,

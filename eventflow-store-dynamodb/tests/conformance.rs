@@ -1,7 +1,8 @@
-//! The core's store conformance suite, unchanged, against DynamoDB (moto_server on a free loopback
-//! port, or `EVENTFLOW_MOTO_ENDPOINT`). Each check gets a store with tables of its own.
+//! The core's store and document store conformance suites, unchanged, against DynamoDB
+//! (moto_server on a free loopback port, or `EVENTFLOW_MOTO_ENDPOINT`). Each check gets a store
+//! with tables of its own.
 
-use eventflow_core::testkit::{ConformanceReport, store_conformance};
+use eventflow_core::testkit::{ConformanceReport, document_store_conformance, store_conformance};
 use eventflow_store_dynamodb::{DynamoDbConfig, testkit};
 
 async fn run(name: &str, config: impl Fn() -> DynamoDbConfig) -> Option<ConformanceReport> {
@@ -58,4 +59,37 @@ async fn dynamodb_store_with_a_sharded_outbox_passes_the_conformance_suite() {
         return;
     };
     assert_report(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_documents_pass_the_document_store_conformance_suite() {
+    if testkit::shared_endpoint().is_none() {
+        return;
+    }
+    let report = document_store_conformance("dynamodb documents", || async {
+        testkit::fresh_store()
+            .await
+            .unwrap_or_else(|| panic!("the endpoint was available a moment ago"))
+            .documents()
+    })
+    .await;
+    eprintln!("{report}");
+    assert_eq!(
+        report.passed,
+        [
+            "get_missing",
+            "put_and_get",
+            "versions_increase",
+            "expected_versions",
+            "concurrent_writers",
+            "delete",
+            "list_in_id_order",
+            "collections_isolated",
+            "clear",
+            "empty_names_refused",
+            "size_limit",
+        ],
+        "every check runs and passes"
+    );
+    assert!(report.unsupported.is_empty(), "{report}");
 }

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
 use aws_sdk_dynamodb::error::BoxError;
 use bytes::Bytes;
 use eventflow_core::bus::{BusCapabilities, Message};
+use eventflow_core::documents::{Collection, DocumentStore, ExpectedDocument};
 use eventflow_core::outbox::message_to_event;
 use eventflow_core::{
     AppendRequest, CheckpointStore, Error, EventBus, EventStore, EventStoreExt, ExpectedVersion,
@@ -570,46 +571,41 @@ async fn checkpoints_move_forward_and_reset_per_projection() {
     ));
 }
 
-/// Documents: replaced by id, listed in id order per collection, cleared per collection; an
-/// oversized one is refused before any call.
+/// Documents (beyond the conformance suite): an oversized one is refused with DynamoDB's item
+/// limit before any call, and instances of a projection racing on one document through
+/// `Collection::update` (conditional writes on its version) lose none of each other's changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_are_kept_per_collection() {
-    let Some(store) = testkit::fresh_store().await else {
+async fn documents_refuse_oversized_items_and_keep_racing_updates() {
+    let Some((store, counter)) = counted_store(testkit::unique_config()).await else {
         return;
     };
     let documents = store.documents();
-    assert_eq!(documents.get("orders", "o-1").await.unwrap(), None);
-    documents
-        .put("orders", "o-2", "{\"n\":2}".into())
-        .await
-        .unwrap();
-    documents
-        .put("orders", "o-1", "{\"n\":0}".into())
-        .await
-        .unwrap();
-    documents
-        .put("orders", "o-1", "{\"n\":1}".into())
-        .await
-        .unwrap();
-    documents.put("prices", "p-1", "5".into()).await.unwrap();
-    assert_eq!(
-        documents.get("orders", "o-1").await.unwrap().as_deref(),
-        Some("{\"n\":1}")
-    );
-    assert_eq!(
-        documents.all("orders").await.unwrap(),
-        vec!["{\"n\":1}".to_owned(), "{\"n\":2}".to_owned()]
-    );
-    documents.clear("orders").await.unwrap();
-    assert!(documents.all("orders").await.unwrap().is_empty());
-    assert_eq!(documents.all("prices").await.unwrap(), vec!["5".to_owned()]);
+    let before = counter.calls();
     let huge = format!("\"{}\"", "x".repeat(401 * 1024));
-    let (limit, _, _) = limit_of(documents.put("prices", "p-2", huge).await);
-    assert_eq!(limit, names::ITEM_BYTES);
-    assert!(matches!(
-        documents.put("", "p-2", "1".into()).await,
-        Err(Error::InvalidRequest(_))
-    ));
+    let refused = documents
+        .put("prices", "p-2", huge, ExpectedDocument::Any)
+        .await;
+    let (limit, _, max) = limit_of(refused);
+    assert_eq!((limit, max), (names::ITEM_BYTES, limits::MAX_ITEM_BYTES));
+    assert_eq!(counter.calls(), before, "refused before any call");
+
+    let store: Arc<dyn DocumentStore> = Arc::new(documents);
+    let counters: Collection<u32> = Collection::new(store, "counters");
+    counters.put("c", 0u32).await.unwrap();
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let counters = counters.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    counters.update("c", |n| *n += 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    assert_eq!(counters.get_versioned("c").await.unwrap(), Some((20, 21)));
 }
 
 /// Missing tables are backend errors whose source names the operation and keeps the SDK error.

@@ -5,15 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use eventflow_bus::{AnyBus, DeadLetterQueue, QueueSettings};
 use eventflow_core::{EventBus, Result};
-use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbDocuments, DynamoDbEventStore};
+use eventflow_store_dynamodb::{DynamoDbConfig, DynamoDbEventStore};
 
-use super::read_model::DocumentStore;
 use crate::platform::config::{CloudSettings, SERVICES};
 use crate::platform::startup::StartError;
 
@@ -115,23 +113,4 @@ async fn dynamodb_client(settings: &CloudSettings) -> aws_sdk_dynamodb::Client {
         ));
     }
     aws_sdk_dynamodb::Client::new(&loader.load().await)
-}
-
-#[async_trait]
-impl DocumentStore for DynamoDbDocuments {
-    async fn get(&self, collection: &str, id: &str) -> Result<Option<String>> {
-        DynamoDbDocuments::get(self, collection, id).await
-    }
-
-    async fn put(&self, collection: &str, id: &str, json: String) -> Result<()> {
-        DynamoDbDocuments::put(self, collection, id, json).await
-    }
-
-    async fn all(&self, collection: &str) -> Result<Vec<String>> {
-        DynamoDbDocuments::all(self, collection).await
-    }
-
-    async fn clear(&self, collection: &str) -> Result<()> {
-        DynamoDbDocuments::clear(self, collection).await
-    }
 }

@@ -85,8 +85,8 @@ impl ContextInfra {
     /// The read-model collection `collection` of this context.
     pub(crate) fn documents<T>(&self, collection: &str) -> Documents<T> {
         match &self.documents {
-            None => Documents::in_memory(),
-            Some(store) => Documents::durable(Arc::clone(store), collection),
+            None => Documents::in_memory(collection),
+            Some(store) => Documents::new(Arc::clone(store), collection),
         }
     }
 

@@ -4,10 +4,14 @@
 
 mod bus;
 mod checkpoint;
+mod documents;
 mod snapshot;
 mod store;
+mod work_queue;
 
 pub use bus::{InMemoryBus, InMemoryBusOptions};
 pub use checkpoint::InMemoryCheckpointStore;
+pub use documents::InMemoryDocumentStore;
 pub use snapshot::InMemorySnapshotStore;
 pub use store::InMemoryEventStore;
+pub use work_queue::InMemoryWorkQueue;

@@ -1,5 +1,5 @@
 //! Test helpers that are part of the product: given/when/then for aggregates, and the conformance
-//! suites a backend crate runs against its own store or bus.
+//! suites a backend crate runs against its own event store, bus, document store or work queue.
 //!
 //! A suite runs every check against a fresh backend from the factory, panics with the check's name
 //! on the first violation, and returns a [`ConformanceReport`] that names what passed and what the
@@ -11,8 +11,11 @@
 
 mod aggregate_test;
 mod bus_conformance;
+mod check;
+mod document_conformance;
 mod recorder;
 mod store_conformance;
+mod work_queue_conformance;
 
 use std::fmt;
 use std::future::Future;
@@ -20,8 +23,10 @@ use std::time::Duration;
 
 pub use aggregate_test::{AggregateTest, Then};
 pub use bus_conformance::bus_conformance;
+pub use document_conformance::document_store_conformance;
 pub use recorder::{Recorded, Recorder};
 pub use store_conformance::{feed_conformance, store_conformance};
+pub use work_queue_conformance::work_queue_conformance;
 
 /// What a conformance suite checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

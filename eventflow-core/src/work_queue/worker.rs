@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_core::bus::{Backoff, Filter};
-use eventflow_core::{Delivery, Error, MessageHandler, Result, SubscriptionHandle};
+use crate::backoff::Backoff;
+use crate::bus::{Delivery, Filter, MessageHandler, SubscriptionHandle};
+use crate::error::{Error, Result};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -99,7 +100,8 @@ impl WorkerOptions {
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use eventflow_bus::work_queue::{InMemoryWorkQueue, QueueSettings, WorkQueue, Worker, WorkerOptions};
+/// use eventflow_core::InMemoryWorkQueue;
+/// use eventflow_core::work_queue::{QueueSettings, WorkQueue, Worker, WorkerOptions};
 /// use eventflow_core::bus::{handler_fn, Delivery, HandlerError};
 /// use eventflow_core::Message;
 ///
@@ -255,8 +257,7 @@ impl Worker {
         }
         let message_id = message.id.clone();
         let delivery = Delivery::new(message, &settings.name, receive_count);
-        let handled =
-            eventflow_core::bus::call_handler(self.backend, self.handler.as_ref(), delivery);
+        let handled = crate::bus::call_handler(self.backend, self.handler.as_ref(), delivery);
         tokio::pin!(handled);
 
         // Extend the visibility while the handler runs, so a slow handler keeps its message.
@@ -302,13 +303,12 @@ impl Worker {
 mod tests {
     use std::sync::Mutex;
 
-    use eventflow_core::Message;
-    use eventflow_core::bus::{HandlerError, handler_fn};
     use serde_json::json;
 
     use super::*;
-    use crate::work_queue::DeadLetterQueue;
-    use crate::work_queue::{InMemoryWorkQueue, QueueSettings};
+    use crate::bus::{HandlerError, Message, handler_fn};
+    use crate::memory::InMemoryWorkQueue;
+    use crate::work_queue::{DeadLetterQueue, QueueSettings};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn poison_message_ends_in_the_dead_letter_queue_after_max_receives() {

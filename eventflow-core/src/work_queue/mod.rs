@@ -1,7 +1,9 @@
 //! A work queue: competing consumers, a visibility timeout, and a dead-letter queue after N
-//! receives. [`SqsWorkQueue`](crate::sqs::SqsWorkQueue) is the cloud implementation,
-//! [`InMemoryWorkQueue`] its twin with the same semantics; [`Worker`] runs a
-//! [`MessageHandler`](eventflow_core::MessageHandler) over either.
+//! receives. `SqsWorkQueue` (in `eventflow-bus`) is the cloud implementation,
+//! [`InMemoryWorkQueue`](crate::InMemoryWorkQueue) its twin with the same semantics; [`Worker`]
+//! runs a [`MessageHandler`](crate::MessageHandler) over either. The traits live here, beside
+//! [`EventBus`](crate::EventBus), so that an application and a backend crate depend on the core
+//! only; the `testkit` feature's `work_queue_conformance` checks a backend against them.
 //!
 //! The model is SQS's, because that is what the notification context runs on in AWS:
 //!
@@ -20,24 +22,22 @@
 //! Delivery is at least once: a consumer that crashes, or is slower than the visibility timeout
 //! without extending it, lets the message go to another consumer.
 
-mod memory;
 mod worker;
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::bus::{DeadLetter, Message};
+use crate::error::Result;
 use async_trait::async_trait;
-use eventflow_core::bus::DeadLetter;
-use eventflow_core::{Message, Result};
 
-pub use memory::InMemoryWorkQueue;
 pub use worker::{Worker, WorkerOptions};
 
 /// Settings a queue reports about itself; the [`Worker`] reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QueueSettings {
-    /// The queue's logical name: [`Delivery::subscription`](eventflow_core::Delivery) and
+    /// The queue's logical name: [`Delivery::subscription`](crate::Delivery) and
     /// [`DeadLetter::subscription`] carry it.
     pub name: String,
     /// How long a received message stays hidden unless acknowledged or changed.

@@ -5,15 +5,17 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::bus::{DeadLetter, Message};
+use crate::error::{Error, Result};
+use crate::sync::lock;
 use async_trait::async_trait;
 use chrono::Utc;
-use eventflow_core::bus::DeadLetter;
-use eventflow_core::sync::lock;
-use eventflow_core::{Error, Message, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue};
+use crate::work_queue::{
+    DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement, WorkQueue,
+};
 
 /// A [`WorkQueue`] in memory that behaves like an SQS standard queue with a redrive policy:
 /// receives hide messages for the visibility timeout and count, stale receipts are refused by
@@ -25,7 +27,8 @@ use super::{DeadLetterQueue, QueueSettings, Receipt, ReceivedMessage, Settlement
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// use std::time::Duration;
-/// use eventflow_bus::work_queue::{InMemoryWorkQueue, QueueSettings, WorkQueue};
+/// use eventflow_core::InMemoryWorkQueue;
+/// use eventflow_core::work_queue::{QueueSettings, WorkQueue};
 /// use eventflow_core::Message;
 ///
 /// let queue = InMemoryWorkQueue::new(QueueSettings::new("emails").with_max_receives(Some(3)));

@@ -5,41 +5,55 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventflow_core::{
-    Aggregate, CommandContext, Projector, Repository, StreamId, SubscriptionHandle,
-};
+use eventflow_core::SubscriptionHandle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catalog::application::Catalog;
-use crate::contract::{self, ProductListed};
-use crate::identity::application::Identity;
-use crate::ordering::domain::Order;
-use crate::ordering::infrastructure::{OrderViews, PriceList};
+use crate::contract;
 use crate::platform::auth::Jwt;
 use crate::platform::backends::Backends;
 use crate::platform::config::Config;
 use crate::platform::messaging::ContextInfra;
 use crate::platform::server::{Service, Shutdown};
+use crate::platform::started::{OrderProbe, Start};
 pub use crate::platform::startup::StartError;
 use crate::{
     catalog, identity, inventory, notification, orchestration, ordering, payment, shipping,
 };
 
-/// The seeded catalog: id, name, price in cents, stock.
-pub(crate) const PRODUCTS: [(&str, &str, u64, u64); 5] = [
-    ("prod-1", "Mechanical Keyboard", 8_999, 100),
-    ("prod-2", "4K Monitor", 39_900, 50),
-    ("prod-3", "USB-C Hub", 4_950, 200),
-    ("prod-4", "Noise-Cancelling Headphones", 24_999, 30),
-    ("prod-5", "Limited Edition Poster", 1_999, 5),
-];
+/// `start` of a context, boxed into the one [`Start`] type.
+macro_rules! boxed {
+    ($context:ident) => {{
+        fn start<'a>(
+            infra: &'a ContextInfra,
+            config: &'a Config,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<crate::platform::started::Started, StartError>,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            Box::pin($context::start(infra, config))
+        }
+        start as Start
+    }};
+}
 
-/// The seeded users: login, password, customer id.
-pub(crate) const USERS: [(&str, &str, &str); 2] = [
-    ("user@example.com", "password", "customer-1"),
-    ("other@example.com", "password", "customer-2"),
-];
+/// Every context, by its service name, in [`SERVICES`](crate::SERVICES) order.
+fn every_context() -> [(&'static str, Start); 8] {
+    [
+        ("identity", boxed!(identity)),
+        ("catalog", boxed!(catalog)),
+        ("ordering", boxed!(ordering)),
+        ("payment", boxed!(payment)),
+        ("inventory", boxed!(inventory)),
+        ("shipping", boxed!(shipping)),
+        ("notification", boxed!(notification)),
+        ("saga", boxed!(orchestration)),
+    ]
+}
 
 /// The running app: every service of [`SERVICES`](crate::SERVICES) on its port.
 pub struct RunningApp {
@@ -48,8 +62,8 @@ pub struct RunningApp {
     servers: Vec<JoinHandle<()>>,
     /// In a mutex only so the app is `Sync` (a handle's stop function is not); used by `stop`.
     consumers: std::sync::Mutex<Vec<SubscriptionHandle>>,
-    timers: Option<JoinHandle<()>>,
-    orders: Option<Arc<Projector<OrderViews>>>,
+    tasks: Vec<JoinHandle<()>>,
+    orders: Option<Arc<dyn OrderProbe>>,
     contexts: Vec<ContextInfra>,
 }
 
@@ -90,7 +104,7 @@ impl RunningApp {
             stop,
             servers,
             consumers: std::sync::Mutex::new(contexts.consumers),
-            timers: contexts.timers,
+            tasks: contexts.tasks,
             orders: contexts.orders,
             contexts: contexts.infra,
         })
@@ -119,8 +133,8 @@ impl RunningApp {
         for consumer in contexts.consumers {
             consumer.unsubscribe().await;
         }
-        if let Some(timers) = contexts.timers {
-            let _ = timers.await;
+        for task in contexts.tasks {
+            let _ = task.await;
         }
         Ok(())
     }
@@ -141,7 +155,7 @@ impl RunningApp {
     /// How many orders ordering's read model holds (0 when ordering does not run here).
     pub async fn order_count(&self) -> usize {
         match &self.orders {
-            Some(orders) => orders.projection().len().await.unwrap_or_default(),
+            Some(orders) => orders.count().await,
             None => 0,
         }
     }
@@ -149,8 +163,7 @@ impl RunningApp {
     /// The status an order has in ordering's read model (`PENDING`, `COMPLETED`, `CANCELLED`),
     /// without going through HTTP: for load generators that must not add polling load.
     pub async fn order_status(&self, order_id: &str) -> Option<&'static str> {
-        let view = self.orders.as_ref()?.projection().get(order_id).await;
-        view.ok().flatten().map(|o| o.status.as_str())
+        self.orders.as_ref()?.status(order_id).await
     }
 
     /// Waits, up to `timeout`, until the order is settled (completed or cancelled) in
@@ -161,11 +174,7 @@ impl RunningApp {
         order_id: &str,
         timeout: Duration,
     ) -> Option<&'static str> {
-        let stream = StreamId::for_aggregate(<Order as Aggregate>::STREAM_TYPE, order_id);
-        // Placed is version 1; completed or cancelled is version 2.
-        let orders = self.orders.as_ref()?;
-        orders.wait_for(&stream, 2, timeout).await.ok()?;
-        self.order_status(order_id).await
+        self.orders.as_ref()?.settled(order_id, timeout).await
     }
 
     /// Per context: the events its store holds and their payload bytes (what the in-memory
@@ -194,8 +203,8 @@ impl RunningApp {
         for consumer in consumers {
             consumer.unsubscribe().await;
         }
-        if let Some(timers) = self.timers {
-            let _ = timers.await;
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 }
@@ -205,12 +214,14 @@ struct Contexts {
     jwt: Arc<Jwt>,
     services: Vec<Service>,
     consumers: Vec<SubscriptionHandle>,
-    timers: Option<JoinHandle<()>>,
-    orders: Option<Arc<Projector<OrderViews>>>,
+    tasks: Vec<JoinHandle<()>>,
+    orders: Option<Arc<dyn OrderProbe>>,
     infra: Vec<ContextInfra>,
 }
 
 impl Contexts {
+    /// Starts every context the role runs, then writes their seeds (every subscriber exists by
+    /// then), then waits until each is ready.
     async fn start(
         config: &Config,
         backends: &Backends,
@@ -219,133 +230,35 @@ impl Contexts {
         let place_order = contract::place_order(config.step_timeout, config.step_sends);
         orchestration::infrastructure::check_timing(&place_order, backends.redelivery(), config)?;
         let jwt = Arc::new(Jwt::new(config.jwt_secret.as_bytes(), config.token_ttl));
-        let runs = |service: &str| config.role.runs(service);
-        let mut infra = Vec::new();
-        let mut context = |name: &'static str| {
-            let context = ContextInfra::new(name, backends, shutdown);
-            infra.push(context.clone());
-            context
+        let mut contexts = Contexts {
+            jwt: Arc::clone(&jwt),
+            services: Vec::new(),
+            consumers: Vec::new(),
+            tasks: Vec::new(),
+            orders: None,
+            infra: Vec::new(),
         };
-        let mut started = Vec::new();
-        let mut catalog = None;
-        if runs("catalog") {
-            let (context, s) = catalog::infrastructure::start(&context("catalog")).await?;
-            catalog = Some(context);
-            started.push(s);
+        let (mut seeds, mut readiness) = (Vec::new(), Vec::new());
+        for (name, start) in every_context() {
+            if !config.role.runs(name) {
+                continue;
+            }
+            let infra = ContextInfra::new(name, backends, shutdown, &jwt);
+            let started = start(&infra, config).await?;
+            contexts.infra.push(infra);
+            contexts.services.push(started.service);
+            contexts.consumers.extend(started.consumers);
+            contexts.tasks.extend(started.tasks);
+            seeds.extend(started.seed);
+            readiness.extend(started.ready);
+            contexts.orders = contexts.orders.or(started.orders);
         }
-        let mut ordering = None;
-        if runs("ordering") {
-            let (context, s) = ordering::infrastructure::start(&context("ordering")).await?;
-            ordering = Some(context);
-            started.push(s);
+        for seed in seeds {
+            seed.await?;
         }
-        if runs("payment") {
-            let payment = &context("payment");
-            started.push(
-                payment::infrastructure::start(payment, config.payment_max_order_cents).await?,
-            );
+        for ready in readiness {
+            ready.await?;
         }
-        let mut stock = None;
-        if runs("inventory") {
-            let (context, s) = inventory::infrastructure::start(&context("inventory")).await?;
-            stock = Some(context);
-            started.push(s);
-        }
-        if runs("shipping") {
-            started.push(shipping::infrastructure::start(&context("shipping")).await?);
-        }
-        if runs("notification") {
-            let notification = &context("notification");
-            started.push(
-                notification::infrastructure::start(
-                    notification,
-                    config.notification_visibility,
-                    config.email_latency,
-                )
-                .await?,
-            );
-        }
-        let mut timers = None;
-        if runs("saga") {
-            let saga = &context("saga");
-            let (s, running) =
-                orchestration::infrastructure::start(saga, place_order, shutdown).await?;
-            timers = Some(running);
-            started.push(s);
-        }
-        let mut identity = None;
-        if runs("identity") {
-            let identity_context = &context("identity");
-            let (context, s) =
-                identity::infrastructure::start(identity_context, Arc::clone(&jwt)).await?;
-            identity = Some(context);
-            started.push(s);
-        }
-        if let (Some(catalog), Some(identity), Some(stock)) = (&catalog, &identity, &stock) {
-            seed(catalog, identity, stock, config.seed_stock).await?;
-        }
-        if let (Some(_), Some(ordering)) = (&catalog, &ordering) {
-            wait_until_priced(ordering.prices.projection()).await?;
-        }
-        let mut consumers = Vec::new();
-        let mut services = Vec::new();
-        for context in started {
-            consumers.extend(context.consumers);
-            services.push(context.service);
-        }
-        Ok(Contexts {
-            jwt,
-            services,
-            consumers,
-            timers,
-            orders: ordering.map(|o| Arc::clone(&o.views)),
-            infra,
-        })
+        Ok(contexts)
     }
-}
-
-async fn seed(
-    catalog: &Catalog,
-    identity: &Identity,
-    stock: &Repository<inventory::domain::Stock>,
-    seed_stock: Option<u64>,
-) -> Result<(), StartError> {
-    let failed = |what: &'static str| move |cause: String| StartError::Wiring { what, cause };
-    for (product_id, name, price_cents, quantity) in PRODUCTS {
-        let listing = ProductListed {
-            product_id: product_id.to_owned(),
-            name: name.to_owned(),
-            price_cents,
-            currency: "USD".to_owned(),
-        };
-        catalog
-            .list(listing, CommandContext::new().with_correlation_id("seed"))
-            .await
-            .map_err(|e| failed("seeding the catalog")(e.to_string()))?;
-        inventory::application::seed(stock, product_id, seed_stock.unwrap_or(quantity))
-            .await
-            .map_err(|e| failed("seeding inventory")(e.to_string()))?;
-    }
-    for (username, password, customer_id) in USERS {
-        match identity.register(username, customer_id, password).await {
-            Ok(()) | Err(identity::application::IdentityError::AlreadyRegistered) => {}
-            Err(e) => return Err(failed("seeding users")(e.to_string())),
-        }
-    }
-    Ok(())
-}
-
-/// The seed's products reach ordering's price list over the bus; orders are refused until then.
-async fn wait_until_priced(prices: &PriceList) -> Result<(), StartError> {
-    // A cloud bus takes a few polls of its queue; memory takes milliseconds.
-    for _ in 0..3_000 {
-        if prices.len().await.unwrap_or_default() >= PRODUCTS.len() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Err(StartError::Wiring {
-        what: "seed",
-        cause: "the catalog did not reach ordering's price list within 30 s".into(),
-    })
 }

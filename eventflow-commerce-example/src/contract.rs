@@ -131,6 +131,16 @@ pub(crate) struct ProductListed {
     pub(crate) currency: String,
 }
 
+/// The demo data every context agrees on: the catalog lists these products, inventory stocks
+/// them, ordering is ready once their prices arrived. Id, name, price in cents, stock.
+pub(crate) const SEED_PRODUCTS: [(&str, &str, u64, u64); 5] = [
+    ("prod-1", "Mechanical Keyboard", 8_999, 100),
+    ("prod-2", "4K Monitor", 39_900, 50),
+    ("prod-3", "USB-C Hub", 4_950, 200),
+    ("prod-4", "Noise-Cancelling Headphones", 24_999, 30),
+    ("prod-5", "Limited Edition Poster", 1_999, 5),
+];
+
 /// Saga command and reply types of PlaceOrder.
 pub(crate) mod saga {
     pub(crate) const NAME: &str = "PlaceOrder";

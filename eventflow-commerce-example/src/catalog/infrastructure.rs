@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use eventflow_core::{Envelope, Projection, Result};
+use eventflow_core::{CommandContext, Envelope, Projection, Result};
 
 use super::application::Catalog;
 use super::domain::ProductEvent;
-use crate::contract::{ProductListed, events};
-use crate::platform::messaging::{ContextInfra, Started, of_types};
+use crate::contract::{ProductListed, SEED_PRODUCTS, events};
+use crate::platform::config::Config;
+use crate::platform::messaging::{ContextInfra, of_types};
 use crate::platform::read_model::Documents;
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
 #[derive(Debug)]
@@ -35,8 +37,12 @@ impl Projection for CatalogView {
     }
 }
 
-/// Starts the catalog: its repository, its view (fed by its own events over the bus), its routes.
-pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Catalog>, Started), StartError> {
+/// Starts the catalog: its repository, its view (fed by its own events over the bus), its routes,
+/// and the seed's listings.
+pub(crate) async fn start(
+    infra: &ContextInfra,
+    config: &Config,
+) -> std::result::Result<Started, StartError> {
     let catalog = Arc::new(Catalog {
         products: infra.repository(true),
         view: infra.projector(CatalogView {
@@ -50,9 +56,23 @@ pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Catalog>, Started
             &catalog.view,
         )
         .await?;
-    let started = Started {
-        service: infra.service(super::http::routes(Arc::clone(&catalog))),
-        consumers: vec![view],
-    };
-    Ok((catalog, started))
+    let service = infra.service(super::http::routes(Arc::clone(&catalog)));
+    Ok(Started::new(service, vec![view]).seeding(config, Box::pin(seed(catalog))))
+}
+
+/// Lists the seed's products (listing one again the same way changes nothing).
+async fn seed(catalog: Arc<Catalog>) -> std::result::Result<(), StartError> {
+    for (product_id, name, price_cents, _) in SEED_PRODUCTS {
+        let listing = ProductListed {
+            product_id: product_id.to_owned(),
+            name: name.to_owned(),
+            price_cents,
+            currency: "USD".to_owned(),
+        };
+        catalog
+            .list(listing, CommandContext::new().with_correlation_id("seed"))
+            .await
+            .map_err(|e| StartError::wiring("seeding the catalog", e))?;
+    }
+    Ok(())
 }

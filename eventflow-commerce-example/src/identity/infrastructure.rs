@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use argon2::Argon2;
 
-use super::application::Identity;
-use crate::platform::auth::Jwt;
-use crate::platform::messaging::{ContextInfra, Started};
+use super::application::{Identity, IdentityError};
+use crate::platform::config::Config;
+use crate::platform::messaging::ContextInfra;
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -40,18 +41,29 @@ pub(crate) async fn verify_password(password: String, hash: String) -> bool {
     .unwrap_or(false)
 }
 
-/// Starts identity; returns it too, for the seed.
-pub(crate) async fn start(
-    infra: &ContextInfra,
-    jwt: Arc<Jwt>,
-) -> Result<(Arc<Identity>, Started), StartError> {
-    let identity = Identity::new(infra.repository(false), jwt)
+/// The seeded users: login, password, customer id.
+const SEED_USERS: [(&str, &str, &str); 2] = [
+    ("user@example.com", "password", "customer-1"),
+    ("other@example.com", "password", "customer-2"),
+];
+
+/// Starts identity (tokens signed with the app's key), and the seed's users.
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
+    let identity = Identity::new(infra.repository(false), Arc::clone(&infra.jwt))
         .await
         .map_err(|e| StartError::wiring(infra.service, e))?;
     let identity = Arc::new(identity);
-    let started = Started {
-        service: infra.service(super::http::routes(Arc::clone(&identity))),
-        consumers: Vec::new(),
-    };
-    Ok((identity, started))
+    let service = infra.service(super::http::routes(Arc::clone(&identity)));
+    Ok(Started::new(service, Vec::new()).seeding(config, Box::pin(seed(identity))))
+}
+
+/// Registers the seed's users (a user registered before is left as it is).
+async fn seed(identity: Arc<Identity>) -> Result<(), StartError> {
+    for (username, password, customer_id) in SEED_USERS {
+        match identity.register(username, customer_id, password).await {
+            Ok(()) | Err(IdentityError::AlreadyRegistered) => {}
+            Err(e) => return Err(StartError::wiring("seeding users", e)),
+        }
+    }
+    Ok(())
 }

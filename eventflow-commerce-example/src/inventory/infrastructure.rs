@@ -7,16 +7,17 @@ use eventflow_core::Repository;
 
 use super::application::participant;
 use super::domain::Stock;
-use crate::platform::messaging::{ContextInfra, Started};
+use crate::contract::SEED_PRODUCTS;
+use crate::platform::config::Config;
+use crate::platform::messaging::ContextInfra;
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
 /// A product's stock stream grows by an event per order: snapshots keep a cold load short.
 const SNAPSHOT_EVERY: u64 = 200;
 
-/// Starts inventory; returns its repository too, for the seed.
-pub(crate) async fn start(
-    infra: &ContextInfra,
-) -> Result<(Arc<Repository<Stock>>, Started), StartError> {
+/// Starts inventory, and the seed's stock (`SEED_STOCK` overrides every product's quantity).
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let stock = Arc::new(infra.snapshotted(SNAPSHOT_EVERY));
     let participant = participant(infra.snapshotted(SNAPSHOT_EVERY), Arc::clone(&infra.bus));
     let consumers = vec![
@@ -24,9 +25,17 @@ pub(crate) async fn start(
             .subscribe(participant.subscription(), Arc::new(participant))
             .await?,
     ];
-    let started = Started {
-        service: infra.service(super::http::routes(Arc::clone(&stock))),
-        consumers,
-    };
-    Ok((stock, started))
+    let service = infra.service(super::http::routes(Arc::clone(&stock)));
+    let seed = seed(stock, config.seed_stock);
+    Ok(Started::new(service, consumers).seeding(config, Box::pin(seed)))
+}
+
+/// Stocks the seed's products, once (the restock's idempotency key is per product).
+async fn seed(stock: Arc<Repository<Stock>>, quantity: Option<u64>) -> Result<(), StartError> {
+    for (product_id, _, _, seeded) in SEED_PRODUCTS {
+        super::application::seed(&stock, product_id, quantity.unwrap_or(seeded))
+            .await
+            .map_err(|e| StartError::wiring("seeding inventory", e))?;
+    }
+    Ok(())
 }

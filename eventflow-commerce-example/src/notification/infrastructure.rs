@@ -9,19 +9,18 @@ use eventflow_core::Subscription;
 use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
 use super::http::NotificationState;
 use crate::contract::events;
-use crate::platform::messaging::{ContextInfra, Started, of_types};
+use crate::platform::config::Config;
+use crate::platform::messaging::{ContextInfra, of_types};
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
 /// How many receives a queued notification gets before it is dead-lettered.
 const MAX_RECEIVES: u32 = 5;
 
-/// Starts notification: `visibility` is how long the queue hides a message being handled,
-/// `email_latency` the sender's pause before each email.
-pub(crate) async fn start(
-    infra: &ContextInfra,
-    visibility: Duration,
-    email_latency: Duration,
-) -> Result<Started, StartError> {
+/// Starts notification: `NOTIFICATION_VISIBILITY_SECONDS` is how long the queue hides a message being
+/// handled, `EMAIL_LATENCY_MS` the sender's pause before each email.
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
+    let (visibility, email_latency) = (config.notification_visibility, config.email_latency);
     let queue = infra
         .work_queue(
             QueueSettings::new("notifications")
@@ -49,8 +48,6 @@ pub(crate) async fn start(
         .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
         .start()
         .map_err(|e| StartError::wiring(infra.service, e))?;
-    Ok(Started {
-        service: infra.service(super::http::routes(NotificationState { log, queue })),
-        consumers: vec![rule, worker],
-    })
+    let service = infra.service(super::http::routes(NotificationState { log, queue }));
+    Ok(Started::new(service, vec![rule, worker]))
 }

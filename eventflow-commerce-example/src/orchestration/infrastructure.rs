@@ -5,21 +5,17 @@ use eventflow_bus::Redelivery;
 use eventflow_core::MessageHandler;
 use eventflow_saga::{Orchestrator, SagaDefinition};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 
-use crate::contract::PlacedOrder;
+use crate::contract::{self, PlacedOrder};
 use crate::platform::config::Config;
-use crate::platform::messaging::{ContextInfra, Started};
-use crate::platform::server::Shutdown;
+use crate::platform::messaging::ContextInfra;
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
-/// Starts the orchestrator, resumes the sagas its store left unfinished, and runs its timers
-/// until `shutdown` (the returned task).
-pub(crate) async fn start(
-    infra: &ContextInfra,
-    definition: SagaDefinition,
-    shutdown: &Shutdown,
-) -> Result<(Started, JoinHandle<()>), StartError> {
+/// Starts the orchestrator of PlaceOrder (with the step timing `config` gives), resumes the
+/// sagas its store left unfinished, and runs its timers until shutdown.
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
+    let definition = contract::place_order(config.step_timeout, config.step_sends);
     let failed = |e: eventflow_saga::Error| StartError::wiring(infra.service, e);
     let orchestrator = Orchestrator::<PlacedOrder>::builder(
         definition,
@@ -52,14 +48,13 @@ pub(crate) async fn start(
     orchestrator.resume().await.map_err(failed)?;
     let timers = {
         let orchestrator = Arc::clone(&orchestrator);
-        let stop = shutdown.clone();
+        let stop = infra.shutdown.clone();
         tokio::spawn(async move { orchestrator.run_timers(stop.wait()).await })
     };
-    let started = Started {
-        service: infra.service(super::http::routes(orchestrator.query().clone())),
-        consumers: vec![replies],
-    };
-    Ok((started, timers))
+    let service = infra.service(super::http::routes(orchestrator.query().clone()));
+    let mut started = Started::new(service, vec![replies]);
+    started.tasks.push(timers);
+    Ok(started)
 }
 
 /// Refuses a saga step budget the bus can outlast. A participant that dies holding a command (or

@@ -3,17 +3,21 @@
 //! ordering's wiring.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventflow_core::{Envelope, Projection, Result};
+use eventflow_core::{Envelope, Projection, Projector, Result, StreamId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::application::{Ordering, participant};
 use super::domain::{OrderEvent, OrderStatus};
-use crate::contract::{Address, CatalogFact, OrderLine, events, streams};
-use crate::platform::messaging::{ContextInfra, Started, of_types};
+use crate::contract::{Address, CatalogFact, OrderLine, SEED_PRODUCTS, events, streams};
+use crate::platform::config::Config;
+use crate::platform::messaging::{ContextInfra, of_types};
 use crate::platform::read_model::Documents;
+use crate::platform::started::{OrderProbe, Started};
 use crate::platform::startup::StartError;
 
 /// An order as queries see it.
@@ -158,8 +162,9 @@ impl Projection for PriceList {
 }
 
 /// Starts ordering: the order repository (published through the outbox), the order view and the
-/// price list (fed over the bus), the saga participant, the routes.
-pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Ordering>, Started), StartError> {
+/// price list (fed over the bus), the saga participant, the routes. When the role seeds, it is
+/// ready once the seed's prices reached its price list (orders are refused until then).
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let ordering = Arc::new(Ordering {
         orders: infra.repository(true),
         views: infra.projector(OrderViews {
@@ -192,9 +197,47 @@ pub(crate) async fn start(infra: &ContextInfra) -> Result<(Arc<Ordering>, Starte
             .subscribe(participant.subscription(), Arc::new(participant))
             .await?,
     ];
-    let started = Started {
-        service: infra.service(super::http::routes(Arc::clone(&ordering))),
+    let mut started = Started::new(
+        infra.service(super::http::routes(Arc::clone(&ordering))),
         consumers,
-    };
-    Ok((ordering, started))
+    );
+    if config.role.seeds() {
+        started.ready = Some(Box::pin(wait_until_priced(Arc::clone(&ordering.prices))));
+    }
+    started.orders = Some(Arc::clone(&ordering.views) as Arc<dyn OrderProbe>);
+    Ok(started)
+}
+
+/// The seed's products reach ordering's price list over the bus; orders are refused until then.
+async fn wait_until_priced(prices: Arc<Projector<PriceList>>) -> Result<(), StartError> {
+    // A cloud bus takes a few polls of its queue; memory takes milliseconds.
+    for _ in 0..3_000 {
+        if prices.projection().len().await.unwrap_or_default() >= SEED_PRODUCTS.len() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(StartError::wiring(
+        "seed",
+        "the catalog did not reach ordering's price list within 30 s",
+    ))
+}
+
+#[async_trait]
+impl OrderProbe for Projector<OrderViews> {
+    async fn count(&self) -> usize {
+        self.projection().len().await.unwrap_or_default()
+    }
+
+    async fn status(&self, order_id: &str) -> Option<&'static str> {
+        let view = self.projection().get(order_id).await;
+        view.ok().flatten().map(|o| o.status.as_str())
+    }
+
+    async fn settled(&self, order_id: &str, timeout: Duration) -> Option<&'static str> {
+        let stream = StreamId::for_aggregate(streams::ORDER, order_id);
+        // Placed is version 1; completed or cancelled is version 2.
+        self.wait_for(&stream, 2, timeout).await.ok()?;
+        self.status(order_id).await
+    }
 }

@@ -7,3 +7,6 @@ pub(crate) mod application;
 pub(crate) mod domain;
 pub(crate) mod http;
 pub(crate) mod infrastructure;
+
+/// How the app starts this context: the one signature every context has.
+pub(crate) use infrastructure::start;

@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use super::application::{CaptureOnCompletion, participant};
 use crate::contract::events;
-use crate::platform::messaging::{ContextInfra, Started, of_types};
+use crate::platform::config::Config;
+use crate::platform::messaging::{ContextInfra, of_types};
+use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
-/// Starts payment, declining orders above `limit_cents`.
-pub(crate) async fn start(infra: &ContextInfra, limit_cents: u64) -> Result<Started, StartError> {
+/// Starts payment, declining orders above `PAYMENT_MAX_ORDER_CENTS`.
+pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
+    let limit_cents = config.payment_max_order_cents;
     let payments = Arc::new(infra.repository(false));
     let participant = participant(infra.repository(false), Arc::clone(&infra.bus), limit_cents);
     let completed = of_types(&[events::ORDER_COMPLETED]).source("ordering");
@@ -27,8 +30,8 @@ pub(crate) async fn start(infra: &ContextInfra, limit_cents: u64) -> Result<Star
             )
             .await?,
     ];
-    Ok(Started {
-        service: infra.service(super::http::routes(payments)),
+    Ok(Started::new(
+        infra.service(super::http::routes(payments)),
         consumers,
-    })
+    ))
 }

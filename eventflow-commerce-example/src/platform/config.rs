@@ -75,6 +75,11 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether this process writes the seed data (it runs every service).
+    pub fn seeds(self) -> bool {
+        matches!(self, Role::All | Role::Provision)
+    }
+
     /// Whether this process runs `service`.
     pub fn runs(self, service: &str) -> bool {
         match self {

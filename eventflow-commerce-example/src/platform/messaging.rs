@@ -16,6 +16,7 @@ use eventflow_core::{
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
+use super::auth::Jwt;
 use super::backends::{Backends, Persistence};
 use super::read_model::{DocumentStore, Documents};
 use super::server::{ReadyCheck, Service, Shutdown};
@@ -39,6 +40,10 @@ pub(crate) struct ContextInfra {
     documents: Option<Arc<dyn DocumentStore>>,
     pub(crate) bus: Arc<dyn EventBus>,
     pub(crate) relay: Arc<OutboxRelay>,
+    /// The app's token signer and verifier (identity issues tokens, every service checks them).
+    pub(crate) jwt: Arc<Jwt>,
+    /// Resolves when the app stops: for the context's own long-running tasks.
+    pub(crate) shutdown: Shutdown,
     backends: Backends,
 }
 
@@ -46,7 +51,12 @@ impl ContextInfra {
     /// The context's store, snapshots, checkpoints and read models on `backends`, its outbox
     /// relayed to the shared bus with the context's name as the messages' source. The relay runs
     /// until `shutdown`.
-    pub(crate) fn new(service: &'static str, backends: &Backends, shutdown: &Shutdown) -> Self {
+    pub(crate) fn new(
+        service: &'static str,
+        backends: &Backends,
+        shutdown: &Shutdown,
+        jwt: &Arc<Jwt>,
+    ) -> Self {
         let bus = backends.bus();
         let Persistence {
             store,
@@ -70,6 +80,8 @@ impl ContextInfra {
             documents,
             bus,
             relay,
+            jwt: Arc::clone(jwt),
+            shutdown: shutdown.clone(),
             backends: backends.clone(),
         }
     }
@@ -206,12 +218,6 @@ impl ContextInfra {
 /// A filter on message types (any source).
 pub(crate) fn of_types(types: &[&str]) -> Filter {
     types.iter().fold(Filter::all(), |f, t| f.message_type(*t))
-}
-
-/// A started context, as the app keeps it: its HTTP service, and its consumers to stop.
-pub(crate) struct Started {
-    pub(crate) service: Service,
-    pub(crate) consumers: Vec<SubscriptionHandle>,
 }
 
 /// A handler running in its context's span.

@@ -13,5 +13,6 @@ pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod read_model;
 pub(crate) mod server;
+pub(crate) mod started;
 pub(crate) mod startup;
 pub(crate) mod telemetry;

@@ -32,6 +32,8 @@ struct Target<'c, D: Decider> {
     /// Once in the append: the decided events, enveloped (the store assigns versions, positions
     /// and time). `None`: the stream is not in the append.
     appended: Option<Vec<Envelope<D::Event>>>,
+    /// What the command did to this stream, once it is done.
+    executed: Option<Executed<D::Event>>,
 }
 
 /// Sees each stream's state at the end of a command; see
@@ -76,11 +78,13 @@ impl<D: Decider> DeciderRepository<D> {
                 inspect(state, version);
             }
         };
-        let mut executed = self
-            .run(vec![target], &context, &mut once)
+        // One target on the stack: a command on one stream allocates no list of targets.
+        let mut targets = [target];
+        self.run(&mut targets, &context, &mut once)
             .instrument(span)
             .await?;
-        Ok(executed.swap_remove(0))
+        let [target] = targets;
+        Ok(target.executed.ok_or_else(unfinished)?)
     }
 
     /// Runs one command on each of several streams, all or nothing: each command is decided on
@@ -100,7 +104,7 @@ impl<D: Decider> DeciderRepository<D> {
         commands: &[(S, D::Command)],
         context: CommandContext,
     ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
-        let targets: Vec<Target<'_, D>> = commands
+        let mut targets: Vec<Target<'_, D>> = commands
             .iter()
             .map(|(id, command)| self.target(id.as_ref(), command))
             .collect();
@@ -121,9 +125,17 @@ impl<D: Decider> DeciderRepository<D> {
             streams = targets.len(),
             correlation_id = context.metadata.correlation_id.as_deref().unwrap_or(""),
         );
-        self.run(targets, &context, &mut |_, _, _| {})
+        self.run(&mut targets, &context, &mut |_, _, _| {})
             .instrument(span)
-            .await
+            .await?;
+        targets
+            .into_iter()
+            .map(|t| {
+                t.executed
+                    .ok_or_else(unfinished)
+                    .map_err(CommandError::from)
+            })
+            .collect()
     }
 
     /// The target of `command` on `id`, with its cached state if any (the stream id comes from
@@ -144,6 +156,7 @@ impl<D: Decider> DeciderRepository<D> {
             state,
             decided: Vec::new(),
             appended: None,
+            executed: None,
         }
     }
 
@@ -151,12 +164,13 @@ impl<D: Decider> DeciderRepository<D> {
     /// version check proves it was current. Only a decision that appends nothing (a refusal, an
     /// empty result) is not proven by an append, so that stream first catches up and decides
     /// again. After a conflict every state catches up from its version rather than from scratch.
+    /// Each target's [`Executed`] is left in its `executed` slot.
     async fn run(
         &self,
-        mut targets: Vec<Target<'_, D>>,
+        targets: &mut [Target<'_, D>],
         context: &CommandContext,
         inspect: Inspect<'_, D::State>,
-    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+    ) -> Result<(), CommandError<D::Error>> {
         let mut conflicts = 0;
         loop {
             if let Some(key) = &context.idempotency_key
@@ -165,12 +179,13 @@ impl<D: Decider> DeciderRepository<D> {
                 return self.replay_for(targets, key, original).await;
             }
             let keyed_single = context.idempotency_key.is_some() && targets.len() == 1;
-            if let Err(rejection) = self.decide_all(&mut targets, keyed_single, inspect).await {
+            if let Err(rejection) = self.decide_all(targets, keyed_single, inspect).await {
                 self.put_back(targets);
                 return Err(rejection);
             }
-            let Some(request) = self.request(&mut targets, context)? else {
-                return Ok(self.unchanged(targets, inspect));
+            let Some(request) = self.request(targets, context)? else {
+                self.unchanged(targets, inspect);
+                return Ok(());
             };
             let append = self
                 .dyn_store()
@@ -178,7 +193,10 @@ impl<D: Decider> DeciderRepository<D> {
                 .instrument(tracing::debug_span!("eventflow.append"))
                 .await;
             match append {
-                Ok(result) => return Ok(self.settle(targets, &result, inspect).await),
+                Ok(result) => {
+                    self.settle(targets, &result, inspect).await;
+                    return Ok(());
+                }
                 Err(Error::DuplicateIdempotencyKey { key, original }) => {
                     return self.replay_for(targets, &key, *original).await;
                 }
@@ -188,7 +206,7 @@ impl<D: Decider> DeciderRepository<D> {
                         return Err(conflict.into());
                     }
                     tracing::debug!(conflicts, "conflict; catching up and deciding again");
-                    for target in &mut targets {
+                    for target in targets.iter_mut() {
                         target.verified = true;
                     }
                 }
@@ -278,45 +296,39 @@ impl<D: Decider> DeciderRepository<D> {
     }
 
     /// Nothing was decided anywhere: every state goes back to the cache as it was.
-    fn unchanged(
-        &self,
-        targets: Vec<Target<'_, D>>,
-        inspect: Inspect<'_, D::State>,
-    ) -> Vec<Executed<D::Event>> {
-        let mut executed = Vec::with_capacity(targets.len());
-        for (index, target) in targets.into_iter().enumerate() {
-            let Some((version, state)) = target.state else {
+    fn unchanged(&self, targets: &mut [Target<'_, D>], inspect: Inspect<'_, D::State>) {
+        for (index, target) in targets.iter_mut().enumerate() {
+            let Some((version, state)) = target.state.take() else {
                 continue;
             };
             inspect(index, &state, version);
-            executed.push(Executed {
+            target.executed = Some(Executed {
                 stream_id: target.stream.clone(),
                 version,
                 events: Vec::new(),
                 deduplicated: false,
             });
-            self.cache_put(target.stream, version, state);
+            self.cache_put(target.stream.clone(), version, state);
         }
-        executed
     }
 
     /// After the append: the envelopes get the versions, positions and time the store assigned,
     /// each state evolves through its events, is snapshotted by policy and goes back to the cache.
     async fn settle(
         &self,
-        targets: Vec<Target<'_, D>>,
+        targets: &mut [Target<'_, D>],
         result: &AppendResult,
         inspect: Inspect<'_, D::State>,
-    ) -> Vec<Executed<D::Event>> {
+    ) {
         let mut results = std::iter::once(result).chain(&result.other_streams);
-        let mut executed = Vec::with_capacity(targets.len());
-        for (index, target) in targets.into_iter().enumerate() {
-            let Some((before, mut state)) = target.state else {
+        for (index, target) in targets.iter_mut().enumerate() {
+            let Some((before, mut state)) = target.state.take() else {
                 continue;
             };
             // Results come in append order, which only the appended targets are in.
             let appended = target
                 .appended
+                .take()
                 .and_then(|envelopes| Some((envelopes, results.next()?)));
             let (version, events) = match appended {
                 Some((mut envelopes, result)) => {
@@ -333,22 +345,21 @@ impl<D: Decider> DeciderRepository<D> {
             self.maybe_snapshot(&target.stream, before, version, &state)
                 .await;
             inspect(index, &state, version);
-            executed.push(Executed {
+            target.executed = Some(Executed {
                 stream_id: target.stream.clone(),
                 version,
                 events,
                 deduplicated: false,
             });
-            self.cache_put(target.stream, version, state);
+            self.cache_put(target.stream.clone(), version, state);
         }
-        executed
     }
 
     /// A refused command writes nothing: every state decided on goes back to the cache.
-    fn put_back(&self, targets: Vec<Target<'_, D>>) {
+    fn put_back(&self, targets: &mut [Target<'_, D>]) {
         for target in targets {
-            if let Some((version, state)) = target.state {
-                self.cache_put(target.stream, version, state);
+            if let Some((version, state)) = target.state.take() {
+                self.cache_put(target.stream.clone(), version, state);
             }
         }
     }
@@ -379,10 +390,10 @@ impl<D: Decider> DeciderRepository<D> {
     /// append ([`Error::DuplicateIdempotencyKey`]) rather than decoded.
     async fn replay_for(
         &self,
-        targets: Vec<Target<'_, D>>,
+        targets: &mut [Target<'_, D>],
         key: &str,
         original: AppendResult,
-    ) -> Result<Vec<Executed<D::Event>>, CommandError<D::Error>> {
+    ) -> Result<(), CommandError<D::Error>> {
         if !targets.iter().any(|t| t.stream == original.stream) {
             self.put_back(targets);
             return Err(CommandError::Store(Error::DuplicateIdempotencyKey {
@@ -390,8 +401,7 @@ impl<D: Decider> DeciderRepository<D> {
                 original: Box::new(original),
             }));
         }
-        let mut executed = Vec::with_capacity(targets.len());
-        for target in targets {
+        for target in targets.iter_mut() {
             let recorded = std::iter::once(&original)
                 .chain(&original.other_streams)
                 .find(|r| r.stream == target.stream);
@@ -399,27 +409,27 @@ impl<D: Decider> DeciderRepository<D> {
                 Some(recorded) => {
                     let mut recorded = recorded.clone();
                     recorded.other_streams.clear();
-                    if let Some((version, state)) = target.state {
-                        self.cache_put(target.stream, version, state);
+                    if let Some((version, state)) = target.state.take() {
+                        self.cache_put(target.stream.clone(), version, state);
                     }
-                    executed.push(self.read_executed(recorded).await?);
+                    target.executed = Some(self.read_executed(recorded).await?);
                 }
                 // The first call decided nothing for this stream.
                 None => {
                     let (state, version) = self
-                        .load_stream(target.id, &target.stream, target.state)
+                        .load_stream(target.id, &target.stream, target.state.take())
                         .await?;
-                    executed.push(Executed {
+                    target.executed = Some(Executed {
                         stream_id: target.stream.clone(),
                         version,
                         events: Vec::new(),
                         deduplicated: true,
                     });
-                    self.cache_put(target.stream, version, state);
+                    self.cache_put(target.stream.clone(), version, state);
                 }
             }
         }
-        Ok(executed)
+        Ok(())
     }
 
     /// What an append that recorded an idempotency key wrote to its (first) stream, typed.
@@ -474,4 +484,9 @@ fn encode<E: DomainEvent>(
         })
         .collect();
     Ok((new_events, envelopes))
+}
+
+/// A target the loop left without a result: a bug in the loop, reported rather than panicked on.
+fn unfinished() -> Error {
+    Error::InvalidRequest("the command loop left a stream without a result".to_owned())
 }

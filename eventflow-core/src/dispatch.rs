@@ -270,6 +270,11 @@ impl<S: Settle> Dispatcher<S> {
         }
     }
 
+    /// Whether no delivery task is running (none in flight, none waiting to retry).
+    pub fn is_idle(&self) -> bool {
+        self.state.tasks.load(Ordering::Acquire) == 0
+    }
+
     /// Waits until every delivery task has ended (after [`close`](Self::close): until the
     /// handler calls in flight have returned and their messages are settled).
     pub async fn wait_idle(&self) {

@@ -540,3 +540,43 @@ async fn clones_share_the_bus_and_debug_names_subscriptions() {
     assert!(bus.capabilities().ordering_per_key && bus.capabilities().dead_letters);
     handle.unsubscribe().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_idle_returns_once_every_delivery_and_every_follow_up_is_settled() {
+    let bus = InMemoryBus::new();
+    let follow_ups = Recorder::default();
+    let forwarding = bus.clone();
+    let first = bus
+        .subscribe(
+            Subscription::new("first")
+                .with_filter(eventflow_core::Filter::all().message_type("TestEvent")),
+            handler_fn(move |delivery: Delivery| {
+                let bus = forwarding.clone();
+                async move {
+                    // Slow enough that a poll-free read right after publishing would miss it.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let next = Message::new("FollowUp", "tests", delivery.message.payload.clone());
+                    bus.publish(vec![next]).await.map_err(HandlerError::from)
+                }
+            }),
+        )
+        .await
+        .unwrap();
+    let second = bus
+        .subscribe(
+            Subscription::new("second")
+                .with_filter(eventflow_core::Filter::all().message_type("FollowUp")),
+            follow_ups.acking(),
+        )
+        .await
+        .unwrap();
+    bus.publish((0..10).map(message).collect()).await.unwrap();
+    bus.wait_idle().await;
+    assert_eq!(
+        follow_ups.len(),
+        10,
+        "every follow-up handled when wait_idle returns"
+    );
+    first.unsubscribe().await;
+    second.unsubscribe().await;
+}

@@ -192,6 +192,23 @@ impl InMemoryBus {
         &self.shared.options
     }
 
+    /// Waits until every message published so far is settled: handled, dead-lettered, or
+    /// dropped by a closed subscription, including what handlers published meanwhile (a
+    /// handler's publish is queued before its own delivery ends). For tests that would otherwise
+    /// poll for a read model.
+    pub async fn wait_idle(&self) {
+        loop {
+            let active: Vec<Arc<Active>> =
+                lock(&self.shared.subscriptions).values().cloned().collect();
+            if active.iter().all(|a| a.dispatcher.is_idle()) {
+                return;
+            }
+            for subscription in active {
+                subscription.dispatcher.wait_idle().await;
+            }
+        }
+    }
+
     fn validate(&self, message: &Message) -> Result<()> {
         if let Some(max) = self.shared.options.max_message_bytes
             // Serialising every message to measure it would cost more than delivering it. The

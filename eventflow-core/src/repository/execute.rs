@@ -14,7 +14,7 @@ use crate::event::{DomainEvent, Envelope};
 use crate::metadata::Metadata;
 use crate::scratch::with_joined;
 use crate::store::{
-    AppendRequest, AppendResult, EventStoreExt, ExpectedVersion, NewEvent, StreamId,
+    AppendRequest, AppendResult, EventStoreExt, ExpectedVersion, NewEvent, StreamAppend, StreamId,
 };
 
 /// One stream's part in a command: what to decide, and the state it is decided on.
@@ -270,29 +270,40 @@ impl<D: Decider> DeciderRepository<D> {
         targets: &mut [Target<'_, D>],
         context: &CommandContext,
     ) -> Result<Option<AppendRequest>> {
-        let keyed = context.idempotency_key.is_some();
-        let mut request: Option<AppendRequest> = None;
+        let nothing_decided = targets.iter().all(|t| t.decided.is_empty());
+        if nothing_decided && context.idempotency_key.is_none() {
+            return Ok(None);
+        }
         // One copy of the metadata for every event of the command, record and envelope alike.
         let metadata = Arc::new(context.metadata.clone());
-        let nothing_decided = targets.iter().all(|t| t.decided.is_empty());
-        for (index, target) in targets.iter_mut().enumerate() {
-            let record_key = keyed && index == 0 && nothing_decided;
-            if target.decided.is_empty() && !record_key {
-                continue;
-            }
-            let decided = std::mem::take(&mut target.decided);
-            let (events, envelopes) = encode(&target.stream, decided, &metadata)?;
-            target.appended = Some(envelopes);
-            let expected = ExpectedVersion::Observed(target.version());
-            request = Some(match request {
-                None => AppendRequest::new(target.stream.clone(), expected, events),
-                Some(request) => request.with_stream(target.stream.clone(), expected, events),
+        let mut appending = targets
+            .iter_mut()
+            .enumerate()
+            // With a key and nothing decided, the first stream is appended nothing: it records
+            // the key.
+            .filter(|(index, target)| {
+                !target.decided.is_empty() || (nothing_decided && *index == 0)
             });
+        let Some((_, first)) = appending.next() else {
+            return Ok(None);
+        };
+        let mut request = AppendRequest::new(
+            first.stream.clone(),
+            ExpectedVersion::Observed(first.version()),
+            first.encode(&metadata)?,
+        );
+        for (_, target) in appending {
+            let (stream, expected) = (target.stream.clone(), target.version());
+            let events = target.encode(&metadata)?;
+            request.other_streams.push(StreamAppend::new(
+                stream,
+                ExpectedVersion::Observed(expected),
+                events,
+            ));
         }
-        Ok(request.map(|mut request| {
-            request.idempotency_key = context.idempotency_key.clone();
-            request.with_outbox(self.outbox)
-        }))
+        request.idempotency_key.clone_from(&context.idempotency_key);
+        request.outbox = self.outbox;
+        Ok(Some(request))
     }
 
     /// Nothing was decided anywhere: every state goes back to the cache as it was.
@@ -456,6 +467,14 @@ impl<D: Decider> Target<'_, D> {
     /// The version the current decision was made on.
     fn version(&self) -> u64 {
         self.state.as_ref().map_or(0, |(version, _)| *version)
+    }
+
+    /// Encodes the decided events for the store, keeping them as envelopes to settle.
+    fn encode(&mut self, metadata: &Arc<Metadata>) -> Result<Vec<NewEvent>> {
+        let decided = std::mem::take(&mut self.decided);
+        let (events, envelopes) = encode(&self.stream, decided, metadata)?;
+        self.appended = Some(envelopes);
+        Ok(events)
     }
 }
 

@@ -15,6 +15,7 @@ mod check;
 mod document_conformance;
 mod recorder;
 mod store_conformance;
+mod streams_test;
 mod work_queue_conformance;
 
 use std::fmt;
@@ -26,6 +27,7 @@ pub use bus_conformance::bus_conformance;
 pub use document_conformance::document_store_conformance;
 pub use recorder::{Recorded, Recorder};
 pub use store_conformance::{feed_conformance, store_conformance};
+pub use streams_test::{StreamsTest, ThenStreams};
 pub use work_queue_conformance::work_queue_conformance;
 
 /// What a conformance suite checked.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, RuleState, Target};
 use eventflow_core::bus::{Backoff, BusCapabilities, DeadLetter, DeadLetters, Filter};
-use eventflow_core::sync::lock;
+use eventflow_core::extension::lock;
 use eventflow_core::{
     Error, EventBus, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };

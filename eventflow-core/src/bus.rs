@@ -276,12 +276,21 @@ pub trait MessageHandler: Send + Sync + 'static {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandlerError>;
 }
 
-/// Calls `handler` with `delivery` the same way in every backend: in an `eventflow.deliver` span
-/// that carries `backend`, the subscription, the message's id, type, source, correlation id and
-/// `traceparent` (the *handler context* side of end-to-end tracing) and the attempt, with a panic
-/// caught and counted as a failure. On failure it logs `delivery failed` in that span and returns
-/// the handler's error, or `handler panicked: <message>`, as text.
+/// Moved: [`extension::call_handler`](crate::extension::call_handler).
+#[deprecated(
+    since = "0.3.0",
+    note = "use `eventflow_core::extension::call_handler`"
+)]
 pub async fn call_handler(
+    backend: &'static str,
+    handler: &dyn MessageHandler,
+    delivery: Delivery,
+) -> std::result::Result<(), String> {
+    deliver(backend, handler, delivery).await
+}
+
+/// See [`extension::call_handler`](crate::extension::call_handler).
+pub(crate) async fn deliver(
     backend: &'static str,
     handler: &dyn MessageHandler,
     delivery: Delivery,

@@ -5,26 +5,39 @@ pub mod aggregate;
 pub mod backoff;
 pub mod bus;
 pub mod decider;
-pub mod dispatch;
+mod dispatcher;
 pub mod documents;
 pub mod error;
 pub mod event;
 mod event_id;
+pub mod extension;
 pub mod feed;
 pub mod limits;
 pub mod memory;
 pub mod metadata;
+mod mutex;
 pub mod outbox;
 pub mod projection;
 pub mod repository;
 mod scratch;
 pub mod snapshot;
 pub mod store;
-pub mod sync;
 #[cfg(feature = "testkit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
 pub mod testkit;
 pub mod work_queue;
+
+/// Moved to [`extension`]: `Dispatcher` and `Settle` are for bus adapter authors.
+#[deprecated(since = "0.3.0", note = "use `eventflow_core::extension`")]
+pub mod dispatch {
+    pub use crate::dispatcher::{Dispatcher, Settle};
+}
+
+/// Moved to [`extension`]: `lock` is for crates that extend eventflow.
+#[deprecated(since = "0.3.0", note = "use `eventflow_core::extension::lock`")]
+pub mod sync {
+    pub use crate::mutex::lock;
+}
 
 pub use aggregate::Aggregate;
 pub use backoff::{Backoff, Jitter};
@@ -61,14 +74,18 @@ pub use work_queue::{
 /// bus: `use eventflow_core::prelude::*;`. Traits are included so their methods are in scope.
 pub mod prelude {
     pub use crate::aggregate::Aggregate;
-    pub use crate::bus::{EventBus, Filter, HandlerError, Subscription, handler_fn};
+    pub use crate::bus::{
+        Delivery, EventBus, Filter, HandlerError, MessageHandler, Subscription, handler_fn,
+    };
     pub use crate::documents::{Collection, DocumentStore};
+    pub use crate::error::Error;
+    pub use crate::metadata::Metadata;
     pub use crate::event::{DomainEvent, Envelope, Upcasters};
     pub use crate::feed::GlobalFeed;
     pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
     pub use crate::outbox::OutboxRelay;
     pub use crate::projection::{Projection, ProjectionRunner, Projector};
-    pub use crate::repository::{CommandContext, CommandError, Repository};
+    pub use crate::repository::{CommandContext, CommandError, Executed, Repository};
     pub use crate::store::{EventStore, EventStoreExt};
 }
 

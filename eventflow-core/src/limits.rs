@@ -189,7 +189,7 @@ impl StoreLimits {
             exceeds(names::EVENT_BYTES, size, self.max_event_bytes)?;
             footprint.1 += size;
             if outbox {
-                check_outbox_entry(event, self.max_outbox_payload_bytes)?;
+                outbox_entry_fits(event, self.max_outbox_payload_bytes)?;
                 footprint.1 += stream_bytes + OUTBOX_OVERHEAD_BYTES;
             }
         }
@@ -204,10 +204,17 @@ impl Default for StoreLimits {
     }
 }
 
-/// Refuses, before anything is written, an event whose outbox entry no bus could carry: a payload
-/// that is not JSON (a message payload is a JSON value) or larger than `max_payload_bytes`.
-/// Backends call it for every event of an append with outbox entries.
+/// Moved: [`extension::check_outbox_entry`](crate::extension::check_outbox_entry).
+#[deprecated(
+    since = "0.3.0",
+    note = "use `eventflow_core::extension::check_outbox_entry`"
+)]
 pub fn check_outbox_entry(event: &NewEvent, max_payload_bytes: Option<u64>) -> Result<()> {
+    outbox_entry_fits(event, max_payload_bytes)
+}
+
+/// See [`extension::check_outbox_entry`](crate::extension::check_outbox_entry).
+pub(crate) fn outbox_entry_fits(event: &NewEvent, max_payload_bytes: Option<u64>) -> Result<()> {
     exceeds(
         names::OUTBOX_PAYLOAD_BYTES,
         event.payload.len() as u64,

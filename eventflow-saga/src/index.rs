@@ -17,6 +17,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use eventflow_core::extension::RepositoryExt;
 use eventflow_core::{
     AppendRequest, Decider, DeciderRepository, EventStore, ExpectedVersion, Metadata, NewEvent,
     SnapshotPolicy, SnapshotStore,
@@ -173,7 +174,7 @@ impl SagaIndex {
 
     async fn compact(&self, shard: &str) -> Result<()> {
         let loaded = self.shards.load(shard).await?;
-        self.shards.save_snapshot(shard, &loaded).await?;
+        self.shards.snapshot_loaded(shard, &loaded).await?;
         Ok(())
     }
 

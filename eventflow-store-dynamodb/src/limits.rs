@@ -99,7 +99,7 @@ pub(crate) fn check(
             let size = event_item_size(stream_bytes, event)?;
             exceeds(names::ITEM_BYTES, size, MAX_ITEM_BYTES)?;
             if request.outbox {
-                eventflow_core::limits::check_outbox_entry(event, max_outbox_payload_bytes)?;
+                eventflow_core::extension::check_outbox_entry(event, max_outbox_payload_bytes)?;
             }
             bytes += size;
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_core::bus::Filter;
-use eventflow_core::dispatch::{Dispatcher, Settle};
-use eventflow_core::sync::lock;
+use eventflow_core::extension::lock;
+use eventflow_core::extension::{Dispatcher, Settle};
 use eventflow_core::{
     Backoff, Error, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };

@@ -24,7 +24,7 @@
 //!
 //! The module is laid out as the adapter works: `provision` (topics, subscriptions, filters),
 //! `publish`, `consume` (the streaming pull, feeding eventflow's shared
-//! [`Dispatcher`](eventflow_core::dispatch::Dispatcher)) and `dead_letters`.
+//! [`Dispatcher`](eventflow_core::extension::Dispatcher)) and `dead_letters`.
 
 mod consume;
 mod dead_letters;
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use eventflow_core::bus::BusCapabilities;
-use eventflow_core::sync::lock;
+use eventflow_core::extension::lock;
 use eventflow_core::{
     Error, EventBus, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };

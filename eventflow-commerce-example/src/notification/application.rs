@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use eventflow_bus::WorkQueue;
+use eventflow_core::extension::RepositoryExt;
 use eventflow_core::{
     CommandContext, CommandError, Delivery, Envelope, Error, HandlerError, MessageHandler,
     Metadata, Projection, Repository, Result,
@@ -116,7 +117,7 @@ impl Projection for NotificationWorker {
         // The log, not only the projector's checkpoint, keeps the email single: a crash after
         // sending and before the checkpoint is saved hands the event over again.
         self.log
-            .execute_and_inspect(
+            .execute_inspecting(
                 order_id,
                 &NotificationCommand::Request(email.clone()),
                 context(),

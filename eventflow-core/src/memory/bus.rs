@@ -12,9 +12,9 @@ use crate::bus::{
     BusCapabilities, DeadLetter, DeadLetters, EventBus, Filter, Message, MessageHandler,
     Subscription, SubscriptionHandle,
 };
-use crate::dispatch::{Dispatcher, Settle};
+use crate::dispatcher::{Dispatcher, Settle};
 use crate::error::{Error, Result};
-use crate::sync::lock;
+use crate::mutex::lock;
 
 /// The JSON length of `message` without string escapes: a walk over its values, no formatting.
 fn unescaped_len(message: &Message) -> usize {

@@ -21,7 +21,7 @@ impl InMemoryCheckpointStore {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, HashMap<String, u64>>> {
         // Every update is a single insert or remove: a poisoned map is still consistent.
-        crate::sync::lock(&self.checkpoints)
+        crate::mutex::lock(&self.checkpoints)
     }
 }
 

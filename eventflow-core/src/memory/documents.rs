@@ -50,7 +50,7 @@ impl InMemoryDocumentStore {
 
     fn lock(&self) -> MutexGuard<'_, Collections> {
         // Every change is one insert or remove after the checks: a poisoned map is consistent.
-        crate::sync::lock(&self.collections)
+        crate::mutex::lock(&self.collections)
     }
 }
 

@@ -57,7 +57,7 @@ impl InMemoryEventStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-written append behind (every append
         // validates before it mutates), so a poisoned lock is safe to keep using.
-        crate::sync::lock(&self.inner)
+        crate::mutex::lock(&self.inner)
     }
 
     /// The checkpoint store beside this store, for the projections fed by its feed: the same one

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::bus::{DeadLetter, Message};
 use crate::error::{Error, Result};
-use crate::sync::lock;
+use crate::mutex::lock;
 use async_trait::async_trait;
 use chrono::Utc;
 use tokio::sync::Notify;

@@ -2,8 +2,8 @@
 
 use std::sync::Mutex;
 
+use crate::mutex::lock;
 use crate::store::StreamId;
-use crate::sync::lock;
 
 /// Aggregates kept between commands so a hot aggregate is not replayed every time. An entry is only
 /// a starting point: loading still reads the events appended after it, so other writers are seen.

@@ -48,18 +48,26 @@ impl<D: Decider> DeciderRepository<D> {
         command: &D::Command,
         context: CommandContext,
     ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
-        self.execute_and_inspect(id, command, context, |_, _| {})
-            .await
+        self.execute_observed(id, command, context, |_, _| {}).await
     }
 
-    /// Runs `command` against `id`, and shows `inspect` the state the command ended on with its
-    /// version (after the append; after a refusal, the state it was refused in), before the state
-    /// goes back into the cache. It is not called for a command answered from its idempotency key.
-    ///
-    /// For callers that act on the state rather than on the events, such as a process manager
-    /// that sends whatever its state has in flight: a version other than the one it last saw plus
-    /// the events it appended means another writer moved the stream.
+    /// Moved: [`execute_inspecting`](crate::extension::RepositoryExt::execute_inspecting).
+    #[deprecated(
+        since = "0.3.0",
+        note = "use `eventflow_core::extension::RepositoryExt::execute_inspecting`"
+    )]
     pub async fn execute_and_inspect(
+        &self,
+        id: &str,
+        command: &D::Command,
+        context: CommandContext,
+        inspect: impl FnOnce(&D::State, u64) + Send,
+    ) -> Result<Executed<D::Event>, CommandError<D::Error>> {
+        self.execute_observed(id, command, context, inspect).await
+    }
+
+    /// See [`execute_inspecting`](crate::extension::RepositoryExt::execute_inspecting).
+    pub(super) async fn execute_observed(
         &self,
         id: &str,
         command: &D::Command,

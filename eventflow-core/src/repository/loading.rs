@@ -30,11 +30,17 @@ pub(super) fn decode_state<A: DeserializeOwned>(bytes: &[u8]) -> serde_json::Res
 }
 
 impl<D: Decider> DeciderRepository<D> {
-    /// Saves a snapshot of a state the caller loaded, whatever the snapshot policy: for streams
-    /// written outside [`execute`](Self::execute) (appends with [`ExpectedVersion::Any`](crate::ExpectedVersion::Any) of facts
-    /// that need no decision) that still want short loads. Without
-    /// [`with_snapshots`](Self::with_snapshots) it is [`Error::InvalidRequest`].
+    /// Moved: [`snapshot_loaded`](crate::extension::RepositoryExt::snapshot_loaded).
+    #[deprecated(
+        since = "0.3.0",
+        note = "use `eventflow_core::extension::RepositoryExt::snapshot_loaded`"
+    )]
     pub async fn save_snapshot(&self, id: &str, loaded: &Loaded<D::State>) -> Result<()> {
+        self.snapshot_state(id, loaded).await
+    }
+
+    /// See [`snapshot_loaded`](crate::extension::RepositoryExt::snapshot_loaded).
+    pub(super) async fn snapshot_state(&self, id: &str, loaded: &Loaded<D::State>) -> Result<()> {
         let Some(snapshots) = &self.snapshots else {
             return Err(Error::InvalidRequest(format!(
                 "no snapshot store for {} streams",

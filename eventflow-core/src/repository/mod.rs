@@ -3,11 +3,13 @@
 mod cache;
 mod command;
 mod execute;
+mod extension;
 mod loading;
 
 /// Moved to [`crate::event`]; still importable from here.
 pub use crate::event::Envelope;
 pub use command::{CommandContext, CommandError, Executed, Loaded};
+pub use extension::RepositoryExt;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,6 @@ use crate::backoff::Backoff;
 use crate::decider::{AggregateDecider, Decider};
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Upcasters};
-use crate::scratch::with_joined;
 use crate::snapshot::{SnapshotPolicy, SnapshotStore};
 use crate::store::{AppendResult, EventStore, EventStoreExt, RecordedEvent, StreamId};
 
@@ -212,17 +213,22 @@ impl<D: Decider> DeciderRepository<D> {
             .collect()
     }
 
-    /// Puts a state the caller loaded (and acted on) into the cache, so the next command starts
-    /// from it. Without a cache it is dropped.
+    /// Moved: [`cache_loaded`](crate::extension::RepositoryExt::cache_loaded).
+    #[deprecated(
+        since = "0.3.0",
+        note = "use `eventflow_core::extension::RepositoryExt::cache_loaded`"
+    )]
     pub fn remember(&self, id: &str, loaded: Loaded<D::State>) {
-        self.cache_put(self.stream_id(id), loaded.version, loaded.state);
+        RepositoryExt::cache_loaded(self, id, loaded);
     }
 
-    /// Drops `id` from the cache: the next command loads it from the store.
+    /// Moved: [`evict`](crate::extension::RepositoryExt::evict).
+    #[deprecated(
+        since = "0.3.0",
+        note = "use `eventflow_core::extension::RepositoryExt::evict`"
+    )]
     pub fn forget(&self, id: &str) {
-        if let Some(cache) = &self.cache {
-            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream));
-        }
+        RepositoryExt::evict(self, id);
     }
 
     /// What the command that recorded idempotency key `key` appended, typed, when it was

@@ -27,7 +27,7 @@ pub use bus_conformance::bus_conformance;
 pub use document_conformance::document_store_conformance;
 pub use recorder::{Recorded, Recorder};
 pub use store_conformance::{feed_conformance, store_conformance};
-pub use streams_test::{StreamsTest, ThenStreams};
+pub use streams_test::{Decided, StreamsTest, ThenStreams};
 pub use work_queue_conformance::work_queue_conformance;
 
 /// What a conformance suite checked.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::bus::{Delivery, HandlerError, MessageHandler, handler_fn};
-use crate::sync::lock;
+use crate::mutex::lock;
 use crate::testkit::wait_until;
 
 /// One delivery the [`Recorder`]'s handler got, and its answer.

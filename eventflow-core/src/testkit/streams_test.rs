@@ -41,11 +41,14 @@ pub struct StreamsTest<A: Aggregate> {
     states: BTreeMap<String, A>,
 }
 
+/// Each stream's id with the events its command decided, in command order.
+pub type Decided<E> = Vec<(String, Vec<E>)>;
+
 /// The outcome of [`StreamsTest::when`], to assert on.
 #[derive(Debug)]
 #[must_use = "a ThenStreams asserts nothing until one of its methods is called"]
 pub struct ThenStreams<A: Aggregate> {
-    outcome: Result<Vec<(String, Vec<A::Event>)>, A::Error>,
+    outcome: Result<Decided<A::Event>, A::Error>,
 }
 
 impl<A: Aggregate> StreamsTest<A> {
@@ -130,8 +133,7 @@ where
     }
 
     /// The outcome: each stream's events, or the refusal.
-    #[allow(clippy::type_complexity)]
-    pub fn outcome(self) -> Result<Vec<(String, Vec<A::Event>)>, A::Error> {
+    pub fn outcome(self) -> Result<Decided<A::Event>, A::Error> {
         self.outcome
     }
 }

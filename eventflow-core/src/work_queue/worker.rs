@@ -257,7 +257,7 @@ impl Worker {
         }
         let message_id = message.id.clone();
         let delivery = Delivery::new(message, &settings.name, receive_count);
-        let handled = crate::bus::call_handler(self.backend, self.handler.as_ref(), delivery);
+        let handled = crate::bus::deliver(self.backend, self.handler.as_ref(), delivery);
         tokio::pin!(handled);
 
         // Extend the visibility while the handler runs, so a slow handler keeps its message.

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use eventflow_core::sync::lock;
+use eventflow_core::extension::RepositoryExt;
+use eventflow_core::extension::lock;
 use eventflow_core::{
     DeciderRepository, Delivery, EventBus, EventStore, HandlerError, Message, MessageHandler,
     Metadata, Subscription, SubscriptionHandle,
@@ -457,7 +458,7 @@ impl<D: SagaData> Orchestrator<D> {
         let mut slots = lock(&self.inner.slots);
         if slots.get(saga_id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             slots.remove(saga_id);
-            self.inner.sagas.forget(saga_id);
+            self.inner.sagas.evict(saga_id);
         }
     }
 

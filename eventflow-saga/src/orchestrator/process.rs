@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use eventflow_core::extension::RepositoryExt;
 use eventflow_core::{CommandContext, CommandError, Metadata};
 use serde_json::Value;
 use tracing::Instrument;
@@ -134,7 +135,7 @@ impl<D: SagaData> Orchestrator<D> {
             }
             self.fulfil(saga_id, obligations).await?;
             *known = Some(Known::of(&loaded.state, loaded.version));
-            inner.sagas.remember(saga_id, loaded);
+            inner.sagas.cache_loaded(saga_id, loaded);
         }
         let (kind, start_metadata) = match input {
             ShellInput::Start { data, metadata } => {
@@ -181,7 +182,7 @@ impl<D: SagaData> Orchestrator<D> {
         let context = CommandContext::new().with_metadata(metadata);
         let result = inner
             .sagas
-            .execute_and_inspect(saga_id, &input, context, |state, version| {
+            .execute_inspecting(saga_id, &input, context, |state, version| {
                 seen = Some((
                     Known::of(state, version),
                     machine::obligations(definition, state),
@@ -200,7 +201,7 @@ impl<D: SagaData> Orchestrator<D> {
                 if let Err(error) = self.fulfil(saga_id, obligations).await {
                     // Recorded but not sent: forget the saga so the next input reloads and resends.
                     *known = None;
-                    inner.sagas.forget(saga_id);
+                    inner.sagas.evict(saga_id);
                     return Err(error);
                 }
                 for envelope in &executed.events {
@@ -231,7 +232,7 @@ impl<D: SagaData> Orchestrator<D> {
                     *known = Some(now_known);
                     if let Err(error) = self.fulfil(saga_id, obligations).await {
                         *known = None;
-                        inner.sagas.forget(saga_id);
+                        inner.sagas.evict(saga_id);
                         return Err(error);
                     }
                 }
@@ -241,7 +242,7 @@ impl<D: SagaData> Orchestrator<D> {
             Err(CommandError::Store(error)) => {
                 // The append may or may not have happened: reload next time.
                 *known = None;
-                inner.sagas.forget(saga_id);
+                inner.sagas.evict(saga_id);
                 Err(error.into())
             }
             Err(other) => Err(self.unknown(saga_id, known, &other.to_string())),
@@ -251,7 +252,7 @@ impl<D: SagaData> Orchestrator<D> {
     /// Forgets a saga whose state is no longer known, with the error to return.
     fn unknown(&self, saga_id: &str, known: &mut Option<Known>, what: &str) -> Error {
         *known = None;
-        self.inner.sagas.forget(saga_id);
+        self.inner.sagas.evict(saga_id);
         Error::Core(eventflow_core::Error::backend(
             "saga orchestrator",
             what.to_owned(),

@@ -20,7 +20,7 @@ use crate::bus::{
     MessageHandler, Subscription, SubscriptionHandle, attributes, handler_fn,
 };
 use crate::error::Result;
-use crate::sync::lock;
+use crate::mutex::lock;
 use retries::{dead_letter, redelivery_after_error};
 
 /// How long a check waits for deliveries that should happen.

@@ -1,67 +1,4 @@
-//! [`Dispatcher`]: how a subscription's messages reach its handler, for every bus that pushes
-//! messages to the process (the in-memory bus, Google Pub/Sub, and an adapter you write).
-//!
-//! The adapter receives a message and hands it to [`Dispatcher::dispatch`] with its *receipt*
-//! (whatever the broker needs to acknowledge it: an ack id, nothing at all). The dispatcher then
-//! guarantees, the same way for every adapter:
-//!
-//! - **Ordering.** Messages with the same ordering key are handled one at a time, in the order
-//!   they were dispatched; the next waits while the previous one is retried. Messages without a
-//!   key run concurrently.
-//! - **Concurrency.** At most the subscription's `max_in_flight` handler calls run at once (a
-//!   message waiting for its backoff holds no permit).
-//! - **Retry.** A handler error or panic is retried after the subscription's
-//!   [`Backoff::delay`](crate::Backoff::delay), until `max_attempts` deliveries in all.
-//! - **Settling.** The adapter's [`Settle`] hears how each message ended: acknowledged, dead
-//!   (every attempt failed, with the last error), or released (the subscription closed first).
-//! - **Shutdown.** [`close`](Dispatcher::close) refuses new messages, releases the queued ones
-//!   and those waiting for a permit or a backoff, and lets handler calls in flight finish;
-//!   [`wait_idle`](Dispatcher::wait_idle) waits for them.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::sync::{Arc, Mutex};
-//! use async_trait::async_trait;
-//! use eventflow_core::bus::{Delivery, HandlerError, Message, Subscription, handler_fn};
-//! use eventflow_core::dispatch::{Dispatcher, Settle};
-//!
-//! /// A broker that only records how messages ended; its receipt is a message number.
-//! #[derive(Default)]
-//! struct Log(Mutex<Vec<String>>);
-//!
-//! #[async_trait]
-//! impl Settle for Log {
-//!     type Receipt = u32;
-//!     async fn ack(&self, receipt: u32) {
-//!         self.0.lock().unwrap().push(format!("ack {receipt}"));
-//!     }
-//!     async fn dead_letter(&self, receipt: u32, _: &Message, attempts: u32, error: String) {
-//!         self.0.lock().unwrap().push(format!("dead {receipt} after {attempts}: {error}"));
-//!     }
-//!     async fn release(&self, receipt: u32) {
-//!         self.0.lock().unwrap().push(format!("release {receipt}"));
-//!     }
-//! }
-//!
-//! let handler = handler_fn(|delivery: Delivery| async move {
-//!     match delivery.message.message_type.as_str() {
-//!         "Good" => Ok(()),
-//!         _ => Err(HandlerError::from("refused")),
-//!     }
-//! });
-//! let subscription = Subscription::new("audit").with_retry(eventflow_core::Backoff::none());
-//! let dispatcher = Dispatcher::new("example", &subscription, handler, Log::default())?;
-//! let message = |kind: &str| Message::new(kind, "test", serde_json::json!({}));
-//! assert!(dispatcher.dispatch(message("Good"), 1, 1).is_ok());
-//! assert!(dispatcher.dispatch(message("Bad"), 2, 1).is_ok());
-//! dispatcher.wait_idle().await; // both handled and settled
-//! dispatcher.close().await;
-//! let mut log = dispatcher.settler().0.lock().unwrap().clone();
-//! log.sort();
-//! assert_eq!(log, ["ack 1", "dead 2 after 1: refused"]);
-//! # Ok::<(), eventflow_core::Error>(())
-//! # }).unwrap();
-//! ```
+//! The delivery engine of push-style buses; its documentation is on [`Dispatcher`].
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -75,9 +12,9 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::backoff::Backoff;
-use crate::bus::{Delivery, Message, MessageHandler, Subscription, call_handler};
+use crate::bus::{Delivery, Message, MessageHandler, Subscription, deliver};
 use crate::error::{Error, Result};
-use crate::sync::lock;
+use crate::mutex::lock;
 
 /// The adapter's side of a [`Dispatcher`]: what to tell the broker when a message ends.
 #[async_trait]
@@ -103,8 +40,70 @@ pub trait Settle: Send + Sync + 'static {
     async fn release(&self, receipt: Self::Receipt);
 }
 
-/// Per-key ordering, bounded concurrency and retries with backoff for one subscription; see the
-/// [module documentation](self).
+/// [`Dispatcher`]: how a subscription's messages reach its handler, for every bus that pushes
+/// messages to the process (the in-memory bus, Google Pub/Sub, and an adapter you write).
+///
+/// The adapter receives a message and hands it to [`Dispatcher::dispatch`] with its *receipt*
+/// (whatever the broker needs to acknowledge it: an ack id, nothing at all). The dispatcher then
+/// guarantees, the same way for every adapter:
+///
+/// - **Ordering.** Messages with the same ordering key are handled one at a time, in the order
+///   they were dispatched; the next waits while the previous one is retried. Messages without a
+///   key run concurrently.
+/// - **Concurrency.** At most the subscription's `max_in_flight` handler calls run at once (a
+///   message waiting for its backoff holds no permit).
+/// - **Retry.** A handler error or panic is retried after the subscription's
+///   [`Backoff::delay`](crate::Backoff::delay), until `max_attempts` deliveries in all.
+/// - **Settling.** The adapter's [`Settle`] hears how each message ended: acknowledged, dead
+///   (every attempt failed, with the last error), or released (the subscription closed first).
+/// - **Shutdown.** [`close`](Dispatcher::close) refuses new messages, releases the queued ones
+///   and those waiting for a permit or a backoff, and lets handler calls in flight finish;
+///   [`wait_idle`](Dispatcher::wait_idle) waits for them.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::{Arc, Mutex};
+/// use async_trait::async_trait;
+/// use eventflow_core::bus::{Delivery, HandlerError, Message, Subscription, handler_fn};
+/// use eventflow_core::extension::{Dispatcher, Settle};
+///
+/// /// A broker that only records how messages ended; its receipt is a message number.
+/// #[derive(Default)]
+/// struct Log(Mutex<Vec<String>>);
+///
+/// #[async_trait]
+/// impl Settle for Log {
+///     type Receipt = u32;
+///     async fn ack(&self, receipt: u32) {
+///         self.0.lock().unwrap().push(format!("ack {receipt}"));
+///     }
+///     async fn dead_letter(&self, receipt: u32, _: &Message, attempts: u32, error: String) {
+///         self.0.lock().unwrap().push(format!("dead {receipt} after {attempts}: {error}"));
+///     }
+///     async fn release(&self, receipt: u32) {
+///         self.0.lock().unwrap().push(format!("release {receipt}"));
+///     }
+/// }
+///
+/// let handler = handler_fn(|delivery: Delivery| async move {
+///     match delivery.message.message_type.as_str() {
+///         "Good" => Ok(()),
+///         _ => Err(HandlerError::from("refused")),
+///     }
+/// });
+/// let subscription = Subscription::new("audit").with_retry(eventflow_core::Backoff::none());
+/// let dispatcher = Dispatcher::new("example", &subscription, handler, Log::default())?;
+/// let message = |kind: &str| Message::new(kind, "test", serde_json::json!({}));
+/// assert!(dispatcher.dispatch(message("Good"), 1, 1).is_ok());
+/// assert!(dispatcher.dispatch(message("Bad"), 2, 1).is_ok());
+/// dispatcher.wait_idle().await; // both handled and settled
+/// dispatcher.close().await;
+/// let mut log = dispatcher.settler().0.lock().unwrap().clone();
+/// log.sort();
+/// assert_eq!(log, ["ack 1", "dead 2 after 1: refused"]);
+/// # Ok::<(), eventflow_core::Error>(())
+/// # }).unwrap();
+/// ```
 pub struct Dispatcher<S: Settle> {
     state: Arc<State<S>>,
 }
@@ -353,7 +352,7 @@ impl<S: Settle> State<S> {
                 return Outcome::Stopped;
             };
             let delivery = Delivery::new(message.clone(), self.name.as_str(), attempt);
-            let result = call_handler(self.backend, self.handler.as_ref(), delivery).await;
+            let result = deliver(self.backend, self.handler.as_ref(), delivery).await;
             drop(permit);
             let error = match result {
                 Ok(()) => return Outcome::Acknowledged,

@@ -407,6 +407,14 @@ impl EventBridgeBus {
                 message.id
             )));
         }
+        let detail_type = message.message_type.chars().count();
+        if detail_type > MAX_DETAIL_TYPE_CHARS {
+            return Err(Error::LimitExceeded {
+                limit: "EventBridge DetailType (characters)",
+                actual: detail_type as u64,
+                max: MAX_DETAIL_TYPE_CHARS as u64,
+            });
+        }
         let detail = wire::encode(message)?;
         let size = message.source.len() + message.message_type.len() + detail.len();
         if size > MAX_CALL_BYTES {
@@ -457,6 +465,14 @@ impl EventBridgeBus {
                     failed.push((item, code.to_owned()));
                 }
             }
+            if failed.iter().any(|(_, code)| entry_refused_for_good(code)) {
+                // Retrying cannot help: the relay publishes entry by entry and parks the refused.
+                return Err(Error::InvalidRequest(format!(
+                    "PutEvents refused {} entries: {}",
+                    failed.len(),
+                    codes.join(", ")
+                )));
+            }
             tracing::warn!(failed = failed.len(), attempt, errors = ?codes, "PutEvents partially failed; retrying the failed entries");
             if attempt >= retry.max_attempts {
                 let message = format!(
@@ -475,6 +491,16 @@ impl EventBridgeBus {
             attempt += 1;
         }
     }
+}
+
+/// The longest `DetailType` (a message's type) EventBridge accepts.
+const MAX_DETAIL_TYPE_CHARS: usize = 128;
+
+/// Whether a `PutEvents` entry's error code says the entry itself is invalid, so that sending it
+/// again can never succeed. `MalformedDetail` is not among them: eventflow always sends the JSON
+/// it encoded, so that code means the entry was damaged on the way, and is retried.
+fn entry_refused_for_good(code: &str) -> bool {
+    matches!(code, "InvalidArgument" | "ValidationException")
 }
 
 #[async_trait]

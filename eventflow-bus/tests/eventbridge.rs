@@ -179,6 +179,29 @@ async fn an_oversized_event_is_a_typed_error_and_nothing_is_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detail_type_over_128_characters_is_a_typed_error_and_nothing_is_sent() {
+    let interceptor = RejectEntries::default();
+    let calls = Arc::clone(&interceptor.calls);
+    let Some(bus) = bus_with(interceptor, testkit::unique_eventbridge_config()).await else {
+        return;
+    };
+    let long = Message::new("E".repeat(129), "eventflow.test", json!({}));
+    let error = bus.publish(vec![long]).await.expect_err("too long");
+    assert!(
+        matches!(
+            error,
+            Error::LimitExceeded {
+                actual: 129,
+                max: 128,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_ends_in_the_dlq_after_the_configured_attempts() {
     let Some(bus) = testkit::fresh_eventbridge_bus().await else {
         return;

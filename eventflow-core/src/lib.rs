@@ -79,10 +79,10 @@ pub mod prelude {
     };
     pub use crate::documents::{Collection, DocumentStore};
     pub use crate::error::Error;
-    pub use crate::metadata::Metadata;
     pub use crate::event::{DomainEvent, Envelope, Upcasters};
     pub use crate::feed::GlobalFeed;
     pub use crate::memory::{InMemoryBus, InMemoryCheckpointStore, InMemoryEventStore};
+    pub use crate::metadata::Metadata;
     pub use crate::outbox::OutboxRelay;
     pub use crate::projection::{Projection, ProjectionRunner, Projector};
     pub use crate::repository::{CommandContext, CommandError, Executed, Repository};

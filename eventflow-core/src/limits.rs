@@ -19,6 +19,13 @@ pub mod names {
     pub const OUTBOX_STREAM_ID_BYTES: &str = "stream id size in bytes (with outbox entries)";
     /// The payload of an event with an outbox entry: what the bus carries.
     pub const OUTBOX_PAYLOAD_BYTES: &str = "outbox event payload size in bytes";
+    /// The event type of an event with an outbox entry: EventBridge's `DetailType` carries it.
+    pub const OUTBOX_EVENT_TYPE_BYTES: &str = "outbox event type size in bytes";
+    /// A metadata value of an event with an outbox entry (correlation id, causation id, actor,
+    /// `traceparent`, a header): a Pub/Sub attribute value carries it.
+    pub const OUTBOX_METADATA_VALUE_BYTES: &str = "outbox metadata value size in bytes";
+    /// A metadata header's name of an event with an outbox entry: part of a Pub/Sub attribute key.
+    pub const OUTBOX_HEADER_NAME_BYTES: &str = "outbox metadata header name size in bytes";
     /// An idempotency key's length.
     pub const IDEMPOTENCY_KEY_BYTES: &str = "idempotency key size in bytes";
     /// The stored size of one read-model document, its collection and id included.
@@ -213,6 +220,18 @@ pub fn check_outbox_entry(event: &NewEvent, max_payload_bytes: Option<u64>) -> R
     outbox_entry_fits(event, max_payload_bytes)
 }
 
+/// The longest event type an outbox entry carries: EventBridge's `DetailType` allows 128
+/// characters (bytes are counted, which is never more lenient).
+pub const MAX_OUTBOX_EVENT_TYPE_BYTES: u64 = 128;
+
+/// The longest metadata value an outbox entry carries: a Pub/Sub attribute value allows 1,024
+/// bytes.
+pub const MAX_OUTBOX_METADATA_VALUE_BYTES: u64 = 1024;
+
+/// The longest metadata header name an outbox entry carries: a Pub/Sub attribute key allows 256
+/// bytes, of which `eventflow-header-` takes 17.
+pub const MAX_OUTBOX_HEADER_NAME_BYTES: u64 = 256 - 17;
+
 /// See [`extension::check_outbox_entry`](crate::extension::check_outbox_entry).
 pub(crate) fn outbox_entry_fits(event: &NewEvent, max_payload_bytes: Option<u64>) -> Result<()> {
     exceeds(
@@ -220,6 +239,38 @@ pub(crate) fn outbox_entry_fits(event: &NewEvent, max_payload_bytes: Option<u64>
         event.payload.len() as u64,
         max_payload_bytes,
     )?;
+    // What every bus eventflow relays to accepts, so an entry one of them would refuse for good
+    // is refused here, before it is written, rather than parked after.
+    exceeds(
+        names::OUTBOX_EVENT_TYPE_BYTES,
+        event.event_type.len() as u64,
+        Some(MAX_OUTBOX_EVENT_TYPE_BYTES),
+    )?;
+    let metadata = &event.metadata;
+    let values = [
+        &metadata.correlation_id,
+        &metadata.causation_id,
+        &metadata.actor,
+        &metadata.traceparent,
+    ];
+    for value in values
+        .into_iter()
+        .flatten()
+        .chain(metadata.headers.values())
+    {
+        exceeds(
+            names::OUTBOX_METADATA_VALUE_BYTES,
+            value.len() as u64,
+            Some(MAX_OUTBOX_METADATA_VALUE_BYTES),
+        )?;
+    }
+    for name in metadata.headers.keys() {
+        exceeds(
+            names::OUTBOX_HEADER_NAME_BYTES,
+            name.len() as u64,
+            Some(MAX_OUTBOX_HEADER_NAME_BYTES),
+        )?;
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(&event.payload).map_err(|e| {
         Error::InvalidRequest(format!(
             "the payload of a {} event is not JSON, so no bus can carry its outbox entry: {e}",
@@ -287,6 +338,50 @@ mod tests {
             limits.check(&relayed),
             Err(Error::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn outbox_entries_respect_what_every_bus_carries() {
+        let limits = StoreLimits::unlimited();
+        let named = |event_type: String| {
+            NewEvent::new(event_type, 1, Bytes::from_static(b"{}"), Metadata::new())
+        };
+        let refused = |event: NewEvent| {
+            match limits.check(&request(vec![event.clone()]).with_outbox(true)) {
+                Err(Error::LimitExceeded { limit, .. }) => {
+                    // Without an outbox entry no bus carries it: accepted.
+                    assert!(limits.check(&request(vec![event])).is_ok());
+                    Some(limit)
+                }
+                other => {
+                    assert!(other.is_ok(), "{other:?}");
+                    None
+                }
+            }
+        };
+        assert_eq!(refused(named("E".repeat(128))), None);
+        assert_eq!(
+            refused(named("E".repeat(129))),
+            Some(names::OUTBOX_EVENT_TYPE_BYTES),
+            "EventBridge's DetailType allows 128"
+        );
+        let traced = |correlation: usize, header: usize| {
+            let metadata = Metadata::new()
+                .with_correlation_id("c".repeat(correlation))
+                .with_header("h".repeat(header), "v");
+            NewEvent::new("E", 1, Bytes::from_static(b"{}"), metadata)
+        };
+        assert_eq!(refused(traced(1024, 239)), None);
+        assert_eq!(
+            refused(traced(1025, 1)),
+            Some(names::OUTBOX_METADATA_VALUE_BYTES),
+            "a Pub/Sub attribute value allows 1,024 bytes"
+        );
+        assert_eq!(
+            refused(traced(1, 240)),
+            Some(names::OUTBOX_HEADER_NAME_BYTES),
+            "a Pub/Sub attribute key allows 256 bytes"
+        );
     }
 
     fn request(events: Vec<NewEvent>) -> AppendRequest {

@@ -23,7 +23,7 @@ impl PubSubBus {
             publisher
                 .publish_immediately(batch, None)
                 .await
-                .map_err(|s| status_error("Publish", s))?;
+                .map_err(publish_error)?;
         }
         Ok(())
     }
@@ -134,4 +134,18 @@ mod tests {
             "the envelope keeps all"
         );
     }
+}
+
+/// A refused `Publish`. `INVALID_ARGUMENT` is the messages' own fault (an attribute or ordering
+/// key Pub/Sub does not accept): sending them again cannot succeed, so it is
+/// [`Error::InvalidRequest`], which the outbox relay answers by publishing entry by entry and
+/// parking the refused ones. Anything else is classified as for every call.
+fn publish_error(status: gcloud_gax::grpc::Status) -> eventflow_core::Error {
+    if status.code() == gcloud_gax::grpc::Code::InvalidArgument {
+        return eventflow_core::Error::InvalidRequest(format!(
+            "Pub/Sub refused the messages: {}",
+            status.message()
+        ));
+    }
+    status_error("Publish", status)
 }

@@ -139,6 +139,13 @@ fn payload_value(payload: &Bytes) -> AttributeValue {
 }
 
 /// Reads an event back from its events-table item.
+/// The stream and version of an event item, when at least its key attributes are readable.
+pub(crate) fn event_key_of(item: &Item) -> Option<(StreamId, u64)> {
+    let stream = get_s(item, event_attr::STREAM_ID).ok()?;
+    let version = get_n(item, event_attr::VERSION).ok()?;
+    Some((StreamId::new(stream), version))
+}
+
 pub(crate) fn decode_event(item: &Item) -> Result<RecordedEvent> {
     let stream_id = StreamId::new(get_s(item, event_attr::STREAM_ID)?);
     let version = get_n(item, event_attr::VERSION)?;

@@ -681,3 +681,71 @@ async fn empty_stream_ids_are_refused_before_any_call() {
         .unwrap_err();
     assert!(matches!(error, Error::InvalidRequest(_)), "{error:?}");
 }
+
+/// An outbox entry whose event item is gone, or does not decode, is parked with the reason
+/// instead of stalling `pending` (which would return nothing, or fail, every round).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_entries_whose_event_cannot_be_read_are_parked_not_stalling() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use eventflow_core::ParkedEntries;
+    let Some(store) = testkit::fresh_store().await else {
+        return;
+    };
+    let (gone, garbled, fine) = (stream("gone"), stream("garbled"), stream("fine"));
+    for s in [&gone, &garbled, &fine] {
+        let request =
+            AppendRequest::new(s.clone(), ExpectedVersion::NoStream, events(1)).with_outbox(true);
+        store.append(request).await.unwrap();
+    }
+    let table = store.config().events_table().to_owned();
+    let key = |s: &StreamId| {
+        std::collections::HashMap::from([
+            (
+                "stream_id".to_owned(),
+                AttributeValue::S(s.as_str().to_owned()),
+            ),
+            ("version".to_owned(), AttributeValue::N("1".to_owned())),
+        ])
+    };
+    store
+        .client()
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(key(&gone)))
+        .send()
+        .await
+        .unwrap();
+    store
+        .client()
+        .update_item()
+        .table_name(&table)
+        .set_key(Some(key(&garbled)))
+        .update_expression("SET event_id = :n")
+        .expression_attribute_values(":n", AttributeValue::N("7".to_owned()))
+        .send()
+        .await
+        .unwrap();
+
+    let pending = store.pending(10).await.expect("pending does not fail");
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.stream_id.clone())
+            .collect::<Vec<_>>(),
+        vec![fine.clone()]
+    );
+    let parked = store.parked(10).await.unwrap();
+    let mut reasons: Vec<(StreamId, String)> = parked
+        .iter()
+        .map(|p| (p.event.stream_id.clone(), p.reason.clone()))
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, garbled);
+    assert!(reasons[0].1.contains("does not decode"), "{reasons:?}");
+    assert_eq!(reasons[1].0, gone);
+    assert!(reasons[1].1.contains("does not exist"), "{reasons:?}");
+    // The next round sees only what can go.
+    let again = store.pending(10).await.unwrap();
+    assert_eq!(again.len(), 1);
+}

@@ -12,8 +12,9 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::Utc;
 use eventflow_core::{
-    EventStore, Outbox, ParkedEntries, ParkedEntry, RecordedEvent, Result, StreamId,
+    EventStore, Metadata, Outbox, ParkedEntries, ParkedEntry, RecordedEvent, Result, StreamId,
 };
+use uuid::Uuid;
 
 use crate::error::{other_error, sdk_error};
 use crate::items::{self, Item, meta_attr, s};
@@ -84,12 +85,15 @@ impl DynamoDbEventStore {
     }
 
     /// The events `keys` point at, strongly consistent, in the order of `keys`.
+    /// The events `keys` point at, in key order, and the keys whose event item is missing or
+    /// does not decode, with why.
     pub(super) async fn batch_get_events(
         &self,
         keys: &[(StreamId, u64)],
-    ) -> Result<Vec<RecordedEvent>> {
+    ) -> Result<(Vec<RecordedEvent>, Vec<BrokenEntry>)> {
         let table = self.config.events_table();
         let mut found: HashMap<(StreamId, u64), RecordedEvent> = HashMap::new();
+        let mut broken: Vec<BrokenEntry> = Vec::new();
         for chunk in keys.chunks(BATCH_GET_KEYS) {
             let mut request = KeysAndAttributes::builder().consistent_read(true);
             for (stream, version) in chunk {
@@ -117,9 +121,19 @@ impl DynamoDbEventStore {
                     .into_iter()
                     .flatten()
                 {
-                    let event = items::decode_event(item)?;
-                    found.insert((event.stream_id.clone(), event.version), event);
                     progress = true;
+                    match items::decode_event(item) {
+                        Ok(event) => {
+                            found.insert((event.stream_id.clone(), event.version), event);
+                        }
+                        // An item that does not decode would fail every round: set it aside.
+                        Err(error) => {
+                            let Some(key) = items::event_key_of(item) else {
+                                return Err(error);
+                            };
+                            broken.push((key, format!("its event item does not decode: {error}")));
+                        }
+                    }
                 }
                 pending = output.unprocessed_keys.filter(|u| !u.is_empty());
                 if pending.is_some() {
@@ -133,14 +147,11 @@ impl DynamoDbEventStore {
         for key in keys {
             match found.remove(key) {
                 Some(event) => events.push(event),
-                None => tracing::error!(
-                    stream = %key.0,
-                    version = key.1,
-                    "outbox entry points at an event that does not exist; skipped"
-                ),
+                None if broken.iter().any(|(b, _)| b == key) => {}
+                None => broken.push((key.clone(), "its event item does not exist".to_owned())),
             }
         }
-        Ok(events)
+        Ok((events, broken))
     }
 
     /// Before resending the unprocessed part of a batch: no wait when the last call made progress,
@@ -226,7 +237,18 @@ impl Outbox for DynamoDbEventStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.batch_get_events(&keys).await
+        let (events, broken) = self.batch_get_events(&keys).await?;
+        // Left in the outbox, such an entry would come back every round, in place of entries
+        // that can go, and hold its stream forever without anyone seeing why: parked, it is
+        // listed with the reason (and its stream's later entries wait behind it).
+        for ((stream, version), reason) in broken {
+            tracing::error!(%stream, version, %reason, "outbox entry cannot be relayed; parked");
+            let parked = items::parked_item(&stream, version, Uuid::nil(), &reason, Utc::now());
+            let shards = self.config.outbox_shards();
+            self.move_entry(items::outbox_key(&stream, version, shards), parked)
+                .await?;
+        }
+        Ok(events)
     }
 
     /// Deletes the entries with `BatchWriteItem`. Deleting an entry that is gone is not an error.
@@ -272,17 +294,20 @@ impl ParkedEntries for DynamoDbEventStore {
             .iter()
             .map(|(stream, version, ..)| (stream.clone(), *version))
             .collect();
-        let mut events: HashMap<(StreamId, u64), RecordedEvent> = self
-            .batch_get_events(&keys)
-            .await?
+        let (found, _) = self.batch_get_events(&keys).await?;
+        let mut events: HashMap<(StreamId, u64), RecordedEvent> = found
             .into_iter()
             .map(|e| ((e.stream_id.clone(), e.version), e))
             .collect();
         Ok(pointers
             .into_iter()
-            .filter_map(|(stream, version, reason, at)| {
-                let event = events.remove(&(stream, version))?;
-                Some(ParkedEntry::new(event, reason, at))
+            .map(|(stream, version, reason, at)| {
+                // An entry parked because its event cannot be read is listed all the same, with
+                // an empty record naming the stream and version; its reason says why.
+                let event = events
+                    .remove(&(stream.clone(), version))
+                    .unwrap_or_else(|| unreadable(stream, version, at));
+                ParkedEntry::new(event, reason, at)
             })
             .collect())
     }
@@ -376,3 +401,14 @@ const _: () = {
     assert_send_sync::<DynamoDbEventStore>();
     assert_send_sync::<AttributeValue>();
 };
+
+/// An outbox entry whose event cannot be relayed: its key, and why.
+pub(super) type BrokenEntry = ((StreamId, u64), String);
+
+/// The record listed for a parked entry whose event item is missing or does not decode.
+fn unreadable(stream: StreamId, version: u64, at: chrono::DateTime<Utc>) -> RecordedEvent {
+    let empty = eventflow_core::NewEvent::new("", 0, bytes::Bytes::new(), Metadata::new());
+    let mut event = RecordedEvent::from_new(empty, stream, version, None, at);
+    event.event_id = Uuid::nil();
+    event
+}

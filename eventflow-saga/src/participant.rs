@@ -240,8 +240,13 @@ impl<A: Aggregate> fmt::Debug for Participant<A> {
 impl<A: Aggregate> Participant<A> {
     /// A participant named `name` (the source of its replies) over `repository`, publishing replies
     /// on `bus`. The repository's store also keeps the participant's refusals and tombstones.
-    pub fn new(name: impl Into<String>, repository: Repository<A>, bus: Arc<dyn EventBus>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        repository: impl Into<Arc<Repository<A>>>,
+        bus: Arc<dyn EventBus>,
+    ) -> Self {
         let name = name.into();
+        let repository = repository.into();
         let store = Arc::clone(repository.store());
         let ledger = Ledger {
             stream_type: format!("saga-ledger-{name}"),
@@ -249,7 +254,7 @@ impl<A: Aggregate> Participant<A> {
         Participant {
             ledger: DeciderRepository::for_decider(ledger, Arc::clone(&store)),
             name,
-            repository: Arc::new(repository),
+            repository,
             store,
             bus,
             routes: HashMap::new(),

@@ -10,7 +10,10 @@ use super::domain::{Stock, StockCommand, StockError};
 use crate::contract::{order_of, saga};
 
 /// The participant answering `ReserveInventory` (all lines or none) and `ReleaseInventory`.
-pub(crate) fn participant(stock: Repository<Stock>, bus: Arc<dyn EventBus>) -> Participant<Stock> {
+pub(crate) fn participant(
+    stock: Arc<Repository<Stock>>,
+    bus: Arc<dyn EventBus>,
+) -> Participant<Stock> {
     Participant::new("inventory", stock, bus)
         .handles_all(
             saga::RESERVE_INVENTORY,

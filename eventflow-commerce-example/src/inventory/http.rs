@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use eventflow_core::Repository;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +11,7 @@ use utoipa_axum::routes;
 
 use super::domain::Stock;
 use crate::platform::error::{ApiError, ErrorBody};
+use crate::platform::records::{Records, Shown};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -29,25 +29,30 @@ pub(crate) struct StockView {
         (status = 404, description = "The product is not stocked", body = ErrorBody),
     ))]
 async fn get_one(
-    State(stock): State<Arc<Repository<Stock>>>,
+    State(stock): State<Arc<Records<Stock>>>,
     Path(product_id): Path<String>,
 ) -> Result<Json<StockView>, ApiError> {
-    let loaded = stock
-        .load(&product_id)
-        .await
-        .map_err(ApiError::internal)?
-        .state;
-    if !loaded.stocked {
-        return Err(ApiError::not_found(format!("{product_id} is not stocked")));
-    }
-    Ok(Json(StockView {
-        product_id,
-        available: loaded.available,
-        reserved: loaded.reserved,
-    }))
+    stock.view(&product_id, None).await.map(Json)
 }
 
-pub(crate) fn routes(stock: Arc<Repository<Stock>>) -> OpenApiRouter {
+impl Shown for Stock {
+    type View = StockView;
+
+    /// Stock is open to everyone: the caller does not matter.
+    fn shown(&self, product_id: &str, _: Option<&str>) -> Option<StockView> {
+        self.stocked.then(|| StockView {
+            product_id: product_id.to_owned(),
+            available: self.available,
+            reserved: self.reserved,
+        })
+    }
+
+    fn not_found(product_id: &str) -> String {
+        format!("{product_id} is not stocked")
+    }
+}
+
+pub(crate) fn routes(stock: Arc<Records<Stock>>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_one))
         .with_state(stock)

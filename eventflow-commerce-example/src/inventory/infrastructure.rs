@@ -10,6 +10,7 @@ use super::domain::Stock;
 use crate::contract::SEED_PRODUCTS;
 use crate::platform::config::Config;
 use crate::platform::messaging::ContextInfra;
+use crate::platform::records::Records;
 use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
@@ -19,13 +20,14 @@ const SNAPSHOT_EVERY: u64 = 200;
 /// Starts inventory, and the seed's stock (`SEED_STOCK` overrides every product's quantity).
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let stock = Arc::new(infra.snapshotted(SNAPSHOT_EVERY));
-    let participant = participant(infra.snapshotted(SNAPSHOT_EVERY), Arc::clone(&infra.bus));
+    // One repository (one cache) for the participant and the reads.
+    let participant = participant(Arc::clone(&stock), Arc::clone(&infra.bus));
     let consumers = vec![
         infra
             .subscribe(participant.subscription(), Arc::new(participant))
             .await?,
     ];
-    let service = infra.service(super::http::routes(Arc::clone(&stock)));
+    let service = infra.service(super::http::routes(Records::new(Arc::clone(&stock))));
     let seed = seed(stock, config.seed_stock);
     Ok(Started::new(service, consumers).seeding(config, Box::pin(seed)))
 }

@@ -57,7 +57,7 @@ pub(crate) struct Placed {
 }
 
 pub(crate) struct Ordering {
-    pub(crate) orders: Repository<Order>,
+    pub(crate) orders: Arc<Repository<Order>>,
     pub(crate) views: Arc<Projector<OrderViews>>,
     pub(crate) prices: Arc<Projector<PriceList>>,
     pub(crate) relay: Arc<OutboxRelay>,
@@ -250,7 +250,10 @@ fn check_address(address: &Address) -> Result<(), PlaceError> {
 
 /// Ordering's saga participant: completes or cancels the order (recording `OrderCompleted` or
 /// `OrderCancelled`, which the outbox publishes).
-pub(crate) fn participant(orders: Repository<Order>, bus: Arc<dyn EventBus>) -> Participant<Order> {
+pub(crate) fn participant(
+    orders: Arc<Repository<Order>>,
+    bus: Arc<dyn EventBus>,
+) -> Participant<Order> {
     Participant::new("ordering", orders, bus)
         .handles(
             saga::COMPLETE_ORDER,

@@ -165,8 +165,10 @@ impl Projection for PriceList {
 /// price list (fed over the bus), the saga participant, the routes. When the role seeds, it is
 /// ready once the seed's prices reached its price list (orders are refused until then).
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
+    // One repository (one cache) for commands, the saga participant and the reads.
+    let orders = Arc::new(infra.repository(true));
     let ordering = Arc::new(Ordering {
-        orders: infra.repository(true),
+        orders: Arc::clone(&orders),
         views: infra.projector(OrderViews {
             orders: infra.documents("ordering-orders"),
         }),
@@ -181,7 +183,7 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         events::ORDER_CANCELLED,
     ])
     .source(infra.service);
-    let participant = participant(infra.repository(true), Arc::clone(&infra.bus));
+    let participant = participant(orders, Arc::clone(&infra.bus));
     let consumers = vec![
         infra
             .project("ordering-order-views", own_events, &ordering.views)

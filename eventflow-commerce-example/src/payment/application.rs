@@ -13,7 +13,7 @@ use crate::contract::{OrderOutcome, events, order_of, saga, streams};
 
 /// The participant answering `AuthorizePayment` and `CancelPayment`.
 pub(crate) fn participant(
-    payments: Repository<Payment>,
+    payments: Arc<Repository<Payment>>,
     bus: Arc<dyn EventBus>,
     limit_cents: u64,
 ) -> Participant<Payment> {

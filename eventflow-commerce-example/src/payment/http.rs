@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use eventflow_core::Repository;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,6 +12,7 @@ use utoipa_axum::routes;
 use super::domain::{Payment, PaymentStatus};
 use crate::platform::auth::Customer;
 use crate::platform::error::{ApiError, ErrorBody};
+use crate::platform::records::{Records, Shown};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -33,28 +33,31 @@ pub(crate) struct PaymentView {
     ),
     security(("bearer" = [])))]
 async fn get_one(
-    State(payments): State<Arc<Repository<Payment>>>,
+    State(payments): State<Arc<Records<Payment>>>,
     Customer(customer_id): Customer,
     Path(order_id): Path<String>,
 ) -> Result<Json<PaymentView>, ApiError> {
-    let payment = payments
-        .load(&order_id)
-        .await
-        .map_err(ApiError::internal)?
-        .state;
-    match payment.status {
-        Some(status) if payment.customer_id == customer_id => Ok(Json(PaymentView {
-            order_id,
+    payments.view(&order_id, Some(&customer_id)).await.map(Json)
+}
+
+impl Shown for Payment {
+    type View = PaymentView;
+
+    fn shown(&self, order_id: &str, caller: Option<&str>) -> Option<PaymentView> {
+        let status = self.status?;
+        (caller == Some(self.customer_id.as_str())).then(|| PaymentView {
+            order_id: order_id.to_owned(),
             status,
-            amount_cents: payment.amount_cents,
-        })),
-        _ => Err(ApiError::not_found(format!(
-            "no payment for order {order_id}"
-        ))),
+            amount_cents: self.amount_cents,
+        })
+    }
+
+    fn not_found(order_id: &str) -> String {
+        format!("no payment for order {order_id}")
     }
 }
 
-pub(crate) fn routes(payments: Arc<Repository<Payment>>) -> OpenApiRouter {
+pub(crate) fn routes(payments: Arc<Records<Payment>>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_one))
         .with_state(payments)

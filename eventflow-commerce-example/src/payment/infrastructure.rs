@@ -7,6 +7,7 @@ use super::application::{CaptureOnCompletion, participant};
 use crate::contract::events;
 use crate::platform::config::Config;
 use crate::platform::messaging::{ContextInfra, of_types};
+use crate::platform::records::Records;
 use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
@@ -14,7 +15,8 @@ use crate::platform::startup::StartError;
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let limit_cents = config.payment_max_order_cents;
     let payments = Arc::new(infra.repository(false));
-    let participant = participant(infra.repository(false), Arc::clone(&infra.bus), limit_cents);
+    // One repository (one cache) for the participant, the capture and the reads.
+    let participant = participant(Arc::clone(&payments), Arc::clone(&infra.bus), limit_cents);
     let completed = of_types(&[events::ORDER_COMPLETED]).source("ordering");
     let consumers = vec![
         infra
@@ -31,7 +33,7 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
             .await?,
     ];
     Ok(Started::new(
-        infra.service(super::http::routes(payments)),
+        infra.service(super::http::routes(Records::new(payments))),
         consumers,
     ))
 }

@@ -12,6 +12,7 @@ pub(crate) mod error;
 pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod read_model;
+pub(crate) mod records;
 pub(crate) mod server;
 pub(crate) mod started;
 pub(crate) mod startup;

@@ -10,7 +10,7 @@ use crate::contract::{order_of, saga};
 
 /// The participant answering `CreateShipment` and `CancelShipment`.
 pub(crate) fn participant(
-    shipments: Repository<Shipment>,
+    shipments: Arc<Repository<Shipment>>,
     bus: Arc<dyn EventBus>,
 ) -> Participant<Shipment> {
     Participant::new("shipping", shipments, bus)

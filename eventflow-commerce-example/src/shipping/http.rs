@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use eventflow_core::Repository;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +13,7 @@ use super::domain::{Shipment, ShipmentStatus};
 use crate::contract::Address;
 use crate::platform::auth::Customer;
 use crate::platform::error::{ApiError, ErrorBody};
+use crate::platform::records::{Records, Shown};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -35,31 +35,35 @@ pub(crate) struct ShipmentView {
     ),
     security(("bearer" = [])))]
 async fn get_one(
-    State(shipments): State<Arc<Repository<Shipment>>>,
+    State(shipments): State<Arc<Records<Shipment>>>,
     Customer(customer_id): Customer,
     Path(order_id): Path<String>,
 ) -> Result<Json<ShipmentView>, ApiError> {
-    let shipment = shipments
-        .load(&order_id)
+    shipments
+        .view(&order_id, Some(&customer_id))
         .await
-        .map_err(ApiError::internal)?
-        .state;
-    match (shipment.status, shipment.address) {
-        (Some(status), Some(address)) if shipment.customer_id == customer_id => {
-            Ok(Json(ShipmentView {
-                order_id,
-                status,
-                tracking_number: shipment.tracking_number,
-                address,
-            }))
-        }
-        _ => Err(ApiError::not_found(format!(
-            "no shipment for order {order_id}"
-        ))),
+        .map(Json)
+}
+
+impl Shown for Shipment {
+    type View = ShipmentView;
+
+    fn shown(&self, order_id: &str, caller: Option<&str>) -> Option<ShipmentView> {
+        let (status, address) = (self.status?, self.address.clone()?);
+        (caller == Some(self.customer_id.as_str())).then(|| ShipmentView {
+            order_id: order_id.to_owned(),
+            status,
+            tracking_number: self.tracking_number.clone(),
+            address,
+        })
+    }
+
+    fn not_found(order_id: &str) -> String {
+        format!("no shipment for order {order_id}")
     }
 }
 
-pub(crate) fn routes(shipments: Arc<Repository<Shipment>>) -> OpenApiRouter {
+pub(crate) fn routes(shipments: Arc<Records<Shipment>>) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(get_one))
         .with_state(shipments)

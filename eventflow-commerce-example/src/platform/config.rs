@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use eventflow_bus::Adapter;
+
 use super::logging::LogFormat;
 
 /// The services, in port order (3001..=3008 by default).
@@ -389,21 +391,19 @@ impl Config {
 /// The backend the environment names; a missing required variable is named.
 fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-    let adapter = value("EVENT_BUS_ADAPTER").map(|a| a.trim().to_ascii_lowercase());
-    let required: &[&str] = match adapter.as_deref() {
-        None | Some("local") => return Ok(Backend::Local),
-        Some("eventbridge") => &["EVENT_BUS_NAME"],
-        Some("pubsub") => &[],
-        Some(other) => {
-            return Err(format!(
-                "EVENT_BUS_ADAPTER={other:?} is not an adapter: use local, eventbridge or pubsub"
-            ));
-        }
+    // The bus crate's parser is the one reading of the variable; the app adds what its backends
+    // need beyond the bus.
+    let adapter =
+        Adapter::parse(value("EVENT_BUS_ADAPTER").as_deref()).map_err(|e| e.to_string())?;
+    let required: &[&str] = match adapter {
+        Adapter::Local => return Ok(Backend::Local),
+        Adapter::EventBridge => &["EVENT_BUS_NAME"],
+        _ => &[],
     };
     if !cfg!(feature = "cloud") {
         return Err(format!(
             "EVENT_BUS_ADAPTER={} needs the cloud backends: build with --features cloud",
-            adapter.unwrap_or_default()
+            value("EVENT_BUS_ADAPTER").unwrap_or_default().trim()
         ));
     }
     for variable in required {
@@ -413,7 +413,7 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
             ));
         }
     }
-    if adapter.as_deref() == Some("pubsub")
+    if adapter == Adapter::PubSub
         && value("PUBSUB_PROJECT_ID")
             .or_else(|| value("GOOGLE_CLOUD_PROJECT"))
             .is_none()

@@ -216,44 +216,10 @@ impl Config {
         env: impl Fn(&str) -> Option<String>,
         args: impl IntoIterator<Item = String>,
     ) -> Result<Parsed, String> {
-        let mut settings: Vec<(String, String)> = Vec::new();
-        let mut role = Role::All;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "-h" | "--help" => return Ok(Parsed::Help),
-                "serve" if role == Role::All => {
-                    let service = args.next().ok_or_else(|| {
-                        format!("serve needs a service: one of {}", SERVICES.join(", "))
-                    })?;
-                    let known = SERVICES.iter().find(|s| **s == service).ok_or_else(|| {
-                        format!(
-                            "serve {service:?}: not a service; use one of {}",
-                            SERVICES.join(", ")
-                        )
-                    })?;
-                    role = Role::Serve(known);
-                }
-                "provision" if role == Role::All => role = Role::Provision,
-                "--pretty" => settings.push(("LOG_FORMAT".into(), "pretty".into())),
-                flag if flag.starts_with("--") => {
-                    let (name, value) = match flag.split_once('=') {
-                        Some((name, value)) => (name.to_owned(), value.to_owned()),
-                        None => {
-                            let value =
-                                args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-                            (flag.to_owned(), value)
-                        }
-                    };
-                    let variable = name[2..].replace('-', "_").to_ascii_uppercase();
-                    if !KNOWN.contains(&variable.as_str()) && !variable.ends_with("_PORT") {
-                        return Err(format!("unknown option {name} (see --help)"));
-                    }
-                    settings.push((variable, value));
-                }
-                other => return Err(format!("unexpected argument {other:?} (see --help)")),
-            }
-        }
+        let Some((role, settings)) = command_line(args)? else {
+            return Ok(Parsed::Help);
+        };
+        // An option wins over the environment; the last of one option wins.
         let get = |name: &str| {
             settings
                 .iter()
@@ -262,48 +228,13 @@ impl Config {
                 .map(|(_, v)| v.clone())
                 .or_else(|| env(name))
         };
-        fn number<T: std::str::FromStr>(
-            name: &str,
-            value: Option<String>,
-            default: T,
-        ) -> Result<T, String> {
-            match value {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{name}={v:?} is not a valid number")),
-            }
-        }
         let host = match get("HOST") {
             None => IpAddr::from([127, 0, 0, 1]),
             Some(h) => h
                 .parse()
                 .map_err(|_| format!("HOST={h:?} is not an IP address"))?,
         };
-        let offset: u16 = number("PORT_OFFSET", get("PORT_OFFSET"), 0)?;
-        let mut ports = [0u16; 8];
-        for (i, service) in SERVICES.iter().enumerate() {
-            let name = format!("{}_PORT", service.to_ascii_uppercase());
-            let base = FIRST_PORT + i as u16;
-            ports[i] = match get(&name) {
-                Some(v) => number(&name, Some(v), 0)?,
-                None => base.checked_add(offset).ok_or_else(|| {
-                    format!("PORT_OFFSET={offset} puts {service} past port 65535")
-                })?,
-            };
-        }
-        if let Some(bad) = settings.iter().find(|(n, _)| {
-            n.ends_with("_PORT")
-                && !SERVICES
-                    .iter()
-                    .any(|s| format!("{}_PORT", s.to_ascii_uppercase()) == *n)
-        }) {
-            return Err(format!(
-                "unknown option --{} (see --help)",
-                bad.0.to_ascii_lowercase().replace('_', "-")
-            ));
-        }
+        let ports = ports(&get, &settings)?;
         let backend = backend(&get)?;
         if role != Role::All && backend == Backend::Local {
             return Err(
@@ -312,51 +243,30 @@ impl Config {
                     .into(),
             );
         }
-        let (jwt_secret, dev_secret) = match get("JWT_SECRET") {
-            Some(secret) if secret.len() < 32 => {
-                return Err("JWT_SECRET must be at least 32 characters".into());
-            }
-            Some(secret) => (secret, false),
-            None if backend != Backend::Local => {
-                return Err("JWT_SECRET is required outside the in-memory dev mode".into());
-            }
-            None => (DEV_JWT_SECRET.to_owned(), true),
-        };
+        let (jwt_secret, dev_secret) = jwt_secret(get("JWT_SECRET"), &backend)?;
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
             Some(other) => return Err(format!("LOG_FORMAT={other:?}: use json or pretty")),
         };
+        let setting = |name: &str, default| number(name, get(name), default);
         Ok(Parsed::Run(Box::new(Config {
             host,
             ports,
             jwt_secret,
             dev_secret,
             token_ttl: Duration::from_secs(3600),
-            payment_max_order_cents: number(
-                "PAYMENT_MAX_ORDER_CENTS",
-                get("PAYMENT_MAX_ORDER_CENTS"),
-                200_000,
-            )?,
+            payment_max_order_cents: setting("PAYMENT_MAX_ORDER_CENTS", 200_000)?,
             log_format,
             seed_stock: None,
-            notification_visibility: Duration::from_secs(number(
+            notification_visibility: Duration::from_secs(setting(
                 "NOTIFICATION_VISIBILITY_SECONDS",
-                get("NOTIFICATION_VISIBILITY_SECONDS"),
                 30,
             )?),
-            email_latency: Duration::from_millis(number(
-                "EMAIL_LATENCY_MS",
-                get("EMAIL_LATENCY_MS"),
-                0,
-            )?),
+            email_latency: Duration::from_millis(setting("EMAIL_LATENCY_MS", 0)?),
             role,
             backend,
-            step_timeout: Duration::from_millis(number(
-                "SAGA_STEP_TIMEOUT_MS",
-                get("SAGA_STEP_TIMEOUT_MS"),
-                10_000,
-            )?),
+            step_timeout: Duration::from_millis(setting("SAGA_STEP_TIMEOUT_MS", 10_000)?),
             step_sends: match number("SAGA_STEP_SENDS", get("SAGA_STEP_SENDS"), 6)? {
                 0 => return Err("SAGA_STEP_SENDS=0: a step is sent at least once".into()),
                 sends => sends,
@@ -385,6 +295,112 @@ impl Config {
             .iter()
             .position(|s| *s == service)
             .map_or(0, |i| self.ports[i])
+    }
+}
+
+/// The role and the `--option value` settings (as variable names) of the command line; `None`
+/// for `--help`.
+fn command_line(
+    args: impl IntoIterator<Item = String>,
+) -> Result<Option<(Role, Vec<(String, String)>)>, String> {
+    let mut settings: Vec<(String, String)> = Vec::new();
+    let mut role = Role::All;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "serve" if role == Role::All => {
+                let service = args.next().ok_or_else(|| {
+                    format!("serve needs a service: one of {}", SERVICES.join(", "))
+                })?;
+                let known = SERVICES.iter().find(|s| **s == service).ok_or_else(|| {
+                    format!(
+                        "serve {service:?}: not a service; use one of {}",
+                        SERVICES.join(", ")
+                    )
+                })?;
+                role = Role::Serve(known);
+            }
+            "provision" if role == Role::All => role = Role::Provision,
+            "--pretty" => settings.push(("LOG_FORMAT".into(), "pretty".into())),
+            flag if flag.starts_with("--") => {
+                let (name, value) = match flag.split_once('=') {
+                    Some((name, value)) => (name.to_owned(), value.to_owned()),
+                    None => {
+                        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+                        (flag.to_owned(), value)
+                    }
+                };
+                let variable = name[2..].replace('-', "_").to_ascii_uppercase();
+                if !KNOWN.contains(&variable.as_str()) && !variable.ends_with("_PORT") {
+                    return Err(format!("unknown option {name} (see --help)"));
+                }
+                settings.push((variable, value));
+            }
+            other => return Err(format!("unexpected argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some((role, settings)))
+}
+
+/// A numeric setting, `default` when unset.
+fn number<T: std::str::FromStr>(
+    name: &str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a valid number")),
+    }
+}
+
+/// Each service's port: its `{SERVICE}_PORT`, or the seed's port plus `PORT_OFFSET`. A
+/// `--{name}-port` option of no service is refused.
+fn ports(
+    get: &impl Fn(&str) -> Option<String>,
+    settings: &[(String, String)],
+) -> Result<[u16; 8], String> {
+    let offset: u16 = number("PORT_OFFSET", get("PORT_OFFSET"), 0)?;
+    let mut ports = [0u16; 8];
+    for (i, service) in SERVICES.iter().enumerate() {
+        let name = format!("{}_PORT", service.to_ascii_uppercase());
+        let base = FIRST_PORT + i as u16;
+        ports[i] = match get(&name) {
+            Some(v) => number(&name, Some(v), 0)?,
+            None => base
+                .checked_add(offset)
+                .ok_or_else(|| format!("PORT_OFFSET={offset} puts {service} past port 65535"))?,
+        };
+    }
+    if let Some(bad) = settings.iter().find(|(n, _)| {
+        n.ends_with("_PORT")
+            && !SERVICES
+                .iter()
+                .any(|s| format!("{}_PORT", s.to_ascii_uppercase()) == *n)
+    }) {
+        return Err(format!(
+            "unknown option --{} (see --help)",
+            bad.0.to_ascii_lowercase().replace('_', "-")
+        ));
+    }
+    Ok(ports)
+}
+
+/// The token signing secret, and whether it is the development one (only in memory).
+fn jwt_secret(secret: Option<String>, backend: &Backend) -> Result<(String, bool), String> {
+    match secret {
+        Some(secret) if secret.len() < 32 => {
+            Err("JWT_SECRET must be at least 32 characters".into())
+        }
+        Some(secret) => Ok((secret, false)),
+        None if *backend != Backend::Local => {
+            Err("JWT_SECRET is required outside the in-memory dev mode".into())
+        }
+        None => Ok((DEV_JWT_SECRET.to_owned(), true)),
     }
 }
 

@@ -503,50 +503,8 @@ async fn attributes<B: EventBus>(check: &Check, bus: &B) {
 /// when some first deliveries fail.
 async fn ordering_per_key<B: EventBus>(check: &Check, bus: &B) {
     const PER_KEY: usize = 30;
-    // Which first deliveries fail: deterministic, about one in six, spread over both keys.
-    fn fails_first(n: u64) -> bool {
-        n.wrapping_mul(2_654_435_761).is_multiple_of(6)
-    }
-
-    #[derive(Default)]
-    struct State {
-        in_flight: HashMap<String, usize>,
-        overlaps: Vec<String>,
-        acked: Vec<(String, String)>,
-    }
-    let state = Arc::new(Mutex::new(State::default()));
-    let handler = {
-        let state = Arc::clone(&state);
-        handler_fn(move |delivery: Delivery| {
-            let state = Arc::clone(&state);
-            async move {
-                let key = delivery.message.ordering_key.clone().unwrap_or_default();
-                let id = delivery.message.id.clone();
-                {
-                    let mut state = lock(&state);
-                    let in_flight = state.in_flight.entry(key.clone()).or_default();
-                    *in_flight += 1;
-                    if *in_flight > 1 {
-                        state.overlaps.push(id.clone());
-                    }
-                }
-                // Long enough for a second delivery of the same key to overlap if the adapter
-                // allowed it.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
-                let fail = delivery.attempt == 1 && fails_first(n);
-                let mut state = lock(&state);
-                if let Some(in_flight) = state.in_flight.get_mut(&key) {
-                    *in_flight -= 1;
-                }
-                if fail {
-                    return Err(HandlerError::msg("conformance: failing on purpose"));
-                }
-                state.acked.push((key, id));
-                Ok(())
-            }
-        })
-    };
+    let state = Arc::new(Mutex::new(Ordered::default()));
+    let handler = ordered_handler(Arc::clone(&state));
     let handle = check
         .subscribe(
             bus,
@@ -591,13 +549,66 @@ async fn ordering_per_key<B: EventBus>(check: &Check, bus: &B) {
 
     handle.unsubscribe().await;
     let state = std::mem::take(&mut *lock(&state));
+    ensure_in_order(check, &state, &published);
+}
+
+/// What the ordering check's handler saw: calls in flight per key, overlaps, acknowledgements.
+#[derive(Default)]
+struct Ordered {
+    in_flight: HashMap<String, usize>,
+    overlaps: Vec<String>,
+    acked: Vec<(String, String)>,
+}
+
+/// Which first deliveries the ordering check fails: deterministic, about one in six, spread
+/// over both keys.
+fn fails_first(n: u64) -> bool {
+    n.wrapping_mul(2_654_435_761).is_multiple_of(6)
+}
+
+/// The ordering check's handler: records overlaps of one key, fails some first deliveries.
+fn ordered_handler(state: Arc<Mutex<Ordered>>) -> Arc<dyn MessageHandler> {
+    handler_fn(move |delivery: Delivery| {
+        let state = Arc::clone(&state);
+        async move {
+            let key = delivery.message.ordering_key.clone().unwrap_or_default();
+            let id = delivery.message.id.clone();
+            {
+                let mut state = lock(&state);
+                let in_flight = state.in_flight.entry(key.clone()).or_default();
+                *in_flight += 1;
+                if *in_flight > 1 {
+                    state.overlaps.push(id.clone());
+                }
+            }
+            // Long enough for a second delivery of the same key to overlap if the adapter
+            // allowed it.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let n = delivery.message.payload["n"].as_u64().unwrap_or_default();
+            let fail = delivery.attempt == 1 && fails_first(n);
+            let mut state = lock(&state);
+            if let Some(in_flight) = state.in_flight.get_mut(&key) {
+                *in_flight -= 1;
+            }
+            if fail {
+                return Err(HandlerError::msg("conformance: failing on purpose"));
+            }
+            state.acked.push((key, id));
+            Ok(())
+        }
+    })
+}
+
+/// No two messages of one key were in flight at once, and each key's first acknowledgements
+/// follow its publish order.
+fn ensure_in_order(check: &Check, state: &Ordered, published: &HashMap<&str, Vec<String>>) {
     check.ensure(state.overlaps.is_empty(), || {
         format!(
             "messages handled while another of their key was in flight: {:?}",
             state.overlaps
         )
     });
-    for (key, expected) in &published {
+    for (key, expected) in published {
         let mut seen = HashSet::new();
         let first_acks: Vec<&String> = state
             .acked

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Recorder;
-use crate::bus::{DeadLetter, DeadLetters, Delivery, EventBus, Subscription};
+use crate::bus::{DeadLetter, DeadLetters, Delivery, EventBus, Message, Subscription};
 
-/// How long a check waits for deliveries that should happen.
 use super::{
     Check, RETRY_TIMEOUT, SOURCE, TIMEOUT, ensure_intact, ids, ids_of_letters, message, messages,
     quick_retry,
@@ -114,7 +113,33 @@ pub(super) async fn dead_letter<B: EventBus + DeadLetters>(check: &Check, bus: &
     let letters = check
         .wait_for_dead_letters(bus, &name, "poison messages not dead-lettered", all_dead)
         .await;
-    for expected in &poison {
+    ensure_letters_intact(check, &letters, &poison, &name, &recorder, &healthy_ids);
+
+    // Listing does not remove, and `max` is respected.
+    check
+        .wait_for_dead_letters(bus, &name, "listing dead letters removed them", all_dead)
+        .await;
+    let one = check.ok("dead_letters(max 1)", bus.dead_letters(&name, 1).await);
+    check.ensure(one.len() <= 1, || {
+        format!("dead_letters(max = 1) returned {} letters", one.len())
+    });
+
+    fixed.store(true, Ordering::SeqCst);
+    redrive_delivers_them(check, bus, &name, &recorder, &poison).await;
+    handle.unsubscribe().await;
+}
+
+/// Every poison message's dead letter: its attempts, subscription and message as published; and
+/// no acknowledged message among them.
+fn ensure_letters_intact(
+    check: &Check,
+    letters: &[DeadLetter],
+    poison: &[Message],
+    name: &str,
+    recorder: &Recorder,
+    healthy_ids: &[String],
+) {
+    for expected in poison {
         let Some(letter) = letters.iter().find(|l| l.message.id == expected.id) else {
             check.fail(format_args!("dead letter {} vanished", expected.id));
         };
@@ -153,26 +178,27 @@ pub(super) async fn dead_letter<B: EventBus + DeadLetters>(check: &Check, bus: &
         || {
             format!(
                 "acknowledged messages were dead-lettered: {:?}",
-                ids_of_letters(&letters)
+                ids_of_letters(letters)
             )
         },
     );
+}
 
-    // Listing does not remove, and `max` is respected.
-    check
-        .wait_for_dead_letters(bus, &name, "listing dead letters removed them", all_dead)
-        .await;
-    let one = check.ok("dead_letters(max 1)", bus.dead_letters(&name, 1).await);
-    check.ensure(one.len() <= 1, || {
-        format!("dead_letters(max = 1) returned {} letters", one.len())
-    });
-
-    fixed.store(true, Ordering::SeqCst);
+/// After the handler is fixed: redrive delivers every poison message again, from attempt 1, and
+/// empties the list.
+async fn redrive_delivers_them<B: EventBus + DeadLetters>(
+    check: &Check,
+    bus: &B,
+    name: &str,
+    recorder: &Recorder,
+    poison: &[Message],
+) {
+    let poison_ids = ids(poison);
     let before_redrive: HashMap<String, usize> = poison_ids
         .iter()
         .map(|id| (id.clone(), recorder.deliveries_of(id).len()))
         .collect();
-    let redriven = check.ok("redrive", bus.redrive(&name).await);
+    let redriven = check.ok("redrive", bus.redrive(name).await);
     check.ensure(redriven >= poison.len(), || {
         format!(
             "redrive returned {redriven}, expected at least {}",
@@ -199,9 +225,8 @@ pub(super) async fn dead_letter<B: EventBus + DeadLetters>(check: &Check, bus: &
         });
     }
     check
-        .wait_for_dead_letters(bus, &name, "dead letters still listed after redrive", |l| {
+        .wait_for_dead_letters(bus, name, "dead letters still listed after redrive", |l| {
             l.is_empty()
         })
         .await;
-    handle.unsubscribe().await;
 }

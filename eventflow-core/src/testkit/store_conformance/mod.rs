@@ -253,11 +253,24 @@ async fn expected_versions<S: EventStore>(store: &S) {
         any.last_version, 1,
         "expected_versions: Any on a new stream"
     );
+    observed_versions(store, &s, &fresh).await;
+    assert_eq!(
+        version_of(store, &s).await,
+        6,
+        "expected_versions: final version"
+    );
+}
+
+/// [`ExpectedVersion::Observed`]: a version read from the stream (`s` at 5, `fresh` at 1).
+async fn observed_versions<S: EventStore>(store: &S, s: &StreamId, fresh: &StreamId) {
+    let check = |r: Result<AppendResult, Error>, what: &str| {
+        r.or_fail(&format!("expected_versions: {what}"))
+    };
     // A version read from the stream: appends at its head, conflicts once the stream moved on.
     // (An `Observed` version beyond the head is the caller's mistake, which a backend need not
     // detect: not checked here. A caller's `Exact` beyond the head is refused above.)
     let read = check(
-        append(store, &s, ExpectedVersion::Observed(5), events(6, 1)).await,
+        append(store, s, ExpectedVersion::Observed(5), events(6, 1)).await,
         "Observed(5) at the head",
     );
     assert_eq!(
@@ -265,12 +278,12 @@ async fn expected_versions<S: EventStore>(store: &S) {
         "expected_versions: Observed appends at its version"
     );
     expect_conflict(
-        append(store, &s, ExpectedVersion::Observed(5), events(7, 1)).await,
+        append(store, s, ExpectedVersion::Observed(5), events(7, 1)).await,
         ExpectedVersion::Observed(5),
         6,
     );
     check(
-        append(store, &fresh, ExpectedVersion::Observed(1), events(2, 1)).await,
+        append(store, fresh, ExpectedVersion::Observed(1), events(2, 1)).await,
         "Observed(1)",
     );
     let new = stream("expected-observed");
@@ -282,11 +295,6 @@ async fn expected_versions<S: EventStore>(store: &S) {
         append(store, &new, ExpectedVersion::Observed(0), events(2, 1)).await,
         ExpectedVersion::Observed(0),
         1,
-    );
-    assert_eq!(
-        version_of(store, &s).await,
-        6,
-        "expected_versions: final version"
     );
 }
 
@@ -531,6 +539,11 @@ async fn idempotency_keys<S: EventStore>(store: &S) {
         unknown.is_none(),
         "idempotency_keys: an unknown key finds nothing"
     );
+    empty_append_records_its_key(store, &s).await;
+}
+
+/// An append of no event with a key records the key (at stream `s`, version 2).
+async fn empty_append_records_its_key<S: EventStore>(store: &S, s: &StreamId) {
     let empty_key = format!("empty-{s}");
     let recorded = store
         .append(

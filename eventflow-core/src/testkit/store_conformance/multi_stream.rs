@@ -122,29 +122,7 @@ pub(super) async fn multi_stream_all_or_nothing<S: EventStore + Outbox>(store: &
         }
         other => panic!("multi_stream_all_or_nothing: expected a conflict on {b}, got {other:?}"),
     }
-    for (s, version) in [(&a, 1), (&b, 2), (&c, 0)] {
-        assert_eq!(
-            version_of(store, s).await,
-            version,
-            "multi_stream_all_or_nothing: no stream written"
-        );
-    }
-    let recorded = store
-        .find_idempotency_key(&key)
-        .await
-        .or_fail("multi_stream_all_or_nothing");
-    assert!(
-        recorded.is_none(),
-        "multi_stream_all_or_nothing: no idempotency key recorded"
-    );
-    let pending = store
-        .pending(100)
-        .await
-        .or_fail("multi_stream_all_or_nothing");
-    assert!(
-        pending.is_empty(),
-        "multi_stream_all_or_nothing: no outbox entry written"
-    );
+    nothing_written(store, &[(&a, 1), (&b, 2), (&c, 0)], &key).await;
     // A stream only checked (no events) fails the append just the same.
     let checked = AppendRequest::new(a.clone(), ExpectedVersion::Exact(1), events(2, 1))
         .with_stream(b.clone(), ExpectedVersion::Exact(5), Vec::new());
@@ -182,6 +160,38 @@ pub(super) async fn multi_stream_all_or_nothing<S: EventStore + Outbox>(store: &
     );
 }
 
+/// After a refused multi-stream append: every stream at the version it had, no idempotency key
+/// and no outbox entry.
+async fn nothing_written<S: EventStore + Outbox>(
+    store: &S,
+    versions: &[(&crate::store::StreamId, u64)],
+    key: &str,
+) {
+    for (s, version) in versions {
+        assert_eq!(
+            version_of(store, s).await,
+            *version,
+            "multi_stream_all_or_nothing: no stream written"
+        );
+    }
+    let recorded = store
+        .find_idempotency_key(key)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert!(
+        recorded.is_none(),
+        "multi_stream_all_or_nothing: no idempotency key recorded"
+    );
+    let pending = store
+        .pending(100)
+        .await
+        .or_fail("multi_stream_all_or_nothing");
+    assert!(
+        pending.is_empty(),
+        "multi_stream_all_or_nothing: no outbox entry written"
+    );
+}
+
 /// Writers that each append to their own stream and to one shared stream in the same append:
 /// exactly one wins each version of the shared stream, and every own-stream event has its partner.
 pub(super) async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<S>) {
@@ -194,37 +204,7 @@ pub(super) async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<
         let shared = shared.clone();
         let own = stream(&format!("multi-own-{writer}"));
         tasks.push(tokio::spawn(async move {
-            let mut done = 0;
-            while done < APPENDS_EACH {
-                let version = version_of(&*store, &shared).await;
-                let n = writer * 1000 + done;
-                let request =
-                    AppendRequest::new(own.clone(), ExpectedVersion::Exact(done), vec![event(n)])
-                        .with_stream(
-                            shared.clone(),
-                            ExpectedVersion::Exact(version),
-                            vec![event(n)],
-                        );
-                match store.append(request).await {
-                    Ok(_) => done += 1,
-                    Err(Error::Conflict { stream, actual, .. }) => {
-                        assert_eq!(
-                            stream, shared,
-                            "concurrent_multi_stream: only the shared stream conflicts"
-                        );
-                        assert!(
-                            actual > version,
-                            "concurrent_multi_stream: a conflict reports a newer version"
-                        );
-                        assert_eq!(
-                            version_of(&*store, &own).await,
-                            done,
-                            "concurrent_multi_stream: a lost append wrote nothing to the own stream"
-                        );
-                    }
-                    Err(other) => panic!("concurrent_multi_stream: unexpected error {other}"),
-                }
-            }
+            write_both(&*store, &own, &shared, writer, APPENDS_EACH).await;
             own
         }));
     }
@@ -265,6 +245,47 @@ pub(super) async fn concurrent_multi_stream<S: EventStore + 'static>(store: Arc<
             events.iter().all(|e| shared_payloads.contains(&e.payload)),
             "concurrent_multi_stream: every own-stream event has its partner in the shared stream"
         );
+    }
+}
+
+/// One writer of [`concurrent_multi_stream`]: `appends` appends, each of one event to `own` and
+/// one to `shared`, catching up with `shared` after every lost race.
+async fn write_both<S: EventStore + ?Sized>(
+    store: &S,
+    own: &crate::store::StreamId,
+    shared: &crate::store::StreamId,
+    writer: u64,
+    appends: u64,
+) {
+    let mut done = 0;
+    while done < appends {
+        let version = version_of(store, shared).await;
+        let n = writer * 1000 + done;
+        let request = AppendRequest::new(own.clone(), ExpectedVersion::Exact(done), vec![event(n)])
+            .with_stream(
+                shared.clone(),
+                ExpectedVersion::Exact(version),
+                vec![event(n)],
+            );
+        match store.append(request).await {
+            Ok(_) => done += 1,
+            Err(Error::Conflict { stream, actual, .. }) => {
+                assert_eq!(
+                    stream, *shared,
+                    "concurrent_multi_stream: only the shared stream conflicts"
+                );
+                assert!(
+                    actual > version,
+                    "concurrent_multi_stream: a conflict reports a newer version"
+                );
+                assert_eq!(
+                    version_of(store, own).await,
+                    done,
+                    "concurrent_multi_stream: a lost append wrote nothing to the own stream"
+                );
+            }
+            Err(other) => panic!("concurrent_multi_stream: unexpected error {other}"),
+        }
     }
 }
 

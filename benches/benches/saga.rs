@@ -185,11 +185,11 @@ async fn run_relay(n: u64, fail_shipment: bool) -> Duration {
         "InventoryReserved",
         "PaymentAuthorized",
         "ShipmentCreated",
-        "OrderCompleted",
+        "OrderCompletionRecorded",
         "ShipmentFailed",
         "PaymentCancelled",
         "InventoryReleased",
-        "OrderCancelled",
+        "OrderCancellationRecorded",
     ]
     .into_iter()
     .fold(Filter::all(), Filter::message_type);

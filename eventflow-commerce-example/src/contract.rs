@@ -245,6 +245,31 @@ pub(crate) fn order_of(
 
 #[cfg(test)]
 mod tests {
+    use eventflow_saga::{Backoff, SagaDefinition};
+
+    /// Every command of a definition, in order, with its success and failure replies.
+    fn names(definition: &SagaDefinition) -> Vec<(String, Vec<String>, Vec<String>)> {
+        definition
+            .steps
+            .iter()
+            .flat_map(|step| std::iter::once(&step.action).chain(&step.compensation))
+            .chain(&definition.on_compensated)
+            .map(|c| (c.command.clone(), c.success.clone(), c.failure.clone()))
+            .collect()
+    }
+
+    /// The saga crate tests PlaceOrder with its own fixture: it must stay this definition, or
+    /// those tests prove something about another saga.
+    #[test]
+    fn place_order_is_the_saga_testkit_fixture() {
+        let timeout = std::time::Duration::from_secs(10);
+        let app = super::place_order(timeout, 6);
+        let fixture = eventflow_saga::testkit::place_order(timeout, Backoff::default());
+        assert_eq!(names(&app), names(&fixture));
+        assert_eq!(app.pivot(), fixture.pivot());
+        assert_eq!(app.trigger, fixture.trigger);
+    }
+
     #[test]
     fn place_order_builds() {
         let definition = super::place_order(std::time::Duration::from_secs(10), 6);

@@ -40,8 +40,8 @@ pub const PLACE_ORDER_STEPS: [&str; 4] = [
 /// | `ReserveInventory` | `InventoryReserved` / `InventoryReservationFailed` | `ReleaseInventory` | `InventoryReleased` / `InventoryReleaseFailed` |
 /// | `AuthorizePayment` | `PaymentAuthorized` / `PaymentDeclined` | `CancelPayment` | `PaymentCancelled` / `PaymentCancellationFailed` |
 /// | `CreateShipment` | `ShipmentCreated` / `ShipmentFailed` | `CancelShipment` | `ShipmentCancelled` / `ShipmentCancellationFailed` |
-/// | `CompleteOrder` (pivot) | `OrderCompleted` / `OrderCompletionFailed` | | |
-/// | then `CancelOrder` | `OrderCancelled` / `OrderCancellationFailed` | | |
+/// | `CompleteOrder` (pivot) | `OrderCompletionRecorded` / `OrderCompletionFailed` | | |
+/// | then `CancelOrder` | `OrderCancellationRecorded` / `OrderCancellationFailed` | | |
 pub fn place_order(step_timeout: Duration, compensation_retry: Backoff) -> SagaDefinition {
     SagaDefinition::builder("PlaceOrder")
         .triggered_by("OrderPlaced")
@@ -73,13 +73,13 @@ pub fn place_order(step_timeout: Duration, compensation_retry: Backoff) -> SagaD
                 })
         })
         .step("CompleteOrder", |s| {
-            s.on_success("OrderCompleted")
+            s.on_success("OrderCompletionRecorded")
                 .on_failure("OrderCompletionFailed")
                 .timeout(step_timeout)
                 .pivot()
         })
         .on_compensated("CancelOrder", |c| {
-            c.on_success("OrderCancelled")
+            c.on_success("OrderCancellationRecorded")
                 .on_failure("OrderCancellationFailed")
                 .timeout(step_timeout)
         })

@@ -120,7 +120,7 @@ impl Run {
                 CompensationTarget::Final { command } => (
                     CommandKind::Final,
                     command.clone(),
-                    "OrderCancelled".to_owned(),
+                    "OrderCancellationRecorded".to_owned(),
                 ),
             };
             assert_eq!(
@@ -140,7 +140,7 @@ fn happy_path_sends_each_step_in_order_and_completes() {
         ("ReserveInventory", "InventoryReserved"),
         ("AuthorizePayment", "PaymentAuthorized"),
         ("CreateShipment", "ShipmentCreated"),
-        ("CompleteOrder", "OrderCompleted"),
+        ("CompleteOrder", "OrderCompletionRecorded"),
     ] {
         assert_eq!(
             run.state
@@ -340,7 +340,7 @@ fn past_the_pivot_a_step_is_resent_beyond_its_budget_and_never_compensated() {
             CommandKind::Action,
             "CompleteOrder",
             20,
-            "OrderCompleted",
+            "OrderCompletionRecorded",
             999
         ),
         Disposition::Applied

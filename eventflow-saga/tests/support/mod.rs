@@ -220,7 +220,9 @@ impl Aggregate for Payment {
 }
 
 /// The payment context's reaction to an order's completion, outside the saga: it captures the
-/// authorized amount (once: the capture is idempotent per order). Subscribed to `OrderCompleted`.
+/// authorized amount (once: the capture is idempotent per order). Subscribed to ordering's
+/// `OrderCompletionRecorded`, the pivot's success (the commerce app reacts to the `OrderCompleted`
+/// event the same step records; this fixture has no outbox).
 pub struct CaptureOnCompletion {
     pub payments: Repository<Payment>,
 }
@@ -228,7 +230,7 @@ pub struct CaptureOnCompletion {
 impl CaptureOnCompletion {
     pub fn subscription() -> Subscription {
         Subscription::new("capture-on-completion")
-            .with_filter(eventflow_core::Filter::all().message_type("OrderCompleted"))
+            .with_filter(eventflow_core::Filter::all().message_type("OrderCompletionRecorded"))
     }
 }
 
@@ -583,7 +585,7 @@ pub fn shop(stores: &ShopStores, bus: &Arc<dyn EventBus>, faults: &Arc<dyn ShopF
     )
     .handles(
         "CompleteOrder",
-        "OrderCompleted",
+        "OrderCompletionRecorded",
         "OrderCompletionFailed",
         move |c| {
             let order = data(c)?;
@@ -593,7 +595,7 @@ pub fn shop(stores: &ShopStores, bus: &Arc<dyn EventBus>, faults: &Arc<dyn ShopF
     )
     .handles(
         "CancelOrder",
-        "OrderCancelled",
+        "OrderCancellationRecorded",
         "OrderCancellationFailed",
         move |c| {
             let order = data(c)?;

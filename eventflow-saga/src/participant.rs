@@ -146,7 +146,9 @@ impl Decider for Ledger {
         Ok(vec![entry.clone()])
     }
 
-    fn evolve(&self, _: &mut (), _: &LedgerEvent) {}
+    fn evolve(&self, _: &mut (), _: &LedgerEvent) {
+        // Stateless: the store's idempotency keys, not a fold, say what the ledger settled.
+    }
 }
 
 /// What the store says about an idempotency key.

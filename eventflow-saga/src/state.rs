@@ -215,35 +215,18 @@ impl SagaState {
                 data,
                 correlation_id,
                 traceparent,
-            } => {
-                self.saga_type.clone_from(saga_type);
-                self.data = data.clone();
-                self.correlation_id.clone_from(correlation_id);
-                self.traceparent.clone_from(traceparent);
-                self.status = Some(SagaStatus::Running);
-            }
+            } => self.start(
+                saga_type,
+                data,
+                correlation_id.as_deref(),
+                traceparent.as_deref(),
+            ),
             SagaEvent::StepSent {
                 step,
                 name,
                 deadline,
                 attempt,
-            } => {
-                let index = *step as usize;
-                let state = StepState {
-                    name: name.clone(),
-                    status: StepStatus::Pending,
-                    deadline: *deadline,
-                    attempt: *attempt,
-                    resend_at: None,
-                    result: None,
-                    reason: None,
-                };
-                if index < self.steps.len() {
-                    self.steps[index] = state;
-                } else {
-                    self.steps.push(state);
-                }
-            }
+            } => self.send_step(*step, name, *deadline, *attempt),
             SagaEvent::StepSucceeded { step, result, .. } => {
                 if let Some(s) = self.steps.get_mut(*step as usize) {
                     s.status = StepStatus::Succeeded;
@@ -276,59 +259,17 @@ impl SagaState {
                 ));
             }
             SagaEvent::CompensationStarted { reason, plan } => {
-                self.status = Some(SagaStatus::Compensating);
-                self.failure = Some(reason.clone());
-                self.compensation = Some(CompensationState {
-                    reason: reason.clone(),
-                    plan: plan.clone(),
-                    position: 0,
-                    attempt: 0,
-                    round_attempts: 0,
-                    phase: if plan.is_empty() {
-                        CompensationPhase::Done
-                    } else {
-                        CompensationPhase::NotSent
-                    },
-                    done: Vec::new(),
-                });
+                self.start_compensation(reason, plan);
             }
             SagaEvent::CompensationSent {
                 position,
                 attempt,
                 deadline,
                 ..
-            } => {
-                if let Some(c) = &mut self.compensation {
-                    if c.position != *position {
-                        c.round_attempts = 0;
-                    }
-                    c.position = *position;
-                    c.attempt = *attempt;
-                    c.round_attempts += 1;
-                    c.phase = CompensationPhase::Sent {
-                        deadline: *deadline,
-                    };
-                }
-            }
+            } => self.send_compensation(*position, *attempt, *deadline),
             SagaEvent::CompensationSucceeded {
                 position, target, ..
-            } => {
-                if let Some(c) = &mut self.compensation {
-                    c.done.push(target.clone());
-                    c.position = position + 1;
-                    c.attempt = 0;
-                    c.round_attempts = 0;
-                    c.phase = if c.position as usize >= c.plan.len() {
-                        CompensationPhase::Done
-                    } else {
-                        CompensationPhase::NotSent
-                    };
-                }
-                if self.status == Some(SagaStatus::NeedsAttention) {
-                    self.status = Some(SagaStatus::Compensating);
-                    self.attention = None;
-                }
-            }
+            } => self.finish_compensation(*position, target),
             SagaEvent::CompensationFailed { retry_at, .. } => {
                 if let Some(c) = &mut self.compensation {
                     c.phase = match retry_at {
@@ -337,23 +278,111 @@ impl SagaState {
                     };
                 }
             }
-            SagaEvent::NeedsAttention { reason, .. } => {
-                self.status = Some(SagaStatus::NeedsAttention);
-                self.attention = Some(reason.clone());
-                if let Some(c) = &mut self.compensation {
-                    c.phase = CompensationPhase::Parked;
-                }
-            }
-            SagaEvent::CompensationRetryRequested { .. } => {
-                self.status = Some(SagaStatus::Compensating);
-                self.attention = None;
-                if let Some(c) = &mut self.compensation {
-                    c.round_attempts = 0;
-                }
-            }
+            SagaEvent::NeedsAttention { reason, .. } => self.park(reason),
+            SagaEvent::CompensationRetryRequested { .. } => self.resume_compensation(),
             SagaEvent::Finished { outcome } => {
                 self.status = Some((*outcome).into());
             }
+        }
+    }
+
+    fn start(
+        &mut self,
+        saga_type: &str,
+        data: &Value,
+        correlation_id: Option<&str>,
+        traceparent: Option<&str>,
+    ) {
+        saga_type.clone_into(&mut self.saga_type);
+        self.data = data.clone();
+        self.correlation_id = correlation_id.map(str::to_owned);
+        self.traceparent = traceparent.map(str::to_owned);
+        self.status = Some(SagaStatus::Running);
+    }
+
+    /// A resend replaces the step's entry (fresh deadline, no reply yet) rather than adding one.
+    fn send_step(&mut self, step: u32, name: &str, deadline: DateTime<Utc>, attempt: u32) {
+        let index = step as usize;
+        let state = StepState {
+            name: name.to_owned(),
+            status: StepStatus::Pending,
+            deadline,
+            attempt,
+            resend_at: None,
+            result: None,
+            reason: None,
+        };
+        if index < self.steps.len() {
+            self.steps[index] = state;
+        } else {
+            self.steps.push(state);
+        }
+    }
+
+    fn start_compensation(&mut self, reason: &str, plan: &[CompensationTarget]) {
+        self.status = Some(SagaStatus::Compensating);
+        self.failure = Some(reason.to_owned());
+        self.compensation = Some(CompensationState {
+            reason: reason.to_owned(),
+            plan: plan.to_vec(),
+            position: 0,
+            attempt: 0,
+            round_attempts: 0,
+            phase: if plan.is_empty() {
+                CompensationPhase::Done
+            } else {
+                CompensationPhase::NotSent
+            },
+            done: Vec::new(),
+        });
+    }
+
+    fn send_compensation(&mut self, position: u32, attempt: u32, deadline: DateTime<Utc>) {
+        if let Some(c) = &mut self.compensation {
+            // Moving on to the next compensation starts its own count of attempts.
+            if c.position != position {
+                c.round_attempts = 0;
+            }
+            c.position = position;
+            c.attempt = attempt;
+            c.round_attempts += 1;
+            c.phase = CompensationPhase::Sent { deadline };
+        }
+    }
+
+    fn finish_compensation(&mut self, position: u32, target: &CompensationTarget) {
+        if let Some(c) = &mut self.compensation {
+            c.done.push(target.clone());
+            c.position = position + 1;
+            c.attempt = 0;
+            c.round_attempts = 0;
+            c.phase = if c.position as usize >= c.plan.len() {
+                CompensationPhase::Done
+            } else {
+                CompensationPhase::NotSent
+            };
+        }
+        // A late success reply un-parks a saga that gave up on this compensation.
+        if self.status == Some(SagaStatus::NeedsAttention) {
+            self.status = Some(SagaStatus::Compensating);
+            self.attention = None;
+        }
+    }
+
+    fn park(&mut self, reason: &str) {
+        self.status = Some(SagaStatus::NeedsAttention);
+        self.attention = Some(reason.to_owned());
+        if let Some(c) = &mut self.compensation {
+            c.phase = CompensationPhase::Parked;
+        }
+    }
+
+    /// An operator's retry grants the current compensation a fresh round of attempts.
+    fn resume_compensation(&mut self) {
+        self.status = Some(SagaStatus::Compensating);
+        self.attention = None;
+        if let Some(c) = &mut self.compensation {
+            c.round_attempts = 0;
         }
     }
 }

@@ -36,7 +36,7 @@
 use eventflow_core::{Backoff, Jitter};
 use serde_json::{Map, Value, json};
 
-use crate::definition::{CommandDefinition, SagaDefinition};
+use crate::definition::{CommandDefinition, SagaDefinition, StepDefinition};
 use crate::message::CommandKind;
 
 /// Where the exported state machine puts its commands.
@@ -127,92 +127,16 @@ impl SagaDefinition {
     /// ```
     pub fn to_step_functions(&self, options: &StepFunctionsOptions) -> Value {
         let mut states = Map::new();
-        let results: Map<String, Value> = self
-            .steps
-            .iter()
-            .map(|s| (s.name.clone(), Value::Null))
-            .collect();
-        let first = self
-            .steps
-            .first()
-            .map_or_else(|| COMPLETED.to_owned(), |s| step_state(&s.name));
-        states.insert(
-            PREPARE.into(),
-            json!({
-                "Type": "Pass",
-                "Result": results,
-                "ResultPath": "$.results",
-                "Next": first,
-            }),
-        );
-
-        let final_or_end = self
-            .on_compensated
-            .as_ref()
-            .map_or_else(|| COMPENSATED.to_owned(), |c| final_state(&c.command));
-        // The first compensation state for a failure after steps 0..below have succeeded.
-        let chain_below = |below: usize| -> String {
-            self.steps[..below]
-                .iter()
-                .rev()
-                .find(|s| s.compensation.is_some())
-                .map_or_else(|| final_or_end.clone(), |s| compensation_state(&s.name))
-        };
-
+        states.insert(PREPARE.into(), self.prepare_state());
         for (i, step) in self.steps.iter().enumerate() {
-            let next = self
-                .steps
-                .get(i + 1)
-                .map_or_else(|| COMPLETED.to_owned(), |s| step_state(&s.name));
-            let forward_only = self.is_forward_only(i);
-            let on_failure = if forward_only {
-                NEEDS_ATTENTION.to_owned()
-            } else {
-                chain_below(i)
-            };
-            let on_timeout = if step.compensation.is_some() {
-                compensation_state(&step.name)
-            } else {
-                on_failure.clone()
-            };
-            let mut catch = Vec::new();
-            if on_timeout != on_failure {
-                catch.push(json!({
-                    "ErrorEquals": ["States.Timeout"],
-                    "ResultPath": "$.error",
-                    "Next": on_timeout,
-                }));
-            }
-            catch.push(json!({
-                "ErrorEquals": ["States.ALL"],
-                "ResultPath": "$.error",
-                "Next": on_failure,
-            }));
-            let mut task = self.task(options, &step.action, &step.name, CommandKind::Action);
-            task.insert(
-                "ResultPath".into(),
-                json!(format!("$.results.{}", step.name)),
-            );
-            let resends = if forward_only {
-                MAX_RETRIES
-            } else {
-                step.resend.max_attempts - 1
-            };
-            if resends > 0 {
-                let rule = retry_rule("States.Timeout", step.resend, resends);
-                task.insert("Retry".into(), json!([rule]));
-            }
-            task.insert("Catch".into(), Value::Array(catch));
-            task.insert("Next".into(), json!(next));
-            states.insert(step_state(&step.name), Value::Object(task));
-
+            states.insert(step_state(&step.name), self.step_task(options, i, step));
             if let Some(compensation) = &step.compensation {
                 let task = self.compensation_task(
                     options,
                     compensation,
                     &step.name,
                     CommandKind::Compensation,
-                    &chain_below(i),
+                    &self.compensation_entry(i),
                 );
                 states.insert(compensation_state(&step.name), task);
             }
@@ -222,23 +146,7 @@ impl SagaDefinition {
                 self.compensation_task(options, c, &c.command, CommandKind::Final, COMPENSATED);
             states.insert(final_state(&c.command), task);
         }
-        states.insert(COMPLETED.into(), json!({ "Type": "Succeed" }));
-        states.insert(
-            COMPENSATED.into(),
-            json!({
-                "Type": "Fail",
-                "Error": "Saga.Compensated",
-                "Cause": "A step failed or timed out; the completed steps were compensated.",
-            }),
-        );
-        states.insert(
-            NEEDS_ATTENTION.into(),
-            json!({
-                "Type": "Fail",
-                "Error": "Saga.NeedsAttention",
-                "Cause": "A compensation failed after every retry, or a step past the pivot was refused.",
-            }),
-        );
+        insert_end_states(&mut states);
         json!({
             "Comment": options.comment.clone().unwrap_or_else(|| format!(
                 "Saga {} exported by eventflow-saga: steps with compensations in reverse order.",
@@ -247,6 +155,84 @@ impl SagaDefinition {
             "StartAt": PREPARE,
             "States": states,
         })
+    }
+
+    /// The `Prepare` state: every step's result slot set to null, so a compensation can read its
+    /// step's result even when the step timed out.
+    fn prepare_state(&self) -> Value {
+        let results: Map<String, Value> = self
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), Value::Null))
+            .collect();
+        let first = self
+            .steps
+            .first()
+            .map_or_else(|| COMPLETED.to_owned(), |s| step_state(&s.name));
+        json!({
+            "Type": "Pass",
+            "Result": results,
+            "ResultPath": "$.results",
+            "Next": first,
+        })
+    }
+
+    /// The first compensation state for a failure after steps `0..below` have succeeded.
+    fn compensation_entry(&self, below: usize) -> String {
+        self.steps[..below]
+            .iter()
+            .rev()
+            .find(|s| s.compensation.is_some())
+            .map_or_else(
+                || {
+                    self.on_compensated
+                        .as_ref()
+                        .map_or_else(|| COMPENSATED.to_owned(), |c| final_state(&c.command))
+                },
+                |s| compensation_state(&s.name),
+            )
+    }
+
+    /// Step `index`'s task. A timeout undoes the step itself when it can be (its outcome is
+    /// unknown); a refusal undoes only the steps before it.
+    fn step_task(
+        &self,
+        options: &StepFunctionsOptions,
+        index: usize,
+        step: &StepDefinition,
+    ) -> Value {
+        let next = self
+            .steps
+            .get(index + 1)
+            .map_or_else(|| COMPLETED.to_owned(), |s| step_state(&s.name));
+        let forward_only = self.is_forward_only(index);
+        let on_failure = if forward_only {
+            NEEDS_ATTENTION.to_owned()
+        } else {
+            self.compensation_entry(index)
+        };
+        let on_timeout = if step.compensation.is_some() {
+            compensation_state(&step.name)
+        } else {
+            on_failure.clone()
+        };
+        let mut task = self.task(options, &step.action, &step.name, CommandKind::Action);
+        task.insert(
+            "ResultPath".into(),
+            json!(format!("$.results.{}", step.name)),
+        );
+        let resends = if forward_only {
+            MAX_RETRIES
+        } else {
+            step.resend.max_attempts - 1
+        };
+        if resends > 0 {
+            let rule = retry_rule("States.Timeout", step.resend, resends);
+            task.insert("Retry".into(), json!([rule]));
+        }
+        task.insert("Catch".into(), step_catch(&on_timeout, &on_failure));
+        task.insert("Next".into(), json!(next));
+        Value::Object(task)
     }
 
     fn task(
@@ -321,6 +307,45 @@ impl SagaDefinition {
         task.insert("Next".into(), json!(next));
         Value::Object(task)
     }
+}
+
+/// A step's `Catch`: a timeout gets its own route only when it differs from a refusal's.
+fn step_catch(on_timeout: &str, on_failure: &str) -> Value {
+    let mut catch = Vec::new();
+    if on_timeout != on_failure {
+        catch.push(json!({
+            "ErrorEquals": ["States.Timeout"],
+            "ResultPath": "$.error",
+            "Next": on_timeout,
+        }));
+    }
+    catch.push(json!({
+        "ErrorEquals": ["States.ALL"],
+        "ResultPath": "$.error",
+        "Next": on_failure,
+    }));
+    Value::Array(catch)
+}
+
+/// The terminal states every exported saga ends in.
+fn insert_end_states(states: &mut Map<String, Value>) {
+    states.insert(COMPLETED.into(), json!({ "Type": "Succeed" }));
+    states.insert(
+        COMPENSATED.into(),
+        json!({
+            "Type": "Fail",
+            "Error": "Saga.Compensated",
+            "Cause": "A step failed or timed out; the completed steps were compensated.",
+        }),
+    );
+    states.insert(
+        NEEDS_ATTENTION.into(),
+        json!({
+            "Type": "Fail",
+            "Error": "Saga.NeedsAttention",
+            "Cause": "A compensation failed after every retry, or a step past the pivot was refused.",
+        }),
+    );
 }
 
 /// A `Retry` rule for `error`: `retries` more tries, the backoff's first wait doubling.

@@ -7,6 +7,8 @@
 //! it did not write (a restart, another orchestrator's write). No I/O, no clock, no randomness:
 //! the time comes in the input.
 
+mod timer;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +20,7 @@ use crate::definition::{CommandDefinition, SagaDefinition};
 use crate::event::{CompensationTarget, SagaEvent, SagaOutcome};
 use crate::message::{CommandKind, Reply, SagaCommand, idempotency_key};
 use crate::state::{CompensationPhase, SagaState, SagaStatus, StepStatus};
+use timer::timer;
 
 /// An input to a saga, owned, with the time it is decided at: the decider's command.
 #[derive(Debug, Clone)]
@@ -533,104 +536,6 @@ fn fail_compensation(
             reason,
             retry_at: Some(add(now, retry.delay(c.round_attempts))),
         }]
-    }
-}
-
-fn timer(
-    definition: &SagaDefinition,
-    state: &SagaState,
-    key: &TimerKey,
-    now: DateTime<Utc>,
-) -> Decision {
-    match *key {
-        TimerKey::Step { step, attempt } => {
-            let Some(s) = state.steps.get(step as usize) else {
-                return Decision::none(Disposition::Ignored);
-            };
-            let waiting = s.attempt == attempt && s.resend_at.is_none();
-            if state.pending_step() != Some(step) || !waiting || s.deadline > now {
-                return Decision::none(Disposition::Late);
-            }
-            let def = &definition.steps[step as usize];
-            // Past the pivot there is no going back: the step is resent until it answers.
-            if attempt < def.resend.max_attempts || definition.is_forward_only(step as usize) {
-                return Decision::apply(vec![SagaEvent::StepDeadlinePassed {
-                    step,
-                    name: s.name.clone(),
-                    attempt,
-                    deadline: s.deadline,
-                    resend_at: add(now, def.resend.delay(attempt)),
-                }]);
-            }
-            let mut events = vec![SagaEvent::StepTimedOut {
-                step,
-                name: s.name.clone(),
-                deadline: s.deadline,
-            }];
-            start_compensation(
-                definition,
-                state,
-                Some(step),
-                format!("step {} timed out ({attempt} sends unanswered)", s.name),
-                now,
-                &mut events,
-            );
-            Decision::apply(events)
-        }
-        TimerKey::StepResend { step, attempt } => {
-            let Some(s) = state.steps.get(step as usize) else {
-                return Decision::none(Disposition::Ignored);
-            };
-            let due = s.attempt == attempt && s.resend_at.is_some_and(|at| at <= now);
-            if state.pending_step() != Some(step) || !due {
-                return Decision::none(Disposition::Late);
-            }
-            Decision::apply(vec![send_step(definition, step as usize, attempt + 1, now)])
-        }
-        TimerKey::Compensation { position, attempt } => {
-            let Some(c) = &state.compensation else {
-                return Decision::none(Disposition::Ignored);
-            };
-            let due = matches!(c.phase, CompensationPhase::Sent { deadline } if deadline <= now);
-            if state.status != Some(SagaStatus::Compensating)
-                || c.position != position
-                || c.attempt != attempt
-                || !due
-            {
-                return Decision::none(Disposition::Late);
-            }
-            let target = c.current().map(ToString::to_string).unwrap_or_default();
-            Decision::apply(fail_compensation(
-                definition,
-                state,
-                format!("{target} timed out (attempt {attempt})"),
-                now,
-            ))
-        }
-        TimerKey::Reload => Decision::none(Disposition::Ignored),
-        TimerKey::CompensationRetry { position, attempt } => {
-            let Some(c) = &state.compensation else {
-                return Decision::none(Disposition::Ignored);
-            };
-            let due = matches!(c.phase, CompensationPhase::RetryAt(at) if at <= now);
-            if state.status != Some(SagaStatus::Compensating)
-                || c.position != position
-                || c.attempt != attempt
-                || !due
-            {
-                return Decision::none(Disposition::Late);
-            }
-            let Some(target) = c.current() else {
-                return Decision::none(Disposition::Ignored);
-            };
-            Decision::apply(vec![send_compensation(
-                definition,
-                position,
-                target,
-                attempt + 1,
-                now,
-            )])
-        }
     }
 }
 

@@ -422,11 +422,9 @@ fn duplicate_and_stray_replies_change_nothing() {
     );
 }
 
-#[test]
-fn failed_compensations_retry_with_backoff_then_need_attention_then_resume() {
-    let mut run = Run::start();
-    run.ok("ReserveInventory", "InventoryReserved");
-    run.ok("AuthorizePayment", "PaymentDeclined");
+/// Uses up ReleaseInventory's three attempts: a failure, a timeout, a failure, with the backoff
+/// between them checked.
+fn exhaust_release_attempts(run: &mut Run) {
     // Plan: ReleaseInventory, CancelOrder. Attempt 1 fails.
     assert_eq!(
         run.reply(
@@ -484,6 +482,14 @@ fn failed_compensations_retry_with_backoff_then_need_attention_then_resume() {
         ),
         Disposition::Applied
     );
+}
+
+#[test]
+fn failed_compensations_retry_with_backoff_then_need_attention_then_resume() {
+    let mut run = Run::start();
+    run.ok("ReserveInventory", "InventoryReserved");
+    run.ok("AuthorizePayment", "PaymentDeclined");
+    exhaust_release_attempts(&mut run);
     assert_eq!(run.state.status, Some(SagaStatus::NeedsAttention));
     assert!(
         run.state

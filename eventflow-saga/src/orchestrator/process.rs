@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use eventflow_core::extension::RepositoryExt;
-use eventflow_core::{CommandContext, CommandError, Metadata};
+use eventflow_core::{CommandContext, CommandError, Envelope, Executed, Metadata};
 use serde_json::Value;
 use tracing::Instrument;
 
@@ -42,6 +42,44 @@ impl ShellInput<'_> {
             ShellInput::Load => "resume",
         }
     }
+
+    /// The machine's input, with the metadata a start brings; `None` for `Load`, which only needs
+    /// the saga known.
+    fn into_kind(self) -> Option<(InputKind, Option<Metadata>)> {
+        match self {
+            ShellInput::Start { data, metadata } => {
+                let kind = InputKind::Start {
+                    data,
+                    correlation_id: metadata.correlation_id.clone(),
+                    traceparent: metadata.traceparent.clone(),
+                };
+                Some((kind, Some(metadata)))
+            }
+            ShellInput::Reply(reply) => Some((InputKind::Reply(reply), None)),
+            ShellInput::Timer(key) => Some((InputKind::Timer(key), None)),
+            ShellInput::Retry { requested_by } => {
+                let requested_by = requested_by.map(str::to_owned);
+                Some((InputKind::RetryCompensation { requested_by }, None))
+            }
+            ShellInput::Load => None,
+        }
+    }
+}
+
+/// The metadata of the events an input records: a start's own, else the saga's correlation id.
+fn event_metadata(
+    start: Option<Metadata>,
+    correlation_id: Option<&str>,
+    causation: Option<&str>,
+) -> Metadata {
+    let mut metadata = start.unwrap_or_default();
+    if metadata.correlation_id.is_none() {
+        metadata.correlation_id = correlation_id.map(str::to_owned);
+    }
+    if let Some(causation) = causation {
+        metadata.causation_id = Some(causation.to_owned());
+    }
+    metadata
 }
 
 /// What this process knows of a saga: the version it last saw and what of its state the shell
@@ -126,33 +164,11 @@ impl<D: SagaData> Orchestrator<D> {
         input: ShellInput<'_>,
         causation: Option<&str>,
     ) -> Result<Disposition> {
-        let inner = &self.inner;
         if known.is_none() {
-            let loaded = inner.sagas.load(saga_id).await?;
-            let obligations = machine::obligations(&inner.definition, &loaded.state);
-            if obligations.command.is_some() {
-                tracing::info!(%saga_id, status = ?loaded.state.status, "saga loaded; resending what is in flight");
-            }
-            self.fulfil(saga_id, obligations).await?;
-            *known = Some(Known::of(&loaded.state, loaded.version));
-            inner.sagas.cache_loaded(saga_id, loaded);
+            *known = Some(self.load_and_resend(saga_id).await?);
         }
-        let (kind, start_metadata) = match input {
-            ShellInput::Start { data, metadata } => {
-                let kind = InputKind::Start {
-                    data,
-                    correlation_id: metadata.correlation_id.clone(),
-                    traceparent: metadata.traceparent.clone(),
-                };
-                (kind, Some(metadata))
-            }
-            ShellInput::Reply(reply) => (InputKind::Reply(reply), None),
-            ShellInput::Timer(key) => (InputKind::Timer(key), None),
-            ShellInput::Retry { requested_by } => {
-                let requested_by = requested_by.map(str::to_owned);
-                (InputKind::RetryCompensation { requested_by }, None)
-            }
-            ShellInput::Load => return Ok(Disposition::Ignored),
+        let Some((kind, start_metadata)) = input.into_kind() else {
+            return Ok(Disposition::Ignored);
         };
         let Some(current) = known.as_ref() else {
             return Err(self.unknown(saga_id, known, "the saga was not loaded"));
@@ -162,17 +178,58 @@ impl<D: SagaData> Orchestrator<D> {
             tracing::Span::current().record("correlation_id", id.as_str());
         }
         let starting = start_metadata.is_some() && current_status.is_none();
-        let mut metadata = start_metadata.unwrap_or_default();
-        if metadata.correlation_id.is_none() {
-            metadata.correlation_id.clone_from(&current.correlation_id);
-        }
+        let metadata = event_metadata(start_metadata, current.correlation_id.as_deref(), causation);
         if starting {
             // Registered before the saga's first event, so `resume` can always find it.
-            inner.index.register(saga_id).await?;
+            self.inner.index.register(saga_id).await?;
         }
-        if let Some(causation) = causation {
-            metadata.causation_id = Some(causation.to_owned());
+        let (result, seen) = self.execute(saga_id, kind, metadata).await;
+        match result {
+            Ok(executed) => {
+                self.applied(saga_id, known, seen, starting, &executed.events)
+                    .await
+            }
+            Err(CommandError::Rejected(Unchanged(disposition))) => {
+                self.unchanged(saga_id, known, seen, current_version, disposition)
+                    .await
+            }
+            Err(CommandError::Store(error)) => {
+                // The append may or may not have happened: reload next time.
+                *known = None;
+                self.inner.sagas.evict(saga_id);
+                Err(error.into())
+            }
+            Err(other) => Err(self.unknown(saga_id, known, &other.to_string())),
         }
+    }
+
+    /// Loads a saga this process does not know and does what its state waits on: the process
+    /// that wrote it may have crashed before sending.
+    async fn load_and_resend(&self, saga_id: &str) -> Result<Known> {
+        let inner = &self.inner;
+        let loaded = inner.sagas.load(saga_id).await?;
+        let obligations = machine::obligations(&inner.definition, &loaded.state);
+        if obligations.command.is_some() {
+            tracing::info!(%saga_id, status = ?loaded.state.status, "saga loaded; resending what is in flight");
+        }
+        self.fulfil(saga_id, obligations).await?;
+        let known = Known::of(&loaded.state, loaded.version);
+        inner.sagas.cache_loaded(saga_id, loaded);
+        Ok(known)
+    }
+
+    /// Runs the input through the repository, with what the state it ends on says (also when the
+    /// input changed nothing: the state may still have moved under another orchestrator).
+    async fn execute(
+        &self,
+        saga_id: &str,
+        kind: InputKind,
+        metadata: Metadata,
+    ) -> (
+        std::result::Result<Executed<SagaEvent>, CommandError<Unchanged>>,
+        Option<(Known, Obligations)>,
+    ) {
+        let inner = &self.inner;
         let definition = &inner.definition;
         let mut seen: Option<(Known, Obligations)> = None;
         let input = SagaInput {
@@ -189,64 +246,81 @@ impl<D: SagaData> Orchestrator<D> {
                 ));
             })
             .await;
-        match result {
-            Ok(executed) => {
-                let Some((now_known, obligations)) = seen else {
-                    return Err(self.unknown(saga_id, known, "appended without a state"));
-                };
-                if starting {
-                    bump(&inner.counters.started);
-                }
-                *known = Some(now_known.clone());
-                if let Err(error) = self.fulfil(saga_id, obligations).await {
-                    // Recorded but not sent: forget the saga so the next input reloads and resends.
-                    *known = None;
-                    inner.sagas.evict(saga_id);
-                    return Err(error);
-                }
-                for envelope in &executed.events {
-                    match &envelope.event {
-                        SagaEvent::NeedsAttention { .. } => {
-                            bump(&inner.counters.needs_attention);
-                            tracing::error!(
-                                %saga_id,
-                                reason = now_known.attention.as_deref().unwrap_or(""),
-                                "saga needs attention: a compensation cannot finish"
-                            );
-                        }
-                        SagaEvent::Finished { outcome } => {
-                            self.finish(saga_id, *outcome, now_known.failure.clone())
-                                .await;
-                        }
-                        _ => {}
-                    }
-                }
-                Ok(Disposition::Applied)
-            }
-            Err(CommandError::Rejected(Unchanged(disposition))) => {
-                if let Some((now_known, obligations)) = seen
-                    && now_known.version != current_version
-                {
-                    // Another orchestrator moved the saga meanwhile and may have crashed before
-                    // sending: do what its state now waits on, as after a load.
-                    *known = Some(now_known);
-                    if let Err(error) = self.fulfil(saga_id, obligations).await {
-                        *known = None;
-                        inner.sagas.evict(saga_id);
-                        return Err(error);
-                    }
-                }
-                tracing::debug!(?disposition, "input changed nothing");
-                Ok(disposition)
-            }
-            Err(CommandError::Store(error)) => {
-                // The append may or may not have happened: reload next time.
-                *known = None;
-                inner.sagas.evict(saga_id);
-                Err(error.into())
-            }
-            Err(other) => Err(self.unknown(saga_id, known, &other.to_string())),
+        (result, seen)
+    }
+
+    /// The input was recorded: send what the new state waits on and report how the saga moved.
+    async fn applied(
+        &self,
+        saga_id: &str,
+        known: &mut Option<Known>,
+        seen: Option<(Known, Obligations)>,
+        starting: bool,
+        events: &[Envelope<SagaEvent>],
+    ) -> Result<Disposition> {
+        let Some((now_known, obligations)) = seen else {
+            return Err(self.unknown(saga_id, known, "appended without a state"));
+        };
+        if starting {
+            bump(&self.inner.counters.started);
         }
+        *known = Some(now_known.clone());
+        self.fulfil_or_forget(saga_id, known, obligations).await?;
+        for envelope in events {
+            match &envelope.event {
+                SagaEvent::NeedsAttention { .. } => {
+                    bump(&self.inner.counters.needs_attention);
+                    tracing::error!(
+                        %saga_id,
+                        reason = now_known.attention.as_deref().unwrap_or(""),
+                        "saga needs attention: a compensation cannot finish"
+                    );
+                }
+                SagaEvent::Finished { outcome } => {
+                    self.finish(saga_id, *outcome, now_known.failure.clone())
+                        .await;
+                }
+                _ => {}
+            }
+        }
+        Ok(Disposition::Applied)
+    }
+
+    /// The input changed nothing, but the saga may have moved since this process last saw it.
+    async fn unchanged(
+        &self,
+        saga_id: &str,
+        known: &mut Option<Known>,
+        seen: Option<(Known, Obligations)>,
+        current_version: u64,
+        disposition: Disposition,
+    ) -> Result<Disposition> {
+        if let Some((now_known, obligations)) = seen
+            && now_known.version != current_version
+        {
+            // Another orchestrator moved the saga meanwhile and may have crashed before
+            // sending: do what its state now waits on, as after a load.
+            *known = Some(now_known);
+            self.fulfil_or_forget(saga_id, known, obligations).await?;
+        }
+        tracing::debug!(?disposition, "input changed nothing");
+        Ok(disposition)
+    }
+
+    /// [`fulfil`](Self::fulfil) for a state already recorded: if sending fails, the saga is
+    /// recorded but not sent, so it is forgotten and the next input reloads and resends.
+    async fn fulfil_or_forget(
+        &self,
+        saga_id: &str,
+        known: &mut Option<Known>,
+        obligations: Obligations,
+    ) -> Result<()> {
+        if let Err(error) = self.fulfil(saga_id, obligations).await {
+            *known = None;
+            self.inner.sagas.evict(saga_id);
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Forgets a saga whose state is no longer known, with the error to return.

@@ -321,14 +321,26 @@ impl<D: Decider> DeciderRepository<D> {
                 continue;
             };
             inspect(index, &state, version);
-            target.executed = Some(Executed {
-                stream_id: target.stream.clone(),
-                version,
-                events: Vec::new(),
-                deduplicated: false,
-            });
-            self.cache_put(target.stream.clone(), version, state);
+            self.unchanged_stream(target, version, state, false);
         }
+    }
+
+    /// The result of a command that appended nothing to `target`'s stream (at `version`), whose
+    /// state goes back into the cache.
+    fn unchanged_stream(
+        &self,
+        target: &mut Target<'_, D>,
+        version: u64,
+        state: D::State,
+        deduplicated: bool,
+    ) {
+        target.executed = Some(Executed {
+            stream_id: target.stream.clone(),
+            version,
+            events: Vec::new(),
+            deduplicated,
+        });
+        self.cache_put(target.stream.clone(), version, state);
     }
 
     /// After the append: the envelopes get the versions, positions and time the store assigned,
@@ -438,13 +450,7 @@ impl<D: Decider> DeciderRepository<D> {
                     let (state, version) = self
                         .load_stream(target.id, &target.stream, target.state.take())
                         .await?;
-                    target.executed = Some(Executed {
-                        stream_id: target.stream.clone(),
-                        version,
-                        events: Vec::new(),
-                        deduplicated: true,
-                    });
-                    self.cache_put(target.stream.clone(), version, state);
+                    self.unchanged_stream(target, version, state, true);
                 }
             }
         }

@@ -113,6 +113,20 @@ pub(super) fn request_batches(messages: Vec<PubsubMessage>) -> Vec<Vec<PubsubMes
     batch_by_size(sized, MAX_MESSAGES_PER_REQUEST, MAX_REQUEST_BYTES)
 }
 
+/// A refused `Publish`. `INVALID_ARGUMENT` is the messages' own fault (an attribute or ordering
+/// key Pub/Sub does not accept): sending them again cannot succeed, so it is
+/// [`Error::InvalidRequest`], which the outbox relay answers by publishing entry by entry and
+/// parking the refused ones. Anything else is classified as for every call.
+fn publish_error(status: gcloud_gax::grpc::Status) -> eventflow_core::Error {
+    if status.code() == gcloud_gax::grpc::Code::InvalidArgument {
+        return eventflow_core::Error::InvalidRequest(format!(
+            "Pub/Sub refused the messages: {}",
+            status.message()
+        ));
+    }
+    status_error("Publish", status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,18 +148,4 @@ mod tests {
             "the envelope keeps all"
         );
     }
-}
-
-/// A refused `Publish`. `INVALID_ARGUMENT` is the messages' own fault (an attribute or ordering
-/// key Pub/Sub does not accept): sending them again cannot succeed, so it is
-/// [`Error::InvalidRequest`], which the outbox relay answers by publishing entry by entry and
-/// parking the refused ones. Anything else is classified as for every call.
-fn publish_error(status: gcloud_gax::grpc::Status) -> eventflow_core::Error {
-    if status.code() == gcloud_gax::grpc::Code::InvalidArgument {
-        return eventflow_core::Error::InvalidRequest(format!(
-            "Pub/Sub refused the messages: {}",
-            status.message()
-        ));
-    }
-    status_error("Publish", status)
 }

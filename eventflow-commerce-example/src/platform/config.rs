@@ -298,12 +298,14 @@ impl Config {
     }
 }
 
-/// The role and the `--option value` settings (as variable names) of the command line; `None`
-/// for `--help`.
+/// `--option value` settings, as `(VARIABLE, value)`, in command-line order.
+type Settings = Vec<(String, String)>;
+
+/// The role and the settings of the command line; `None` for `--help`.
 fn command_line(
     args: impl IntoIterator<Item = String>,
-) -> Result<Option<(Role, Vec<(String, String)>)>, String> {
-    let mut settings: Vec<(String, String)> = Vec::new();
+) -> Result<Option<(Role, Settings)>, String> {
+    let mut settings = Settings::new();
     let mut role = Role::All;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {

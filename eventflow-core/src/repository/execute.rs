@@ -36,10 +36,6 @@ struct Target<'c, D: Decider> {
     executed: Option<Executed<D::Event>>,
 }
 
-/// Sees each stream's state at the end of a command; see
-/// [`execute_and_inspect`](DeciderRepository::execute_and_inspect).
-pub(super) type Inspect<'i, S> = &'i mut (dyn FnMut(usize, &S, u64) + Send);
-
 impl<D: Decider> DeciderRepository<D> {
     /// Runs `command` against `id`.
     pub async fn execute(
@@ -177,7 +173,7 @@ impl<D: Decider> DeciderRepository<D> {
         &self,
         targets: &mut [Target<'_, D>],
         context: &CommandContext,
-        inspect: Inspect<'_, D::State>,
+        inspect: &mut (impl FnMut(usize, &D::State, u64) + Send),
     ) -> Result<(), CommandError<D::Error>> {
         let mut conflicts = 0;
         loop {
@@ -231,7 +227,7 @@ impl<D: Decider> DeciderRepository<D> {
         &self,
         targets: &mut [Target<'_, D>],
         keyed_single: bool,
-        inspect: Inspect<'_, D::State>,
+        inspect: &mut (impl FnMut(usize, &D::State, u64) + Send),
     ) -> Result<(), CommandError<D::Error>> {
         for (index, target) in targets.iter_mut().enumerate() {
             loop {
@@ -315,7 +311,11 @@ impl<D: Decider> DeciderRepository<D> {
     }
 
     /// Nothing was decided anywhere: every state goes back to the cache as it was.
-    fn unchanged(&self, targets: &mut [Target<'_, D>], inspect: Inspect<'_, D::State>) {
+    fn unchanged(
+        &self,
+        targets: &mut [Target<'_, D>],
+        inspect: &mut (impl FnMut(usize, &D::State, u64) + Send),
+    ) {
         for (index, target) in targets.iter_mut().enumerate() {
             let Some((version, state)) = target.state.take() else {
                 continue;
@@ -349,7 +349,7 @@ impl<D: Decider> DeciderRepository<D> {
         &self,
         targets: &mut [Target<'_, D>],
         result: &AppendResult,
-        inspect: Inspect<'_, D::State>,
+        inspect: &mut (impl FnMut(usize, &D::State, u64) + Send),
     ) {
         let mut results = std::iter::once(result).chain(&result.other_streams);
         for (index, target) in targets.iter_mut().enumerate() {

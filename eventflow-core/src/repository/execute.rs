@@ -12,7 +12,6 @@ use crate::decider::Decider;
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Envelope};
 use crate::metadata::Metadata;
-use crate::scratch::with_joined;
 use crate::store::{
     AppendRequest, AppendResult, EventStoreExt, ExpectedVersion, NewEvent, StreamAppend, StreamId,
 };
@@ -145,10 +144,7 @@ impl<D: Decider> DeciderRepository<D> {
     /// The target of `command` on `id`, with its cached state if any (the stream id comes from
     /// the cache on a hit, so a hit builds none).
     fn target<'c>(&self, id: &'c str, command: &'c D::Command) -> Target<'c, D> {
-        let hit = self.cache.as_ref().and_then(|cache| {
-            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream))
-        });
-        let (stream, state) = match hit {
+        let (stream, state) = match self.take_cached(id) {
             Some((stream, entry)) => (stream, Some(entry)),
             None => (self.stream_id(id), None),
         };

@@ -5,7 +5,6 @@ use std::future::Future;
 use super::{CommandContext, CommandError, DeciderRepository, Executed, Loaded};
 use crate::decider::Decider;
 use crate::error::Result;
-use crate::scratch::with_joined;
 
 /// What a framework built on the repository needs beyond commands and loads (the saga crate's
 /// orchestrator keeps its states in the repository's cache and acts on the state a command ended
@@ -62,9 +61,7 @@ impl<D: Decider> RepositoryExt for DeciderRepository<D> {
     }
 
     fn evict(&self, id: &str) {
-        if let Some(cache) = &self.cache {
-            with_joined(self.decider.stream_type(), id, |stream| cache.take(stream));
-        }
+        self.take_cached(id);
     }
 
     fn snapshot_loaded(

@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::decider::{AggregateDecider, Decider};
 use crate::error::{Error, Result};
 use crate::event::{DomainEvent, Upcasters};
+use crate::scratch::with_joined;
 use crate::snapshot::{SnapshotPolicy, SnapshotStore};
 use crate::store::{AppendResult, EventStore, EventStoreExt, RecordedEvent, StreamId};
 
@@ -163,6 +164,13 @@ impl<D: Decider> DeciderRepository<D> {
     pub fn with_conflict_retry(mut self, retry: Backoff) -> Self {
         self.conflict_retry = retry;
         self
+    }
+
+    /// Takes `id`'s entry out of the cache, if there is one, with the stored stream id (a hit
+    /// builds no id).
+    fn take_cached(&self, id: &str) -> Option<(StreamId, (u64, D::State))> {
+        let cache = self.cache.as_ref()?;
+        with_joined(self.decider.stream_type(), id, |stream| cache.take(stream))
     }
 
     /// The store this repository writes to.

@@ -243,9 +243,7 @@ impl Outbox for DynamoDbEventStore {
         // listed with the reason (and its stream's later entries wait behind it).
         for ((stream, version), reason) in broken {
             tracing::error!(%stream, version, %reason, "outbox entry cannot be relayed; parked");
-            let parked = items::parked_item(&stream, version, Uuid::nil(), &reason, Utc::now());
-            let shards = self.config.outbox_shards();
-            self.move_entry(items::outbox_key(&stream, version, shards), parked)
+            self.park_entry(&stream, version, Uuid::nil(), &reason)
                 .await?;
         }
         Ok(events)
@@ -273,11 +271,9 @@ impl Outbox for DynamoDbEventStore {
     /// Moves the entry from its outbox shard to the parked partition, in one transaction; an
     /// entry that is no longer pending (published meanwhile) is left alone.
     async fn park(&self, event: &RecordedEvent, reason: &str) -> Result<()> {
-        let shards = self.config.outbox_shards();
         let (stream, version) = (&event.stream_id, event.version);
-        let parked = items::parked_item(stream, version, event.event_id, reason, Utc::now());
         let moved = self
-            .move_entry(items::outbox_key(stream, version, shards), parked)
+            .park_entry(stream, version, event.event_id, reason)
             .await?;
         if !moved {
             tracing::debug!(%stream, version, "outbox entry to park was no longer pending");
@@ -347,6 +343,21 @@ impl DynamoDbEventStore {
         )
         .await?;
         Ok(pointers)
+    }
+
+    /// Moves the outbox entry of `stream` at `version` to the parked entries with `reason`; false
+    /// when it was no longer pending.
+    async fn park_entry(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        event_id: Uuid,
+        reason: &str,
+    ) -> Result<bool> {
+        let shards = self.config.outbox_shards();
+        let parked = items::parked_item(stream, version, event_id, reason, Utc::now());
+        self.move_entry(items::outbox_key(stream, version, shards), parked)
+            .await
     }
 
     /// Deletes the meta item `from` (which must exist) and puts `to`, in one transaction; false

@@ -87,8 +87,15 @@ pub(crate) struct Address {
     /// `00000` is undeliverable: shipping fails the saga's third step.
     #[schema(example = "98101", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) zip: String,
-    #[schema(example = "US", min_length = 1, max_length = 200, pattern = r"\S")]
+    /// Optional: `US` when absent (the specification's own example sends none).
+    #[schema(example = "US", min_length = 1, max_length = 200, pattern = r"\S", default = "US")]
+    #[serde(default = "default_country")]
     pub(crate) country: String,
+}
+
+/// The country of an address that names none.
+fn default_country() -> String {
+    "US".to_owned()
 }
 
 /// One line of a placed order, priced.

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::application::Catalog;
 use crate::contract::ProductListed;
 use crate::platform::error::{ApiError, ErrorBody};
+use crate::platform::text;
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -64,7 +65,7 @@ async fn get_one(
         .await
         .map_err(|e| ApiError::store(&e))?
         .map(|p| Json(p.into()))
-        .ok_or_else(|| ApiError::not_found(format!("no product {product_id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no product {}", text::echo(&product_id))))
 }
 
 pub(crate) fn routes(catalog: Arc<Catalog>) -> OpenApiRouter {

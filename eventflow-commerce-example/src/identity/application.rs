@@ -1,12 +1,14 @@
 //! Registering users and logging in.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use eventflow_core::{CommandContext, CommandError, Repository};
 
 use super::domain::{User, UserCommand, UserError};
-use super::infrastructure::{hash_password, verify_password};
-use crate::platform::auth::Jwt;
+use super::infrastructure::Passwords;
+use super::limits::{LoginGate, LoginLimits};
+use crate::platform::auth::{Jwt, Role};
 
 /// Why a login or registration failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +17,12 @@ pub(crate) enum IdentityError {
     InvalidCredentials,
     #[error("the username is taken")]
     AlreadyRegistered,
+    /// Too many logins for this account or from this address; try again after the wait.
+    #[error("too many login attempts; try again in {} s", retry_after.as_secs().max(1))]
+    TooManyAttempts { retry_after: Duration },
+    /// Every password check is busy.
+    #[error("every password check is busy; try again shortly")]
+    Busy,
     #[error("{0}")]
     Internal(String),
 }
@@ -40,19 +48,29 @@ pub(crate) struct Token {
 pub(crate) struct Identity {
     users: Repository<User>,
     jwt: Arc<Jwt>,
+    passwords: Passwords,
+    gate: LoginGate,
     /// Verified against when the user does not exist, so an unknown username takes as long as a
     /// wrong password and does not reveal which accounts exist.
     decoy_hash: String,
 }
 
 impl Identity {
-    pub(crate) async fn new(users: Repository<User>, jwt: Arc<Jwt>) -> Result<Self, IdentityError> {
-        let decoy_hash = hash_password("decoy".to_owned())
+    pub(crate) async fn new(
+        users: Repository<User>,
+        jwt: Arc<Jwt>,
+        limits: LoginLimits,
+    ) -> Result<Self, IdentityError> {
+        let passwords = Passwords::new();
+        let decoy_hash = passwords
+            .hash("decoy".to_owned())
             .await
             .map_err(IdentityError::Internal)?;
         Ok(Identity {
             users,
             jwt,
+            passwords,
+            gate: LoginGate::new(limits),
             decoy_hash,
         })
     }
@@ -64,40 +82,56 @@ impl Identity {
         username: &str,
         customer_id: &str,
         password: &str,
+        role: Role,
     ) -> Result<(), IdentityError> {
-        let password_hash = hash_password(password.to_owned())
+        let password_hash = self
+            .passwords
+            .hash(password.to_owned())
             .await
             .map_err(IdentityError::Internal)?;
         let command = UserCommand::Register {
             customer_id: customer_id.to_owned(),
             password_hash,
+            role,
         };
         let context = CommandContext::new().with_idempotency_key(format!("register/{username}"));
         self.users.execute(username, &command, context).await?;
         Ok(())
     }
 
+    /// Logs `username` in from `client` (the peer's address, when known). Limits apply before
+    /// the password is checked, and the same way whether or not the account exists.
     pub(crate) async fn login(
         &self,
         username: &str,
         password: &str,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Token, IdentityError> {
+        self.gate
+            .admit(username, client)
+            .map_err(|retry_after| IdentityError::TooManyAttempts { retry_after })?;
         let loaded = self
             .users
             .load(username)
             .await
             .map_err(|e| IdentityError::Internal(e.to_string()))?;
-        let (hash, customer_id) = match loaded.state.account {
-            Some(account) => (account.password_hash, Some(account.customer_id)),
+        let (hash, account) = match loaded.state.account {
+            Some(account) => (account.password_hash.clone(), Some(account)),
             None => (self.decoy_hash.clone(), None),
         };
-        let matches = verify_password(password.to_owned(), hash).await;
-        let customer_id = customer_id
-            .filter(|_| matches)
-            .ok_or(IdentityError::InvalidCredentials)?;
+        let matches = self
+            .passwords
+            .verify(password.to_owned(), hash)
+            .await
+            .map_err(|_| IdentityError::Busy)?;
+        let Some(account) = account.filter(|_| matches) else {
+            self.gate.failed(username);
+            return Err(IdentityError::InvalidCredentials);
+        };
+        self.gate.succeeded(username);
         let (token, expires_in) = self
             .jwt
-            .issue(&customer_id)
+            .issue(&account.customer_id, account.role)
             .map_err(|e| IdentityError::Internal(e.to_string()))?;
         Ok(Token { token, expires_in })
     }

@@ -3,6 +3,8 @@
 use eventflow_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::platform::auth::Role;
+
 /// A registered user, or nobody yet.
 #[derive(Debug, Default)]
 pub(crate) struct User {
@@ -13,12 +15,14 @@ pub(crate) struct User {
 pub(crate) struct Account {
     pub(crate) customer_id: String,
     pub(crate) password_hash: String,
+    pub(crate) role: Role,
 }
 
 pub(crate) enum UserCommand {
     Register {
         customer_id: String,
         password_hash: String,
+        role: Role,
     },
 }
 
@@ -29,6 +33,9 @@ pub(crate) enum UserEvent {
         customer_id: String,
         /// An argon2id PHC string: the password itself is never stored.
         password_hash: String,
+        /// `customer` for users registered before roles existed.
+        #[serde(default)]
+        role: Role,
     },
 }
 
@@ -60,9 +67,11 @@ impl Aggregate for User {
             UserCommand::Register {
                 customer_id,
                 password_hash,
+                role,
             } => Ok(vec![UserEvent::UserRegistered {
                 customer_id: customer_id.clone(),
                 password_hash: password_hash.clone(),
+                role: *role,
             }]),
         }
     }
@@ -72,10 +81,12 @@ impl Aggregate for User {
             UserEvent::UserRegistered {
                 customer_id,
                 password_hash,
+                role,
             } => {
                 self.account = Some(Account {
                     customer_id: customer_id.clone(),
                     password_hash: password_hash.clone(),
+                    role: *role,
                 });
             }
         }

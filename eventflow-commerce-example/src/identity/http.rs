@@ -1,9 +1,11 @@
 //! `POST /auth/login`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,12 +42,21 @@ pub(crate) struct TokenResponse {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+        (status = 429, description = "Too many logins for this account or from this address; `Retry-After` says when to try again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Every password check is busy; `Retry-After` says when to try again", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 async fn login(
     State(identity): State<Arc<Identity>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    match identity.login(&request.username, &request.password).await {
+    let client = peer.map(|Extension(ConnectInfo(address))| address.ip());
+    match identity
+        .login(&request.username, &request.password, client)
+        .await
+    {
         Ok(token) => Ok(Json(TokenResponse {
             token: token.token,
             token_type: "Bearer",
@@ -53,6 +64,12 @@ async fn login(
         })),
         Err(IdentityError::InvalidCredentials) => {
             Err(ApiError::unauthorized("wrong username or password"))
+        }
+        Err(e @ IdentityError::TooManyAttempts { retry_after }) => {
+            Err(ApiError::too_many_requests(e.to_string(), retry_after))
+        }
+        Err(e @ IdentityError::Busy) => {
+            Err(ApiError::unavailable(e.to_string()).retry_after(Duration::from_secs(1)))
         }
         Err(other) => Err(ApiError::internal(other)),
     }

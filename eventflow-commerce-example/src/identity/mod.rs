@@ -5,6 +5,7 @@ pub(crate) mod application;
 pub(crate) mod domain;
 pub(crate) mod http;
 pub(crate) mod infrastructure;
+pub(crate) mod limits;
 
 /// How the app starts this context: the one signature every context has.
 pub(crate) use infrastructure::start;

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::domain::{DeliveryStatus, NotificationKind, Notifications};
-use crate::platform::auth::Customer;
+use crate::platform::auth::{Customer, Operator};
 use crate::platform::error::{ApiError, ErrorBody, QueryParams};
 
 #[derive(Clone)]
@@ -84,11 +84,17 @@ pub(crate) struct DeadLetterView {
     last_error: Option<String>,
 }
 
-/// Messages the worker gave up on (operations).
+/// Messages the worker gave up on (operators).
 #[utoipa::path(get, path = "/notifications/dead-letters", tag = "notification",
-    responses((status = 200, description = "Dead-lettered messages", body = [DeadLetterView])))]
+    responses(
+        (status = 200, description = "Dead-lettered messages", body = [DeadLetterView]),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not an operator", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn dead_letters(
     State(state): State<NotificationState>,
+    _: Operator,
 ) -> Result<Json<Vec<DeadLetterView>>, ApiError> {
     let letters = state
         .queue

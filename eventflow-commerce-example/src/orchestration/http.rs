@@ -1,4 +1,5 @@
-//! `GET /sagas/{orderId}`, `GET /sagas?status=`.
+//! `GET /sagas/{orderId}` (the order's customer or an operator), `GET /sagas?status=&limit=&cursor=`
+//! (operators).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,7 +10,11 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::platform::auth::{Operator, Principal, Role};
 use crate::platform::error::{ApiError, ErrorBody, QueryParams};
+
+/// The most sagas one page of `GET /sagas` holds.
+const MAX_PAGE_SIZE: usize = 200;
 
 fn status_name(status: Option<SagaStatus>) -> &'static str {
     match status {
@@ -119,22 +124,31 @@ fn view(definition: &SagaDefinition, state: SagaState, history: Vec<HistoryView>
     }
 }
 
-/// The PlaceOrder saga of an order.
+/// The PlaceOrder saga of an order: its customer's, or any for an operator.
 #[utoipa::path(get, path = "/sagas/{orderId}", tag = "saga",
     params(("orderId" = String, Path, description = "The order id (the saga id)")),
     responses(
         (status = 200, description = "Status, steps, compensations and history", body = SagaView),
-        (status = 404, description = "No saga for this order", body = ErrorBody),
-    ))]
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No saga for this order among the caller's", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn get_one(
     State(query): State<SagaQuery>,
+    caller: Principal,
     Path(order_id): Path<String>,
 ) -> Result<Json<SagaView>, ApiError> {
+    let not_found = || ApiError::not_found("no saga for this order among yours");
     let state = query
         .get(&order_id)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no saga for order {order_id}")))?;
+        .ok_or_else(not_found)?;
+    // Another customer's saga is answered as missing: its existence is not theirs to learn.
+    let owner = state.data.get("customerId").and_then(|c| c.as_str());
+    if caller.role != Role::Operator && owner != Some(caller.subject.as_str()) {
+        return Err(not_found());
+    }
     let history = query
         .history(&order_id)
         .await
@@ -177,6 +191,21 @@ pub(crate) struct StatusFilter {
     /// Only sagas in this status.
     #[param(inline)]
     status: Option<StatusParam>,
+    /// Sagas per page (1 to 200, default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<usize>,
+    /// The `nextCursor` of the previous page.
+    #[param(max_length = 200)]
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SagaPage {
+    sagas: Vec<SagaSummaryView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,29 +217,54 @@ pub(crate) struct SagaSummaryView {
     failure: Option<String>,
 }
 
-/// Sagas, optionally by status.
+/// Sagas in the order they started, optionally by status, a page at a time (operators).
 #[utoipa::path(get, path = "/sagas", tag = "saga",
     params(StatusFilter),
     responses(
-        (status = 200, description = "Matching sagas", body = [SagaSummaryView]),
+        (status = 200, description = "One page of matching sagas", body = SagaPage),
         (status = 400, description = "Unknown status", body = ErrorBody),
-    ))]
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "Not an operator", body = ErrorBody),
+        (status = 422, description = "`limit` out of range or an unknown `cursor`", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 async fn list(
     State(query): State<SagaQuery>,
+    _: Operator,
     QueryParams(filter): QueryParams<StatusFilter>,
-) -> Result<Json<Vec<SagaSummaryView>>, ApiError> {
+) -> Result<Json<SagaPage>, ApiError> {
+    let limit = filter.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("limit: 1 to {MAX_PAGE_SIZE}")));
+    }
     let status = filter.status.map(SagaStatus::from);
     let sagas = query.list(status).await.map_err(ApiError::internal)?;
-    Ok(Json(
-        sagas
-            .into_iter()
-            .map(|s| SagaSummaryView {
-                saga_id: s.saga_id,
-                status: status_name(Some(s.status)),
-                failure: s.failure,
-            })
-            .collect(),
-    ))
+    // The cursor is the last saga id of the previous page: sagas keep their place in the list.
+    let start = match &filter.cursor {
+        None => 0,
+        Some(cursor) => {
+            sagas
+                .iter()
+                .position(|s| &s.saga_id == cursor)
+                .ok_or_else(|| ApiError::invalid("cursor", "cursor: not a cursor of this list"))?
+                + 1
+        }
+    };
+    let page: Vec<SagaSummaryView> = sagas
+        .into_iter()
+        .skip(start)
+        .take(limit + 1)
+        .map(|s| SagaSummaryView {
+            saga_id: s.saga_id,
+            status: status_name(Some(s.status)),
+            failure: s.failure,
+        })
+        .collect();
+    let more = page.len() > limit;
+    let mut sagas = page;
+    sagas.truncate(limit);
+    let next_cursor = more.then(|| sagas.last().map(|s| s.saga_id.clone())).flatten();
+    Ok(Json(SagaPage { sagas, next_cursor }))
 }
 
 pub(crate) fn routes(query: SagaQuery) -> OpenApiRouter {

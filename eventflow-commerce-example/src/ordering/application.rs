@@ -11,11 +11,16 @@ use super::domain::{Order, OrderCommand, OrderError, OrderEvent};
 use super::infrastructure::{OrderView, OrderViews, PriceList};
 use crate::contract::{Address, OrderLine, PlacedOrder, order_of, saga};
 use crate::platform::context::RequestContext;
+use crate::platform::text;
 use eventflow_core::OutboxRelay;
 
 /// At most this many lines per order, and this many of one product per line.
 pub(crate) const MAX_LINES: usize = 50;
 pub(crate) const MAX_QUANTITY: u32 = 1_000;
+/// The longest product id an order may name, in characters.
+pub(crate) const MAX_PRODUCT_ID_CHARS: usize = 100;
+/// The longest address field, in characters.
+const MAX_ADDRESS_CHARS: usize = 200;
 /// How long placing an order waits for the view to show it.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
@@ -159,6 +164,8 @@ impl Ordering {
                     format!("must be between 1 and {MAX_QUANTITY}"),
                 ));
             }
+            text::check(product_id, MAX_PRODUCT_ID_CHARS)
+                .map_err(|e| invalid(format!("items[{i}].productId"), e.to_string()))?;
             let unit_price_cents = prices
                 .price_of(product_id)
                 .await
@@ -166,7 +173,7 @@ impl Ordering {
             let unit_price_cents = unit_price_cents.ok_or_else(|| {
                 invalid(
                     format!("items[{i}].productId"),
-                    format!("no product {product_id:?} in the catalog"),
+                    format!("no product {:?} in the catalog", text::echo(product_id)),
                 )
             })?;
             total = unit_price_cents
@@ -237,13 +244,8 @@ fn check_address(address: &Address) -> Result<(), PlaceError> {
         ("zip", &address.zip),
         ("country", &address.country),
     ] {
-        let field = format!("shippingAddress.{name}");
-        if value.trim().is_empty() {
-            return Err(invalid(field, "must not be empty"));
-        }
-        if value.len() > 200 {
-            return Err(invalid(field, "at most 200 characters"));
-        }
+        text::check(value, MAX_ADDRESS_CHARS)
+            .map_err(|e| invalid(format!("shippingAddress.{name}"), e.to_string()))?;
     }
     Ok(())
 }

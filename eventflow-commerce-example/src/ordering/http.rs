@@ -19,6 +19,7 @@ use crate::contract::Address;
 use crate::platform::auth::Customer;
 use crate::platform::context::RequestContext;
 use crate::platform::error::{ApiError, ErrorBody, JsonBody, QueryParams};
+use crate::platform::text;
 
 /// The highest page number accepted.
 const MAX_PAGE: u32 = 100_000;
@@ -29,7 +30,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct OrderItemRequest {
-    #[schema(example = "prod-1", min_length = 1)]
+    #[schema(example = "prod-1", min_length = 1, max_length = 100, pattern = r"\S")]
     product_id: String,
     #[schema(example = 2, minimum = 1, maximum = 1000)]
     quantity: u32,
@@ -92,9 +93,9 @@ async fn create(
             value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 128)
+                .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or_else(|| {
-                    ApiError::invalid("Idempotency-Key", "1 to 128 visible ASCII characters")
+                    ApiError::invalid("Idempotency-Key", "1 to 128 visible ASCII characters (no spaces)")
                 })?,
         ),
         None => None,
@@ -163,7 +164,7 @@ async fn get_one(
         .await
         .map_err(|e| ApiError::store(&e))?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no order {order_id}")))
+        .ok_or_else(|| ApiError::not_found(format!("no order {}", text::echo(&order_id))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

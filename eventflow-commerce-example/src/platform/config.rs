@@ -244,6 +244,13 @@ impl Config {
             );
         }
         let (jwt_secret, dev_secret) = jwt_secret(get("JWT_SECRET"), &backend)?;
+        if dev_secret && !host.is_loopback() {
+            // Anyone can read the development secret and sign tokens with it.
+            return Err(format!(
+                "HOST={host} is reachable from other machines, and tokens are signed with the \
+                 public development secret: set JWT_SECRET (32 characters or more)"
+            ));
+        }
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
@@ -489,6 +496,15 @@ mod tests {
             [3001, 3002, 3003, 3004, 3005, 3006, 3007, 3008]
         );
         assert!(config.dev_secret);
+    }
+
+    #[test]
+    fn the_development_secret_stays_on_loopback() {
+        let refused = parse(&[("HOST", "0.0.0.0")], &[]).expect_err("refused");
+        assert!(refused.contains("JWT_SECRET"), "{refused}");
+        let secret = "a-secret-of-thirty-two-characters-at-least";
+        assert!(parse(&[("HOST", "0.0.0.0"), ("JWT_SECRET", secret)], &[]).is_ok());
+        assert!(parse(&[("HOST", "::1")], &[]).is_ok());
     }
 
     #[test]

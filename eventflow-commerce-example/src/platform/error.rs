@@ -28,6 +28,8 @@ pub(crate) struct ErrorBody {
 pub(crate) struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -39,7 +41,19 @@ impl ApiError {
                 message: message.into(),
                 details: None,
             },
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`, whole seconds, at least 1).
+    pub(crate) fn retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        self
+    }
+
+    /// 429: too many requests; try again after `wait`.
+    pub(crate) fn too_many_requests(message: impl Into<String>, wait: std::time::Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message).retry_after(wait)
     }
 
     pub(crate) fn with_details(mut self, details: Value) -> Self {
@@ -94,6 +108,18 @@ impl ApiError {
         }
     }
 
+    /// 413: the body is larger than any service reads.
+    pub(crate) fn payload_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is larger than {} bytes",
+                super::server::BODY_LIMIT_BYTES
+            ),
+        )
+    }
+
     /// 503: a dependency did not answer in time.
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
@@ -106,7 +132,13 @@ impl IntoResponse for ApiError {
             // A client's mistake is not the service's error: logged below error level.
             tracing::info!(status = self.status.as_u16(), error = self.body.error, message = %self.body.message, "request refused");
         }
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -119,14 +151,7 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "the body must be JSON, sent with `Content-Type: application/json`",
             ),
-            StatusCode::PAYLOAD_TOO_LARGE => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the body is larger than {} bytes",
-                    super::server::BODY_LIMIT_BYTES
-                ),
-            ),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::payload_too_large(),
             StatusCode::UNPROCESSABLE_ENTITY => {
                 let (field, reason) = field_of(&text);
                 let message = if reason.starts_with("missing field") {
@@ -136,9 +161,11 @@ impl From<JsonRejection> for ApiError {
                 };
                 Self::invalid(&field, message)
             }
-            status if status.is_client_error() => {
-                Self::new(StatusCode::BAD_REQUEST, "malformed_json", text)
-            }
+            status if status.is_client_error() => Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                super::text::truncate(&text, 300),
+            ),
             _ => Self::internal(text),
         }
     }
@@ -156,12 +183,10 @@ fn field_of(text: &str) -> (String, String) {
         .strip_prefix("missing field `")
         .and_then(|rest| rest.split_once('`'))
         .map(|(name, _)| name);
-    let reason = reason
-        .split(" at line ")
-        .next()
-        .unwrap_or(reason)
-        .to_owned();
-    let field = match (path, missing) {
+    // serde quotes the offending value, which may be the whole of a large body.
+    let reason = super::text::truncate(reason.split(" at line ").next().unwrap_or(reason), 200);
+    let path = &super::text::truncate(path, 100);
+    let field = match (path.as_str(), missing) {
         (".", Some(name)) => name.to_owned(),
         (".", None) => "body".to_owned(),
         (path, Some(name)) => format!("{path}.{name}"),

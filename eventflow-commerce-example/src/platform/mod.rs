@@ -17,3 +17,4 @@ pub(crate) mod server;
 pub(crate) mod started;
 pub(crate) mod startup;
 pub(crate) mod telemetry;
+pub(crate) mod text;

@@ -43,6 +43,6 @@ impl<A: Shown> Records<A> {
         loaded
             .state
             .shown(key, caller)
-            .ok_or_else(|| ApiError::not_found(A::not_found(key)))
+            .ok_or_else(|| ApiError::not_found(A::not_found(&super::text::echo(key))))
     }
 }

@@ -1,17 +1,33 @@
 //! Serving one context over HTTP: the shared layers (correlation, body limit, token verifier, JSON
 //! 404/405), `/health`, `/ready`, `/openapi.json`, and graceful shutdown.
+//!
+//! Nothing a client does holds a connection for long: headers must arrive within
+//! [`HEADER_READ_TIMEOUT`] (an idle keep-alive connection waiting for its next request included),
+//! a body within [`BODY_READ_TIMEOUT`], a whole request within [`REQUEST_TIMEOUT`]; a body
+//! announced larger than [`BODY_LIMIT_BYTES`] is refused before it is read; and a service holds at
+//! most [`MAX_CONNECTIONS`] connections, leaving the rest in the listener's backlog.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::Serialize;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -25,6 +41,18 @@ use super::error::{self, ApiError};
 
 /// The largest request body any service reads.
 pub(crate) const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// How long a connection may take to send a request's headers, or sit idle between requests.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request's body may take to arrive.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a request may take, from its headers to its response.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most connections one service holds open at once.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
 /// Resolves when the process is asked to stop. Cheap to clone; every server, relay and worker
 /// holds one.
@@ -124,6 +152,12 @@ impl Service {
             .layer(Extension(self.ready))
             .layer(Extension(self.name))
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+            .layer(axum::middleware::from_fn(refuse_announced_oversize))
+            .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                REQUEST_TIMEOUT,
+            ))
             .layer(axum::middleware::from_fn_with_state(self.name, correlate));
         (router, api)
     }
@@ -141,14 +175,67 @@ impl Service {
         })?;
         let local = listener.local_addr()?;
         let (router, _) = self.into_router(jwt);
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.wait())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(service = name, %error, "server stopped");
-            }
-        });
+        let task = tokio::spawn(accept(listener, router, name, shutdown));
         Ok((local, task))
     }
+}
+
+/// Accepts connections until `shutdown`, at most [`MAX_CONNECTIONS`] at once, each with the
+/// header timeout; then waits for the connections' requests in flight.
+async fn accept(listener: TcpListener, router: Router, name: &'static str, shutdown: Shutdown) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            break;
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, a reset before accept: the listener itself is fine.
+                    tracing::warn!(service = name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = router.clone().map_request(move |mut request: Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that vanished or timed out is not the service's error.
+            if let Err(error) = connection.await {
+                tracing::debug!(service = name, %error, "connection closed");
+            }
+            drop(permit);
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// 413 for a body announced (`Content-Length`) larger than any service reads, before a byte of it
+/// is read: a client announcing 100 MB and sending 7 bytes is answered at once.
+async fn refuse_announced_oversize(request: Request, next: Next) -> Response {
+    let announced = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > BODY_LIMIT_BYTES as u64) {
+        return ApiError::payload_too_large().into_response();
+    }
+    next.run(request).await
 }

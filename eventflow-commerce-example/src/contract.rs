@@ -88,7 +88,13 @@ pub(crate) struct Address {
     #[schema(example = "98101", min_length = 1, max_length = 200, pattern = r"\S")]
     pub(crate) zip: String,
     /// Optional: `US` when absent (the specification's own example sends none).
-    #[schema(example = "US", min_length = 1, max_length = 200, pattern = r"\S", default = "US")]
+    #[schema(
+        example = "US",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        default = "US"
+    )]
     #[serde(default = "default_country")]
     pub(crate) country: String,
 }

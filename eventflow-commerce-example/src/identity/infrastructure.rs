@@ -2,16 +2,19 @@
 //!
 //! Parameters: OWASP's current minimum for argon2id (m = 19 MiB, t = 2, p = 1), which are the
 //! `argon2` crate's defaults, spelled out so a crate upgrade cannot change them silently. Each
-//! check holds 19 MiB for tens of milliseconds, so at most one check per core runs at once; a
-//! login that cannot start one within [`QUEUE_WAIT`] is answered 503 with `Retry-After` instead of
-//! queueing without bound (a flood of wrong passwords once took the process to 12 GB).
+//! check needs 19 MiB for tens of milliseconds, so at most one check per core runs at once, each
+//! in a working memory allocated once and reused (allocating 19 MiB per check on the blocking
+//! pool's many threads left hundreds of MiB in the allocator's per-thread arenas after a flood);
+//! a login that cannot start a check within [`QUEUE_WAIT`] is answered 503 with `Retry-After`
+//! instead of queueing without bound (a flood of wrong passwords once took the process to 12 GB).
 
-use std::sync::Arc;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 use super::application::{Identity, IdentityError};
@@ -31,9 +34,11 @@ fn argon2() -> Result<Argon2<'static>, String> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Password checks, at most one per core at a time.
+/// Password checks, at most one per core at a time, each with a working memory of its own.
 pub(crate) struct Passwords {
     permits: Semaphore,
+    /// One working memory per permit, allocated on first use and kept.
+    memories: Arc<Mutex<Vec<Vec<Block>>>>,
 }
 
 /// Every password check is busy: try again shortly.
@@ -47,6 +52,7 @@ impl Passwords {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Passwords {
             permits: Semaphore::new(cores),
+            memories: Arc::new(Mutex::new(Vec::with_capacity(cores))),
         }
     }
 
@@ -77,24 +83,67 @@ impl Passwords {
 
     /// Whether `password` matches the PHC string `hash`. A malformed hash never matches.
     pub(crate) async fn verify(&self, password: String, hash: String) -> Result<bool, Busy> {
+        let memories = Arc::clone(&self.memories);
         self.run(move || {
-            let Ok(parsed) = PasswordHash::new(&hash) else {
-                return false;
-            };
-            // The hash's own parameters are used, so hashes made before a change still verify.
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
+            // Under a permit, so there is a memory for every check running.
+            let mut memory = lock(&memories).pop().unwrap_or_default();
+            let matches = PasswordHash::new(&hash)
+                .is_ok_and(|parsed| verify_in(&mut memory, password.as_bytes(), &parsed));
+            lock(&memories).push(memory);
+            matches
         })
         .await
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// argon2's own verification, computed in `memory` (grown when the hash asks for more). The
+/// hash's own parameters are used, so hashes made before a change of parameters still verify;
+/// the comparison is constant-time ([`Output`]'s equality).
+fn verify_in(memory: &mut Vec<Block>, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+    matches_in(memory, password, hash).unwrap_or(false)
+}
+
+/// [`verify_in`]; `None` for a hash it cannot read.
+fn matches_in(memory: &mut Vec<Block>, password: &[u8], hash: &PasswordHash<'_>) -> Option<bool> {
+    let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+    let version = match hash.version {
+        Some(version) => Version::try_from(version).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(hash).ok()?;
+    let expected = hash.hash?;
+    let mut salt = [0_u8; 64];
+    let salt = hash.salt?.decode_b64(&mut salt).ok()?;
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut computed = vec![0_u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut computed, &mut memory[..blocks])
+        .ok()?;
+    Some(Output::new(&computed).ok()? == expected)
+}
+
 /// The seeded users: login, password, customer id, role.
 const SEED_USERS: [(&str, &str, &str, Role); 3] = [
     ("user@example.com", "password", "customer-1", Role::Customer),
-    ("other@example.com", "password", "customer-2", Role::Customer),
-    ("operator@example.com", "operator", "operator-1", Role::Operator),
+    (
+        "other@example.com",
+        "password",
+        "customer-2",
+        Role::Customer,
+    ),
+    (
+        "operator@example.com",
+        "password",
+        "operator-1",
+        Role::Operator,
+    ),
 ];
 
 /// Starts identity (tokens signed with the app's key), and the seed's users.
@@ -102,10 +151,16 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
     let identity = Identity::new(
         infra.repository(false),
         Arc::clone(&infra.jwt),
-        LoginLimits::default(),
+        LoginLimits {
+            per_account_per_minute: NonZeroU32::new(config.login_attempts_per_account)
+                .unwrap_or(NonZeroU32::MIN),
+            per_address_per_minute: NonZeroU32::new(config.login_attempts_per_address)
+                .unwrap_or(NonZeroU32::MIN),
+            ..LoginLimits::default()
+        },
     )
-        .await
-        .map_err(|e| StartError::wiring(infra.service, e))?;
+    .await
+    .map_err(|e| StartError::wiring(infra.service, e))?;
     let identity = Arc::new(identity);
     let service = infra.service(super::http::routes(Arc::clone(&identity)));
     Ok(Started::new(service, Vec::new()).seeding(config, Box::pin(seed(identity))))
@@ -114,7 +169,10 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
 /// Registers the seed's users (a user registered before is left as it is).
 async fn seed(identity: Arc<Identity>) -> Result<(), StartError> {
     for (username, password, customer_id, role) in SEED_USERS {
-        match identity.register(username, customer_id, password, role).await {
+        match identity
+            .register(username, customer_id, password, role)
+            .await
+        {
             Ok(()) | Err(IdentityError::AlreadyRegistered) => {}
             Err(e) => return Err(StartError::wiring("seeding users", e)),
         }

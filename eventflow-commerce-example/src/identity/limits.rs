@@ -106,12 +106,10 @@ impl LoginGate {
             self.per_account.retain_recent();
             self.per_address.retain_recent();
         }
-        let entry = failures
-            .entry(account)
-            .or_insert(Failures {
-                count: 0,
-                wait_until: Instant::now(),
-            });
+        let entry = failures.entry(account).or_insert(Failures {
+            count: 0,
+            wait_until: Instant::now(),
+        });
         entry.count += 1;
         if let Some(over) = entry.count.checked_sub(self.limits.free_failures + 1) {
             let wait = self
@@ -173,7 +171,10 @@ mod tests {
             assert!(gate.admit(&format!("guess-{i}"), address).is_ok());
         }
         assert!(gate.admit("guess-4", address).is_err());
-        assert!(gate.admit("guess-4", Some(IpAddr::from([10, 0, 0, 8]))).is_ok());
+        assert!(
+            gate.admit("guess-4", Some(IpAddr::from([10, 0, 0, 8])))
+                .is_ok()
+        );
     }
 
     #[test]
@@ -181,7 +182,10 @@ mod tests {
         let gate = LoginGate::new(limits(1000));
         for _ in 0..2 {
             gate.failed("user@example.com");
-            assert!(gate.admit("user@example.com", None).is_ok(), "free failures");
+            assert!(
+                gate.admit("user@example.com", None).is_ok(),
+                "free failures"
+            );
         }
         gate.failed("user@example.com");
         let first = gate.admit("user@example.com", None).expect_err("waits");
@@ -194,9 +198,15 @@ mod tests {
         let capped = gate.admit("user@example.com", None).expect_err("waits");
         assert!(capped <= Duration::from_millis(300));
         std::thread::sleep(capped);
-        assert!(gate.admit("user@example.com", None).is_ok(), "the wait ends");
+        assert!(
+            gate.admit("user@example.com", None).is_ok(),
+            "the wait ends"
+        );
         gate.succeeded("user@example.com");
         gate.failed("user@example.com");
-        assert!(gate.admit("user@example.com", None).is_ok(), "success resets");
+        assert!(
+            gate.admit("user@example.com", None).is_ok(),
+            "success resets"
+        );
     }
 }

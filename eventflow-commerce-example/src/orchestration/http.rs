@@ -235,7 +235,10 @@ async fn list(
 ) -> Result<Json<SagaPage>, ApiError> {
     let limit = filter.limit.unwrap_or(50);
     if !(1..=MAX_PAGE_SIZE).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("limit: 1 to {MAX_PAGE_SIZE}")));
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit: 1 to {MAX_PAGE_SIZE}"),
+        ));
     }
     let status = filter.status.map(SagaStatus::from);
     let sagas = query.list(status).await.map_err(ApiError::internal)?;
@@ -263,7 +266,9 @@ async fn list(
     let more = page.len() > limit;
     let mut sagas = page;
     sagas.truncate(limit);
-    let next_cursor = more.then(|| sagas.last().map(|s| s.saga_id.clone())).flatten();
+    let next_cursor = more
+        .then(|| sagas.last().map(|s| s.saga_id.clone()))
+        .flatten();
     Ok(Json(SagaPage { sagas, next_cursor }))
 }
 

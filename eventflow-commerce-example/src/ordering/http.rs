@@ -93,9 +93,14 @@ async fn create(
             value
                 .to_str()
                 .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic()))
+                .filter(|k| {
+                    !k.is_empty() && k.len() <= 128 && k.bytes().all(|b| b.is_ascii_graphic())
+                })
                 .ok_or_else(|| {
-                    ApiError::invalid("Idempotency-Key", "1 to 128 visible ASCII characters (no spaces)")
+                    ApiError::invalid(
+                        "Idempotency-Key",
+                        "1 to 128 visible ASCII characters (no spaces)",
+                    )
                 })?,
         ),
         None => None,

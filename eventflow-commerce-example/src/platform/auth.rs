@@ -295,9 +295,15 @@ mod tests {
     fn the_role_travels_in_the_token_and_defaults_to_customer() {
         let jwt = Jwt::new(b"secret-one", Duration::from_secs(60));
         let (token, _) = jwt.issue("ops-1", Role::Operator).expect("a token");
-        assert_eq!(jwt.verify(&token).ok().map(|p| p.role), Some(Role::Operator));
+        assert_eq!(
+            jwt.verify(&token).ok().map(|p| p.role),
+            Some(Role::Operator)
+        );
         let t = now();
         let unnamed = signed(claims(t, t + 60), false);
-        assert_eq!(jwt.verify(&unnamed).ok().map(|p| p.role), Some(Role::Customer));
+        assert_eq!(
+            jwt.verify(&unnamed).ok().map(|p| p.role),
+            Some(Role::Customer)
+        );
     }
 }

@@ -41,6 +41,10 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Payments above this many cents are declined.
     pub payment_max_order_cents: u64,
+    /// Logins a minute for one username (after a burst of as many).
+    pub login_attempts_per_account: u32,
+    /// Logins a minute from one client address (after a burst of as many).
+    pub login_attempts_per_address: u32,
     /// How log lines look.
     pub log_format: LogFormat,
     /// How long each send of a saga step waits for its reply before the step is resent.
@@ -168,6 +172,12 @@ Options (each also read from the environment variable in brackets):
                               shipping 3006, notification 3007, saga 3008
   --jwt-secret SECRET         HS256 secret [JWT_SECRET] (default: a development secret)
   --payment-max-order-cents N decline orders above N cents [PAYMENT_MAX_ORDER_CENTS] (default 200000)
+  --login-attempts-per-account N
+                              logins a minute for one username [LOGIN_ATTEMPTS_PER_ACCOUNT]
+                              (default 10)
+  --login-attempts-per-address N
+                              logins a minute from one client address
+                              [LOGIN_ATTEMPTS_PER_ADDRESS] (default 30)
   --saga-step-timeout-ms N    how long each send of a saga step waits for its reply before
                               it is resent [SAGA_STEP_TIMEOUT_MS] (default 10000)
   --saga-step-sends N         sends of a saga step before it fails and the order is cancelled
@@ -257,6 +267,10 @@ impl Config {
             Some(other) => return Err(format!("LOG_FORMAT={other:?}: use json or pretty")),
         };
         let setting = |name: &str, default| number(name, get(name), default);
+        let positive = |name: &str, default| match number(name, get(name), default)? {
+            0 => Err(format!("{name}=0: at least 1")),
+            n => Ok(n),
+        };
         Ok(Parsed::Run(Box::new(Config {
             host,
             ports,
@@ -264,6 +278,8 @@ impl Config {
             dev_secret,
             token_ttl: Duration::from_secs(3600),
             payment_max_order_cents: setting("PAYMENT_MAX_ORDER_CENTS", 200_000)?,
+            login_attempts_per_account: positive("LOGIN_ATTEMPTS_PER_ACCOUNT", 10)?,
+            login_attempts_per_address: positive("LOGIN_ATTEMPTS_PER_ADDRESS", 30)?,
             log_format,
             seed_stock: None,
             notification_visibility: Duration::from_secs(setting(
@@ -458,7 +474,9 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 11] = [
+    "LOGIN_ATTEMPTS_PER_ACCOUNT",
+    "LOGIN_ATTEMPTS_PER_ADDRESS",
     "NOTIFICATION_VISIBILITY_SECONDS",
     "EMAIL_LATENCY_MS",
     "HOST",

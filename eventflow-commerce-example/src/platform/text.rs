@@ -72,8 +72,14 @@ mod tests {
     fn blank_control_and_invisible_values_are_refused() {
         assert_eq!(check("   ", 10), Err(TextError::Empty));
         assert_eq!(check("a\0b", 10), Err(TextError::Invisible(0)));
-        assert_eq!(check("\u{200B}\u{200B}", 10), Err(TextError::Invisible(0x200B)));
-        assert_eq!(check("evil\u{202E}txt", 20), Err(TextError::Invisible(0x202E)));
+        assert_eq!(
+            check("\u{200B}\u{200B}", 10),
+            Err(TextError::Invisible(0x200B))
+        );
+        assert_eq!(
+            check("evil\u{202E}txt", 20),
+            Err(TextError::Invisible(0x202E))
+        );
         assert_eq!(check("123 Main St", 200), Ok(()));
         assert_eq!(check("Straße 5, 東京", 200), Ok(()));
     }

@@ -38,6 +38,8 @@ pub struct App {
     /// Log lines, each with the index of the process that wrote it.
     logs: Arc<Mutex<Vec<(usize, String)>>>,
     pub http: reqwest::Client,
+    /// The seeded operator's token, once logged in: the saga service answers operators.
+    operator: tokio::sync::OnceCell<String>,
 }
 
 /// One binary: its arguments (`serve <service>`, or none), the variables it was given over the
@@ -137,6 +139,7 @@ impl App {
                 .timeout(patience())
                 .build()
                 .unwrap(),
+            operator: tokio::sync::OnceCell::new(),
         };
         if matches!(crate::DEPLOYMENT, Deployment::Services(_)) {
             let provisioned = app
@@ -301,7 +304,12 @@ impl App {
             .collect()
     }
 
-    fn port_of(&self, service: &str) -> u16 {
+    /// The process id of the `index`-th process started (the only one in the one-process mode).
+    pub fn pid(&self, index: usize) -> u32 {
+        self.processes[index].child.id()
+    }
+
+    pub fn port_of(&self, service: &str) -> u16 {
         self.ports[SERVICES.iter().position(|s| *s == service).unwrap()]
     }
 
@@ -323,6 +331,13 @@ impl App {
             .collect()
     }
 
+    /// The seeded operator's token (logged in once).
+    pub async fn operator_token(&self) -> &str {
+        self.operator
+            .get_or_init(|| self.login("operator@example.com"))
+            .await
+    }
+
     pub async fn login(&self, username: &str) -> String {
         let response = self
             .http
@@ -338,8 +353,14 @@ impl App {
     }
 
     /// GET with a bearer token: status and JSON body.
+    /// The saga service's API is for operators (and a customer's own sagas): a `GET` to it with no
+    /// token sends the seeded operator's.
     pub async fn get(&self, service: &str, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut request = self.http.get(self.url(service, path));
+        let token = match token {
+            None if service == "saga" => Some(self.operator_token().await),
+            token => token,
+        };
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

@@ -195,7 +195,7 @@ pub(crate) struct StatusFilter {
     #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
     /// The `nextCursor` of the previous page.
-    #[param(max_length = 200)]
+    #[param(pattern = "^[0-9]{1,9}$")]
     cursor: Option<String>,
 }
 
@@ -225,7 +225,7 @@ pub(crate) struct SagaSummaryView {
         (status = 400, description = "Unknown status", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an operator", body = ErrorBody),
-        (status = 422, description = "`limit` out of range or an unknown `cursor`", body = ErrorBody),
+        (status = 422, description = "`limit` out of range or `cursor` not a number", body = ErrorBody),
     ),
     security(("bearer" = [])))]
 async fn list(
@@ -240,35 +240,32 @@ async fn list(
             format!("limit: 1 to {MAX_PAGE_SIZE}"),
         ));
     }
-    let status = filter.status.map(SagaStatus::from);
-    let sagas = query.list(status).await.map_err(ApiError::internal)?;
-    // The cursor is the last saga id of the previous page: sagas keep their place in the list.
-    let start = match &filter.cursor {
+    // The cursor is a place in the list of every saga in the order they started, which only
+    // grows at its end: a page starts where the last ended, whatever changed status meanwhile.
+    let start: usize = match &filter.cursor {
         None => 0,
-        Some(cursor) => {
-            sagas
-                .iter()
-                .position(|s| &s.saga_id == cursor)
-                .ok_or_else(|| ApiError::invalid("cursor", "cursor: not a cursor of this list"))?
-                + 1
-        }
+        Some(cursor) => cursor
+            .parse()
+            .map_err(|_| ApiError::invalid("cursor", "cursor: a nextCursor of this list"))?,
     };
-    let page: Vec<SagaSummaryView> = sagas
-        .into_iter()
-        .skip(start)
-        .take(limit + 1)
-        .map(|s| SagaSummaryView {
-            saga_id: s.saga_id,
-            status: status_name(Some(s.status)),
-            failure: s.failure,
-        })
-        .collect();
-    let more = page.len() > limit;
-    let mut sagas = page;
-    sagas.truncate(limit);
-    let next_cursor = more
-        .then(|| sagas.last().map(|s| s.saga_id.clone()))
-        .flatten();
+    let wanted = filter.status.map(SagaStatus::from);
+    let all = query.list(None).await.map_err(ApiError::internal)?;
+    let mut sagas = Vec::new();
+    let mut next_cursor = None;
+    for (place, saga) in all.into_iter().enumerate().skip(start) {
+        if wanted.is_some_and(|status| status != saga.status) {
+            continue;
+        }
+        if sagas.len() == limit {
+            next_cursor = Some(place.to_string());
+            break;
+        }
+        sagas.push(SagaSummaryView {
+            saga_id: saga.saga_id,
+            status: status_name(Some(saga.status)),
+            failure: saga.failure,
+        });
+    }
     Ok(Json(SagaPage { sagas, next_cursor }))
 }
 

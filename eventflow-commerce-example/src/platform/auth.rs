@@ -239,12 +239,12 @@ mod tests {
 
     /// A token signed with `secret-one` whose claims are `claims`, with `crit` in the header when
     /// asked.
-    fn signed(claims: serde_json::Value, crit: bool) -> String {
+    fn signed(claims: &serde_json::Value, crit: bool) -> String {
         let mut header = Header::new(Algorithm::HS256);
         if crit {
             header.crit = Some(vec!["exp".to_owned()]);
         }
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"secret-one"))
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(b"secret-one"))
             .expect("a token")
     }
 
@@ -256,39 +256,39 @@ mod tests {
     fn loose_tokens_are_refused_even_when_signed_with_the_key() {
         let jwt = Jwt::new(b"secret-one", Duration::from_secs(3600));
         let t = now();
-        assert!(jwt.verify(&signed(claims(t, t + 60), false)).is_ok());
+        assert!(jwt.verify(&signed(&claims(t, t + 60), false)).is_ok());
 
         let mut future_nbf = claims(t, t + 60);
         future_nbf["nbf"] = (t + 600).into();
-        assert!(jwt.verify(&signed(future_nbf, false)).is_err());
+        assert!(jwt.verify(&signed(&future_nbf, false)).is_err());
 
         let issued_ahead = claims(t + 100 * 365 * 86_400, t + 100 * 365 * 86_400 + 60);
         assert!(matches!(
-            jwt.verify(&signed(issued_ahead, false)),
+            jwt.verify(&signed(&issued_ahead, false)),
             Err(TokenError::IssuedInTheFuture)
         ));
         assert!(matches!(
-            jwt.verify(&signed(claims(t, t + 10 * 86_400), false)),
+            jwt.verify(&signed(&claims(t, t + 10 * 86_400), false)),
             Err(TokenError::TooLongLived(_))
         ));
         assert!(matches!(
-            jwt.verify(&signed(claims(t, t + 60), true)),
+            jwt.verify(&signed(&claims(t, t + 60), true)),
             Err(TokenError::Critical)
         ));
         let mut nobody = claims(t, t + 60);
         nobody["sub"] = "".into();
         assert!(matches!(
-            jwt.verify(&signed(nobody, false)),
+            jwt.verify(&signed(&nobody, false)),
             Err(TokenError::NoSubject)
         ));
         let mut padded = claims(t, t + 60);
         padded["pad"] = "x".repeat(100 * 1024).into();
         assert!(matches!(
-            jwt.verify(&signed(padded, false)),
+            jwt.verify(&signed(&padded, false)),
             Err(TokenError::TooLong(_))
         ));
         let no_iat = serde_json::json!({"sub": "customer-1", "iss": ISSUER, "exp": t + 60});
-        assert!(jwt.verify(&signed(no_iat, false)).is_err());
+        assert!(jwt.verify(&signed(&no_iat, false)).is_err());
     }
 
     #[test]
@@ -300,7 +300,7 @@ mod tests {
             Some(Role::Operator)
         );
         let t = now();
-        let unnamed = signed(claims(t, t + 60), false);
+        let unnamed = signed(&claims(t, t + 60), false);
         assert_eq!(
             jwt.verify(&unnamed).ok().map(|p| p.role),
             Some(Role::Customer)

@@ -218,6 +218,10 @@ impl EventBus for AnyBus {
     fn capabilities(&self) -> BusCapabilities {
         delegate!(self, bus => bus.capabilities())
     }
+
+    async fn health_check(&self) -> Result<()> {
+        delegate!(self, bus => bus.health_check().await)
+    }
 }
 
 #[async_trait]

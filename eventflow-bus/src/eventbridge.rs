@@ -558,6 +558,18 @@ impl EventBus for EventBridgeBus {
     fn capabilities(&self) -> BusCapabilities {
         BusCapabilities::new(false, true)
     }
+
+    /// `DescribeEventBus` on the bus.
+    async fn health_check(&self) -> Result<()> {
+        self.inner
+            .events
+            .describe_event_bus()
+            .name(&self.inner.config.bus_name)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| sdk_error(BACKEND, "DescribeEventBus", e))
+    }
 }
 
 impl EventBridgeBus {

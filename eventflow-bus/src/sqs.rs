@@ -525,6 +525,11 @@ impl WorkQueue for SqsWorkQueue {
         &self.settings
     }
 
+    /// `GetQueueAttributes` on the queue.
+    async fn health_check(&self) -> Result<()> {
+        queue_arn(&self.client, &self.url).await.map(drop)
+    }
+
     async fn send(&self, messages: Vec<Message>) -> Result<()> {
         let mut bodies = Vec::with_capacity(messages.len());
         for message in &messages {

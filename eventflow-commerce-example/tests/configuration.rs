@@ -212,12 +212,14 @@ async fn provisioning_twice_changes_nothing() {
 
 /// Forwards every connection on `listener` to `upstream` (a database coming back).
 async fn forward(listener: tokio::net::TcpListener, upstream: String) {
+    // Connections live in the forwarder's own set: aborting the forwarder cuts them all.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let Ok((mut client, _)) = listener.accept().await else {
             return;
         };
         let upstream = upstream.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
             }
@@ -294,6 +296,75 @@ async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
             "the catalog did not become ready once its database was back"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = catalog.kill();
+    let _ = catalog.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bus_is_not_ready() {
+    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+        return;
+    };
+    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
+        return;
+    };
+    let mut env = deployment(aws);
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
+    let (code, stderr) = run(&env, &["provision"]);
+    assert_eq!(code, Some(0), "provision: {stderr}");
+
+    // The catalog reaches the bus (EventBridge, SQS) through a forwarder the test can cut.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bus_address = listener.local_addr().unwrap();
+    let forwarder = tokio::spawn(forward(
+        listener,
+        aws.trim_start_matches("http://").to_owned(),
+    ));
+    env.retain(|(name, _)| *name != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", format!("http://{bus_address}")));
+    let port = support::free_port();
+    env.push(("CATALOG_PORT", port.to_string()));
+    let mut catalog = binary(&env, &["serve", "catalog"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ready = || async {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/ready"))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready().await.map(|(status, _)| status) != Some(200) {
+        assert!(Instant::now() < deadline, "the catalog never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    forwarder.abort();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ready().await {
+            Some((503, body)) => {
+                assert!(body.contains("event bus"), "{body}");
+                break;
+            }
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "still ready without its bus: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
     let _ = catalog.kill();
     let _ = catalog.wait();

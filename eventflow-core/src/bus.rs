@@ -460,6 +460,12 @@ pub trait EventBus: Send + Sync {
 
     /// What this adapter promises beyond the base contract.
     fn capabilities(&self) -> BusCapabilities;
+
+    /// Whether the bus answers: a cheap read of the service (a readiness probe), sending nothing.
+    /// The default, for buses inside the process, is always `Ok`.
+    async fn health_check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A message that exhausted its deliveries.

@@ -365,6 +365,19 @@ impl EventBus for PubSubBus {
     fn capabilities(&self) -> BusCapabilities {
         BusCapabilities::new(true, true)
     }
+
+    /// `GetTopic` on the bus topic: an error when it does not answer or the topic is gone.
+    async fn health_check(&self) -> Result<()> {
+        let topic = self.inner.client.topic(&self.inner.config.topic);
+        match topic.exists(None).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::backend(
+                BACKEND,
+                format!("topic {} does not exist", self.inner.config.topic),
+            )),
+            Err(status) => Err(status_error("GetTopic", status)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
 use super::http::NotificationState;
 use crate::contract::events;
 use crate::platform::config::Config;
-use crate::platform::messaging::{ContextInfra, of_types};
+use crate::platform::messaging::{ContextInfra, of_types, ready_with_queue};
 use crate::platform::started::Started;
 use crate::platform::startup::StartError;
 
@@ -48,6 +48,8 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
         .start()
         .map_err(|e| StartError::wiring(infra.service, e))?;
-    let service = infra.service(super::http::routes(NotificationState { log, queue }));
+    let queue_probe = Arc::clone(&queue) as Arc<dyn WorkQueue>;
+    let mut service = infra.service(super::http::routes(NotificationState { log, queue }));
+    service.ready = ready_with_queue(service.ready, queue_probe);
     Ok(Started::new(service, vec![rule, worker]))
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use eventflow_bus::{DeadLetterQueue, QueueSettings};
+use eventflow_bus::{DeadLetterQueue, QueueSettings, WorkQueue};
 use eventflow_core::{
     Aggregate, Backoff, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed,
     HandlerError, InMemoryEventStore, MessageHandler, OutboxRelay, Projection, Projector,
@@ -199,20 +199,37 @@ impl ContextInfra {
         }
     }
 
-    /// `/ready`: the store answers a read.
+    /// `/ready`: the store answers a read and the bus a probe.
     fn ready_check(&self) -> ReadyCheck {
         let store = Arc::clone(&self.store);
+        let bus = Arc::clone(&self.bus);
         Arc::new(move || {
-            let store = Arc::clone(&store);
+            let (store, bus) = (Arc::clone(&store), Arc::clone(&bus));
             Box::pin(async move {
                 store
                     .read_stream(&StreamId::new("readiness-probe"), 1, 1)
                     .await
-                    .map(drop)
-                    .map_err(|e| format!("event store unreachable: {e}"))
+                    .map_err(|e| format!("event store unreachable: {e}"))?;
+                bus.health_check()
+                    .await
+                    .map_err(|e| format!("event bus unreachable: {e}"))
             })
         })
     }
+}
+
+/// `ready`, and then `queue` answering its probe.
+pub(crate) fn ready_with_queue(ready: ReadyCheck, queue: Arc<dyn WorkQueue>) -> ReadyCheck {
+    Arc::new(move || {
+        let (ready, queue) = (Arc::clone(&ready), Arc::clone(&queue));
+        Box::pin(async move {
+            ready().await?;
+            queue
+                .health_check()
+                .await
+                .map_err(|e| format!("work queue unreachable: {e}"))
+        })
+    })
 }
 
 /// A filter on message types (any source).

@@ -167,6 +167,12 @@ pub trait WorkQueue: Send + Sync + 'static {
     async fn change_visibility(&self, receipt: &Receipt, timeout: Duration) -> Result<()> {
         self.settle(receipt, Settlement::Hide(timeout)).await
     }
+
+    /// Whether the queue answers: a cheap read of the service (a readiness probe), sending
+    /// nothing. The default, for queues inside the process, is always `Ok`.
+    async fn health_check(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A [`WorkQueue`] whose messages go to a dead-letter queue after

@@ -11,6 +11,8 @@ use utoipa::ToSchema;
 
 /// Event types on the bus.
 pub(crate) mod events {
+    /// Identity: a customer registered, with the address notifications go to.
+    pub(crate) const CUSTOMER_REGISTERED: &str = "CustomerRegistered";
     /// Catalog: a product was listed (price and name). Ordering keeps its own price list from it.
     pub(crate) const PRODUCT_LISTED: &str = "ProductListed";
     /// Ordering: an order was placed. Starts the PlaceOrder saga.
@@ -24,10 +26,35 @@ pub(crate) mod events {
 /// The stream types published events come from: a consumer's projection reads these streams,
 /// the producer's aggregate writes them.
 pub(crate) mod streams {
+    /// Identity's published customers (`customer-{customerId}`).
+    pub(crate) const CUSTOMER: &str = "customer";
     /// The catalog's products (`product-{id}`).
     pub(crate) const PRODUCT: &str = "product";
     /// Ordering's orders (`order-{id}`).
     pub(crate) const ORDER: &str = "order";
+}
+
+/// What consumers read of identity's events: `CustomerRegistered` (never a password or its hash,
+/// which stay in identity's own user streams).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub(crate) enum IdentityFact {
+    CustomerRegistered(CustomerRegistered),
+}
+
+impl DomainEvent for IdentityFact {
+    fn event_type(&self) -> &'static str {
+        events::CUSTOMER_REGISTERED
+    }
+}
+
+/// `CustomerRegistered`'s payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CustomerRegistered {
+    pub(crate) customer_id: String,
+    /// Where the customer's notifications go.
+    pub(crate) email: String,
 }
 
 /// What consumers read of the catalog's events: `ProductListed`.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eventflow_core::{CommandContext, CommandError, Repository};
 
-use super::domain::{User, UserCommand, UserError};
+use super::domain::{Customer, PublishCustomer, User, UserCommand, UserError};
 use super::infrastructure::Passwords;
 use super::limits::{LoginGate, LoginLimits};
 use crate::platform::auth::{Jwt, Role};
@@ -47,6 +47,8 @@ pub(crate) struct Token {
 
 pub(crate) struct Identity {
     users: Repository<User>,
+    /// Published through the outbox: what other contexts learn of a user.
+    customers: Repository<Customer>,
     jwt: Arc<Jwt>,
     passwords: Passwords,
     gate: LoginGate,
@@ -58,6 +60,7 @@ pub(crate) struct Identity {
 impl Identity {
     pub(crate) async fn new(
         users: Repository<User>,
+        customers: Repository<Customer>,
         jwt: Arc<Jwt>,
         limits: LoginLimits,
     ) -> Result<Self, IdentityError> {
@@ -68,6 +71,7 @@ impl Identity {
             .map_err(IdentityError::Internal)?;
         Ok(Identity {
             users,
+            customers,
             jwt,
             passwords,
             gate: LoginGate::new(limits),
@@ -75,8 +79,9 @@ impl Identity {
         })
     }
 
-    /// Registers `username` for `customer_id`. Registering the same account again (a restart
-    /// seeding a durable store) changes nothing.
+    /// Registers `username` (an email address, where notifications go) for `customer_id`, and
+    /// publishes the customer. Registering the same account again (a restart seeding a durable
+    /// store) changes nothing, and publishes a customer a crash left unpublished.
     pub(crate) async fn register(
         &self,
         username: &str,
@@ -96,6 +101,14 @@ impl Identity {
         };
         let context = CommandContext::new().with_idempotency_key(format!("register/{username}"));
         self.users.execute(username, &command, context).await?;
+        let publish = PublishCustomer {
+            customer_id: customer_id.to_owned(),
+            email: username.to_owned(),
+        };
+        self.customers
+            .execute(customer_id, &publish, CommandContext::new())
+            .await
+            .map_err(|e| IdentityError::Internal(e.to_string()))?;
         Ok(())
     }
 

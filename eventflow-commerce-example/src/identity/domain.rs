@@ -3,6 +3,7 @@
 use eventflow_core::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::contract::{CustomerRegistered, IdentityFact, streams};
 use crate::platform::auth::Role;
 
 /// A registered user, or nobody yet.
@@ -90,5 +91,39 @@ impl Aggregate for User {
                 });
             }
         }
+    }
+}
+
+/// A customer as identity publishes it (`customer-{customerId}`): the public side of a user,
+/// whose stream goes through the outbox. A user's own stream, with its password hash, does not.
+#[derive(Debug, Default)]
+pub(crate) struct Customer {
+    pub(crate) registered: bool,
+}
+
+/// Publish the customer: registers it once; again, nothing happens (never refused).
+pub(crate) struct PublishCustomer {
+    pub(crate) customer_id: String,
+    pub(crate) email: String,
+}
+
+impl Aggregate for Customer {
+    const STREAM_TYPE: &'static str = streams::CUSTOMER;
+    type Command = PublishCustomer;
+    type Event = IdentityFact;
+    type Error = std::convert::Infallible;
+
+    fn handle(&self, command: &PublishCustomer) -> Result<Vec<IdentityFact>, Self::Error> {
+        if self.registered {
+            return Ok(Vec::new());
+        }
+        Ok(vec![IdentityFact::CustomerRegistered(CustomerRegistered {
+            customer_id: command.customer_id.clone(),
+            email: command.email.clone(),
+        })])
+    }
+
+    fn apply(&mut self, _: &IdentityFact) {
+        self.registered = true;
     }
 }

@@ -150,6 +150,7 @@ const SEED_USERS: [(&str, &str, &str, Role); 3] = [
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let identity = Identity::new(
         infra.repository(false),
+        infra.repository(true),
         Arc::clone(&infra.jwt),
         LoginLimits {
             per_account_per_minute: NonZeroU32::new(config.login_attempts_per_account)

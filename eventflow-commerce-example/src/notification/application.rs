@@ -7,11 +7,12 @@ use eventflow_bus::WorkQueue;
 use eventflow_core::extension::RepositoryExt;
 use eventflow_core::{
     CommandContext, CommandError, Delivery, Envelope, Error, HandlerError, MessageHandler,
-    Metadata, Projection, Repository, Result,
+    Metadata, Projection, Projector, Repository, Result,
 };
 
 use super::domain::{DeliveryStatus, Email, NotificationCommand, NotificationKind, Notifications};
 use crate::contract::{OrderOutcome, events, streams};
+use crate::platform::customers::CustomerDirectory;
 
 /// Sends an email. Pluggable: the default logs it; a deployment plugs in SES, SendGrid, ...
 #[async_trait]
@@ -59,9 +60,11 @@ impl MessageHandler for ForwardToQueue {
 pub(crate) struct NotificationWorker {
     pub(crate) log: Arc<Repository<Notifications>>,
     pub(crate) sender: Arc<dyn EmailSender>,
+    /// Customers' addresses, from identity's `CustomerRegistered`.
+    pub(crate) customers: Arc<Projector<CustomerDirectory>>,
 }
 
-fn email_for(outcome: &OrderOutcome) -> Email {
+fn email_for(outcome: &OrderOutcome, address: String) -> Email {
     let order = outcome.order();
     let (kind, subject, body) = match outcome {
         OrderOutcome::OrderCompleted(_) => (
@@ -80,9 +83,11 @@ fn email_for(outcome: &OrderOutcome) -> Email {
     };
     Email {
         kind,
-        recipient: order.customer_id.clone(),
+        recipient: address,
         subject,
         body,
+        customer_id: Some(order.customer_id.clone()),
+        order_id: Some(order.order_id.clone()),
     }
 }
 
@@ -105,8 +110,22 @@ impl Projection for NotificationWorker {
     }
 
     async fn apply(&self, _: &str, event: &Envelope<OrderOutcome>) -> Result<()> {
-        let email = email_for(&event.event);
-        let order_id = &event.event.order().order_id;
+        let order = event.event.order();
+        // An address not known yet (identity's event still on its way) is retried: the queue
+        // redelivers, and dead-letters the notification if the customer never arrives.
+        let address = self
+            .customers
+            .projection()
+            .email_of(&order.customer_id)
+            .await?
+            .ok_or_else(|| {
+                Error::transient(
+                    "customer directory",
+                    format!("no address yet for customer {}", order.customer_id),
+                )
+            })?;
+        let email = email_for(&event.event, address);
+        let order_id = &order.order_id;
         let kind = email.kind;
         let mut metadata = Metadata::new().with_causation_id(event.event_id.to_string());
         metadata
@@ -163,6 +182,7 @@ mod tests {
     use serde_json::json;
 
     use crate::contract::OrderSettled;
+    use crate::platform::read_model::Documents;
 
     use super::*;
 
@@ -208,12 +228,23 @@ mod tests {
         event_to_message(&recorded[0], "ordering").expect("a message")
     }
 
+    /// Runs a worker whose directory knows `customer-1` at `user@example.com`, until `until`.
     async fn run(queue: &Arc<InMemoryWorkQueue>, sender: Arc<Outbox>, until: impl Fn() -> bool) {
+        let emails = Documents::in_memory("customers");
+        emails
+            .put("customer-1", "user@example.com".to_owned())
+            .await
+            .expect("an address");
+        let customers = Arc::new(Projector::new(
+            Arc::new(CustomerDirectory::new("customers", emails)),
+            Arc::new(InMemoryCheckpointStore::new()),
+        ));
         let store = Arc::new(InMemoryEventStore::new());
         let worker = Projector::new(
             Arc::new(NotificationWorker {
                 log: Arc::new(Repository::new(store)),
                 sender,
+                customers,
             }),
             Arc::new(InMemoryCheckpointStore::new()),
         );
@@ -265,6 +296,9 @@ mod tests {
         let sent = sender.sent.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0].kind, NotificationKind::OrderConfirmation);
+        assert_eq!(sent[0].recipient, "user@example.com");
+        assert_eq!(sent[0].customer_id.as_deref(), Some("customer-1"));
+        assert_eq!(sent[0].order_id.as_deref(), Some("o1"));
     }
 
     #[tokio::test]

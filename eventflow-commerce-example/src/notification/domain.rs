@@ -23,9 +23,24 @@ pub(crate) enum DeliveryStatus {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Email {
     pub(crate) kind: NotificationKind,
+    /// The address it goes to.
     pub(crate) recipient: String,
     pub(crate) subject: String,
     pub(crate) body: String,
+    /// Whose order it is about; absent in notifications recorded before addresses were known,
+    /// whose recipient was the customer id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) customer_id: Option<String>,
+    /// The order it confirms or cancels (absent in older notifications: the stream's order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) order_id: Option<String>,
+}
+
+impl Email {
+    /// The customer whose order it is about.
+    pub(crate) fn customer(&self) -> &str {
+        self.customer_id.as_deref().unwrap_or(&self.recipient)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -63,7 +63,7 @@ async fn list(
             .state
             .sent
             .into_iter()
-            .filter(|n| n.email.recipient == customer_id)
+            .filter(|n| n.email.customer() == customer_id)
             .map(|n| NotificationView {
                 order_id: query.order_id.clone(),
                 kind: n.email.kind,

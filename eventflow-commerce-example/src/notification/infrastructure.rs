@@ -1,4 +1,5 @@
-//! Notification's wiring: the rule from the bus to the work queue, the worker, the routes.
+//! Notification's wiring: the customers' addresses (from identity), the rule from the bus to the
+//! work queue, the worker, the routes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use super::application::{ForwardToQueue, LoggingSender, NotificationWorker};
 use super::http::NotificationState;
 use crate::contract::events;
 use crate::platform::config::Config;
+use crate::platform::customers::CustomerDirectory;
 use crate::platform::messaging::{ContextInfra, of_types, ready_with_queue};
 use crate::platform::started::Started;
 use crate::platform::startup::StartError;
@@ -38,11 +40,23 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
             }),
         )
         .await?;
+    let customers = infra.projector(CustomerDirectory::new(
+        "notification-customers",
+        infra.documents("notification-customers"),
+    ));
+    let directory = infra
+        .project(
+            "notification-customers",
+            of_types(&[events::CUSTOMER_REGISTERED]),
+            &customers,
+        )
+        .await?;
     let worker = infra.in_context(infra.projector(NotificationWorker {
         log: Arc::clone(&log),
         sender: Arc::new(LoggingSender {
             latency: email_latency,
         }),
+        customers,
     }));
     let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
         .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
@@ -51,5 +65,5 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
     let queue_probe = Arc::clone(&queue) as Arc<dyn WorkQueue>;
     let mut service = infra.service(super::http::routes(NotificationState { log, queue }));
     service.ready = ready_with_queue(service.ready, queue_probe);
-    Ok(Started::new(service, vec![rule, worker]))
+    Ok(Started::new(service, vec![directory, rule, worker]))
 }

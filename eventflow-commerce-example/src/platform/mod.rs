@@ -8,6 +8,7 @@ pub(crate) mod backends;
 pub(crate) mod cloud;
 pub(crate) mod config;
 pub(crate) mod context;
+pub(crate) mod customers;
 pub(crate) mod error;
 pub(crate) mod logging;
 pub(crate) mod messaging;

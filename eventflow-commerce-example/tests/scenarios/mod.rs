@@ -103,6 +103,9 @@ async fn happy_path_completes_captures_ships_and_confirms() {
     let sent = notifications(&app, &token, &order_id).await;
     assert_eq!(sent.as_array().unwrap().len(), 1);
     assert_eq!(sent[0]["kind"], "ORDER_CONFIRMATION");
+    // To the address identity published for the customer, not to the customer id.
+    assert_eq!(sent[0]["recipient"], USER);
+    assert_eq!(sent[0]["orderId"], order_id.as_str());
     let saga = app.saga(&order_id).await;
     assert_eq!(saga["status"], "COMPLETED");
     assert!(

@@ -47,6 +47,39 @@ fn binary(env: &[(&str, String)], args: &[&str]) -> Command {
     command
 }
 
+/// A deployment of its own on the emulators, provisioned.
+struct Provisioned {
+    env: Vec<(&'static str, String)>,
+    /// moto's endpoint (EventBridge, SQS).
+    aws: &'static str,
+    /// DynamoDB's endpoint.
+    dynamodb: &'static str,
+}
+
+/// [`Provisioned`]; `None` (skipped, said loudly by the testkit) without the emulators.
+fn provisioned() -> Option<Provisioned> {
+    let dynamodb = eventflow_store_dynamodb::testkit::shared_endpoint()?;
+    let aws = eventflow_bus::testkit::moto_endpoint()?;
+    let mut env = deployment(aws);
+    env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
+    let (code, stderr) = run(&env, &["provision"]);
+    assert_eq!(code, Some(0), "provision: {stderr}");
+    Some(Provisioned { env, aws, dynamodb })
+}
+
+/// `serve <service>` on a free port of its own, its output discarded: the process and the port.
+fn serve(env: &[(&str, String)], service: &str) -> (std::process::Child, u16) {
+    let port = support::free_port();
+    let variable = format!("{}_PORT", service.to_ascii_uppercase());
+    let child = binary(env, &["serve", service])
+        .env(variable, port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
 /// Runs [`binary`]: its exit code and what it printed to stderr.
 fn run(env: &[(&str, String)], args: &[&str]) -> (Option<i32>, String) {
     let output = binary(env, args).output().expect("the binary runs");
@@ -170,25 +203,12 @@ fn a_step_budget_the_bus_can_outlast_is_refused_naming_both_settings() {
 /// stock, no duplicate product).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_twice_changes_nothing() {
-    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+    let Some(Provisioned { env, .. }) = provisioned() else {
         return;
     };
-    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
-        return;
-    };
-    let mut env = deployment(aws);
-    env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
-    for run_number in 1..=2 {
-        let (code, stderr) = run(&env, &["provision"]);
-        assert_eq!(code, Some(0), "provision run {run_number}: {stderr}");
-    }
-    let port = support::free_port();
-    env.push(("INVENTORY_PORT", port.to_string()));
-    let mut inventory = binary(&env, &["serve", "inventory"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (code, stderr) = run(&env, &["provision"]);
+    assert_eq!(code, Some(0), "the second provision: {stderr}");
+    let (mut inventory, port) = serve(&env, "inventory");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let stock = loop {
@@ -229,28 +249,18 @@ async fn forward(listener: tokio::net::TcpListener, upstream: String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
-    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+    let Some(Provisioned {
+        mut env, dynamodb, ..
+    }) = provisioned()
+    else {
         return;
     };
-    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
-        return;
-    };
-    let mut env = deployment(aws);
-    let mut provision_env = env.clone();
-    provision_env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
-    let (code, stderr) = run(&provision_env, &["provision"]);
-    assert_eq!(code, Some(0), "provision: {stderr}");
+    env.retain(|(name, _)| *name != "AWS_ENDPOINT_URL_DYNAMODB");
 
     // The catalog's database address, with nothing listening there yet.
     let database = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let port = support::free_port();
     env.push(("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{database}")));
-    env.push(("CATALOG_PORT", port.to_string()));
-    let mut catalog = binary(&env, &["serve", "catalog"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut catalog, port) = serve(&env, "catalog");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -303,16 +313,9 @@ async fn an_unreachable_database_is_not_ready_until_it_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bus_is_not_ready() {
-    let Some(dynamodb) = eventflow_store_dynamodb::testkit::shared_endpoint() else {
+    let Some(Provisioned { mut env, aws, .. }) = provisioned() else {
         return;
     };
-    let Some(aws) = eventflow_bus::testkit::moto_endpoint() else {
-        return;
-    };
-    let mut env = deployment(aws);
-    env.push(("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()));
-    let (code, stderr) = run(&env, &["provision"]);
-    assert_eq!(code, Some(0), "provision: {stderr}");
 
     // The catalog reaches the bus (EventBridge, SQS) through a forwarder the test can cut.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -323,13 +326,7 @@ async fn an_unreachable_bus_is_not_ready() {
     ));
     env.retain(|(name, _)| *name != "AWS_ENDPOINT_URL");
     env.push(("AWS_ENDPOINT_URL", format!("http://{bus_address}")));
-    let port = support::free_port();
-    env.push(("CATALOG_PORT", port.to_string()));
-    let mut catalog = binary(&env, &["serve", "catalog"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut catalog, port) = serve(&env, "catalog");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

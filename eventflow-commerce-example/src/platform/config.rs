@@ -61,6 +61,10 @@ pub struct Config {
     /// A pause before each email is sent: the latency of a mail provider, for demos and for the
     /// crash tests (a worker killed while it holds a message).
     pub email_latency: Duration,
+    /// The version the app reports: in the `x-app-version` header of every response and in the
+    /// `eventflow_build_info` metric (`APP_VERSION`, else the crate's version). A canary's two
+    /// deployments set different ones, so a traffic split can be seen from outside.
+    pub app_version: String,
     /// What this process runs.
     pub role: Role,
     /// Where the contexts keep their data and exchange messages.
@@ -189,6 +193,8 @@ Options (each also read from the environment variable in brackets):
   --email-latency-ms N        pause before each email, a mail provider's latency
                               [EMAIL_LATENCY_MS] (default 0)
   --log-format json|pretty    [LOG_FORMAT] (default json); --pretty is --log-format pretty
+  --app-version VERSION       reported in every response's x-app-version header and in the
+                              metrics [APP_VERSION] (default: the crate's version)
   -h, --help                  this text
 
 Backends (environment only):
@@ -266,6 +272,7 @@ impl Config {
             Some("pretty") => LogFormat::Pretty,
             Some(other) => return Err(format!("LOG_FORMAT={other:?}: use json or pretty")),
         };
+        let app_version = app_version(get("APP_VERSION"))?;
         let setting = |name: &str, default| number(name, get(name), default);
         let positive = |name: &str, default| match number(name, get(name), default)? {
             0 => Err(format!("{name}=0: at least 1")),
@@ -287,6 +294,7 @@ impl Config {
                 30,
             )?),
             email_latency: Duration::from_millis(setting("EMAIL_LATENCY_MS", 0)?),
+            app_version,
             role,
             backend,
             step_timeout: Duration::from_millis(setting("SAGA_STEP_TIMEOUT_MS", 10_000)?),
@@ -429,6 +437,20 @@ fn jwt_secret(secret: Option<String>, backend: &Backend) -> Result<(String, bool
     }
 }
 
+/// The version to report: `APP_VERSION` when set and not blank, else the crate's. It goes into a
+/// response header, so it must be a short run of visible ASCII characters.
+fn app_version(value: Option<String>) -> Result<String, String> {
+    let Some(version) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+        return Ok(env!("CARGO_PKG_VERSION").to_owned());
+    };
+    if version.len() > 64 || !version.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "APP_VERSION={version:?}: use up to 64 visible ASCII characters (it is sent in a header)"
+        ));
+    }
+    Ok(version)
+}
+
 /// The backend the environment names; a missing required variable is named.
 fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     let value = |name: &str| get(name).filter(|v| !v.trim().is_empty());
@@ -474,7 +496,7 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
-const KNOWN: [&str; 11] = [
+const KNOWN: [&str; 12] = [
     "LOGIN_ATTEMPTS_PER_ACCOUNT",
     "LOGIN_ATTEMPTS_PER_ADDRESS",
     "NOTIFICATION_VISIBILITY_SECONDS",
@@ -486,6 +508,7 @@ const KNOWN: [&str; 11] = [
     "LOG_FORMAT",
     "SAGA_STEP_TIMEOUT_MS",
     "SAGA_STEP_SENDS",
+    "APP_VERSION",
 ];
 
 #[cfg(test)]
@@ -514,6 +537,23 @@ mod tests {
             [3001, 3002, 3003, 3004, 3005, 3006, 3007, 3008]
         );
         assert!(config.dev_secret);
+        assert_eq!(config.app_version, env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn the_app_version_comes_from_app_version_or_the_flag() {
+        let config = parse(&[("APP_VERSION", "v2")], &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.app_version, "v2");
+        let config = parse(&[("APP_VERSION", "v2")], &["--app-version", "v3"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.app_version, "v3");
+        let blank = parse(&[("APP_VERSION", " ")], &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(blank.app_version, env!("CARGO_PKG_VERSION"));
+        assert!(
+            parse(&[("APP_VERSION", "v 2")], &[])
+                .unwrap_err()
+                .contains("APP_VERSION")
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The request context every service carries along a flow: the correlation id (accepted or
 //! generated, echoed on the response) and the W3C `traceparent`. Both go into event metadata, from
 //! there into bus attributes, and into every log line through the request's span.
+//!
+//! The headers of Istio's tracing (`x-request-id` and B3's) are passed through: echoed on the
+//! response as received, and recorded in the request's span (so in its log lines and exported
+//! spans). A service makes no HTTP call of its own while handling a request (the contexts talk
+//! only over the bus), so there is no outgoing request to carry them on.
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -17,6 +22,19 @@ use super::error::ApiError;
 pub(crate) const CORRELATION_ID: &str = "x-correlation-id";
 /// The W3C trace context header.
 pub(crate) const TRACEPARENT: &str = "traceparent";
+/// The request id header of Envoy (Istio's sidecars and gateway).
+pub(crate) const REQUEST_ID: &str = "x-request-id";
+/// The headers Istio's tracing propagates, echoed as received: Envoy's request id, B3's
+/// multi-header form and its single-header form.
+pub(crate) const PASSED_THROUGH: [&str; 7] = [
+    REQUEST_ID,
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+];
 
 /// The correlation id and trace context of the request being handled.
 #[derive(Debug, Clone)]
@@ -76,14 +94,41 @@ pub(crate) fn child_traceparent(parent: Option<&str>) -> String {
     format!("00-{trace_id}-{span_id}-01")
 }
 
-/// Middleware: builds the [`RequestContext`], runs the request in a span naming the service and
-/// the correlation id, and echoes both headers on the response.
+/// The [`PASSED_THROUGH`] headers a request carries: those of up to 256 visible ASCII
+/// characters (anything else is not echoed into responses and logs).
+fn passed_through(headers: &HeaderMap) -> Vec<(&'static str, HeaderValue)> {
+    PASSED_THROUGH
+        .iter()
+        .filter_map(|name| {
+            let value = headers.get(*name)?;
+            let bytes = value.as_bytes();
+            (!bytes.is_empty() && bytes.len() <= 256 && bytes.iter().all(u8::is_ascii_graphic))
+                .then(|| (*name, value.clone()))
+        })
+        .collect()
+}
+
+/// The B3 trace id of a request: `x-b3-traceid`, or the first field of the single `b3` header.
+fn b3_trace_id<'h>(headers: &'h [(&'static str, HeaderValue)]) -> Option<&'h str> {
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.to_str().ok())
+    };
+    value("x-b3-traceid").or_else(|| value("b3").and_then(|b3| b3.split('-').next()))
+}
+
+/// Middleware: builds the [`RequestContext`], runs the request in a span naming the service, the
+/// correlation id and the Istio tracing ids it came with, and echoes the correlation id,
+/// `traceparent` and the [`PASSED_THROUGH`] headers on the response.
 pub(crate) async fn correlate(
     State(service): State<&'static str>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let context = RequestContext::from_headers(request.headers());
+    let passed = passed_through(request.headers());
     let span = tracing::info_span!(
         "request",
         service,
@@ -91,7 +136,17 @@ pub(crate) async fn correlate(
         traceparent = %context.traceparent,
         method = %request.method(),
         path = %request.uri().path(),
+        request_id = tracing::field::Empty,
+        b3_trace_id = tracing::field::Empty,
     );
+    if let Some((_, id)) = passed.iter().find(|(name, _)| *name == REQUEST_ID)
+        && let Ok(id) = id.to_str()
+    {
+        span.record("request_id", id);
+    }
+    if let Some(trace_id) = b3_trace_id(&passed) {
+        span.record("b3_trace_id", trace_id);
+    }
     super::telemetry::continue_trace(&span, &context.traceparent);
     request.extensions_mut().insert(context.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
@@ -106,6 +161,9 @@ pub(crate) async fn correlate(
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name, value);
         }
+    }
+    for (name, value) in passed {
+        headers.insert(name, value);
     }
     response
 }
@@ -135,6 +193,26 @@ mod tests {
         let fresh = child_traceparent(Some("00-zz-00f067aa0ba902b7-01"));
         assert_eq!(fresh.len(), 55);
         assert!(!fresh.contains("zz"));
+    }
+
+    #[test]
+    fn passes_istio_tracing_headers_through_and_finds_the_b3_trace() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+        headers.insert(
+            "b3",
+            HeaderValue::from_static("80f198ee56343ba8-e457b5a2e4d86bd1-1"),
+        );
+        headers.insert("x-b3-sampled", HeaderValue::from_static("two words"));
+        let passed = passed_through(&headers);
+        let names: Vec<&str> = passed.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["x-request-id", "b3"]);
+        assert_eq!(b3_trace_id(&passed), Some("80f198ee56343ba8"));
+        headers.insert("x-b3-traceid", HeaderValue::from_static("463ac35c9f6413ad"));
+        assert_eq!(
+            b3_trace_id(&passed_through(&headers)),
+            Some("463ac35c9f6413ad")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Logs: one JSON object per line by default, `{timestamp, level, service, correlationId,
 //! traceId, message, target, ...fields}`, with `service`, `correlationId` and `traceId` (of the
 //! W3C `traceparent`) taken from the spans the line was written in (an HTTP request's, a bus
-//! delivery's, a saga's). `--log-format pretty` prints
+//! delivery's, a saga's); a request that came through Istio adds `requestId` (Envoy's
+//! `x-request-id`) and `b3TraceId`. `--log-format pretty` prints
 //! tracing's human format instead.
 
 use std::fmt;
@@ -66,6 +67,8 @@ struct SpanFields {
     service: Option<String>,
     correlation_id: Option<String>,
     trace_id: Option<String>,
+    request_id: Option<String>,
+    b3_trace_id: Option<String>,
 }
 
 impl Visit for SpanFields {
@@ -88,6 +91,8 @@ impl SpanFields {
                     self.trace_id = Some(trace_id.to_owned());
                 }
             }
+            "request_id" => self.request_id = Some(value),
+            "b3_trace_id" => self.b3_trace_id = Some(value),
             _ => {}
         }
     }
@@ -169,6 +174,12 @@ where
                     if scope.trace_id.is_none() {
                         scope.trace_id.clone_from(&fields.trace_id);
                     }
+                    if scope.request_id.is_none() {
+                        scope.request_id.clone_from(&fields.request_id);
+                    }
+                    if scope.b3_trace_id.is_none() {
+                        scope.b3_trace_id.clone_from(&fields.b3_trace_id);
+                    }
                 }
             }
         }
@@ -184,7 +195,8 @@ where
             .0
             .remove("correlation_id")
             .unwrap_or_else(|| scope.correlation_id.into());
-        // The fixed keys first, in this order, then the event's own fields.
+        // The fixed keys first, in this order, then Istio's ids when the request had them, then
+        // the event's own fields.
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let head: [(&str, Value); 7] = [
             ("timestamp", timestamp.into()),
@@ -195,9 +207,17 @@ where
             ("message", message),
             ("target", event.metadata().target().into()),
         ];
+        let istio: Vec<(&str, Value)> = [
+            ("requestId", scope.request_id),
+            ("b3TraceId", scope.b3_trace_id),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, Value::from(value?))))
+        .collect();
         let mut text = String::from("{");
         for (i, (key, value)) in head
             .iter()
+            .chain(&istio)
             .map(|(k, v)| (*k, v))
             .chain(fields.0.iter().map(|(k, v)| (k.as_str(), v)))
             .enumerate()

@@ -243,7 +243,7 @@ impl Contexts {
             if !config.role.runs(name) {
                 continue;
             }
-            let infra = ContextInfra::new(name, backends, shutdown, &jwt);
+            let infra = ContextInfra::new(name, backends, shutdown, &jwt, &config.app_version);
             let started = start(&infra, config).await?;
             contexts.infra.push(infra);
             contexts.services.push(started.service);

@@ -51,13 +51,14 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
             &customers,
         )
         .await?;
-    let worker = infra.in_context(infra.projector(NotificationWorker {
+    let worker = infra.projector(NotificationWorker {
         log: Arc::clone(&log),
         sender: Arc::new(LoggingSender {
             latency: email_latency,
         }),
         customers,
-    }));
+    });
+    let worker = infra.in_context(infra.measured(&worker), "notifications", MAX_RECEIVES);
     let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
         .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
         .start()

@@ -1,11 +1,12 @@
 //! The orchestrator's wiring: PlaceOrder on the saga store, triggered by `OrderPlaced`, its
-//! timers, the routes.
+//! timers, its metrics, the routes.
 
 use eventflow_bus::Redelivery;
 use eventflow_core::MessageHandler;
 use eventflow_saga::{Orchestrator, SagaDefinition};
 use std::sync::Arc;
 
+use super::metrics::{StepClock, sample_outcomes};
 use crate::contract::{self, PlacedOrder};
 use crate::platform::config::Config;
 use crate::platform::messaging::ContextInfra;
@@ -17,10 +18,11 @@ use crate::platform::startup::StartError;
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
     let definition = contract::place_order(config.step_timeout, config.step_sends);
     let failed = |e: eventflow_saga::Error| StartError::wiring(infra.service, e);
+    let steps = StepClock::new(&definition, &infra.metrics);
     let orchestrator = Orchestrator::<PlacedOrder>::builder(
         definition,
         Arc::clone(&infra.store),
-        Arc::clone(&infra.bus),
+        steps.watching(Arc::clone(&infra.bus)),
     )
     .source(infra.service)
     .trigger(|message| {
@@ -39,10 +41,11 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
     .build()
     .map_err(failed)?;
     let orchestrator = Arc::new(orchestrator);
+    sample_outcomes(&orchestrator, &infra.metrics);
     let replies = infra
         .subscribe(
             orchestrator.subscription(),
-            Arc::clone(&orchestrator) as Arc<dyn MessageHandler>,
+            steps.replies_to(Arc::clone(&orchestrator) as Arc<dyn MessageHandler>),
         )
         .await?;
     orchestrator.resume().await.map_err(failed)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use eventflow_bus::{DeadLetterQueue, InMemoryWorkQueue, QueueSettings, Redelivery};
 use eventflow_core::{
     CheckpointStore, EventBus, EventStore, InMemoryBus, InMemoryCheckpointStore,
-    InMemoryEventStore, InMemorySnapshotStore, Outbox, SnapshotStore,
+    InMemoryEventStore, InMemorySnapshotStore, Outbox, ParkedEntries, SnapshotStore,
 };
 
 use super::read_model::DocumentStore;
@@ -20,6 +20,8 @@ pub(crate) struct Persistence {
     pub(crate) store: Arc<dyn EventStore>,
     /// The same store's outbox.
     pub(crate) outbox: Arc<dyn Outbox>,
+    /// The same outbox's parked entries.
+    pub(crate) parked: Arc<dyn ParkedEntries>,
     /// The same store when it is the in-memory one, for its global feed (memory reports).
     pub(crate) feed: Option<Arc<InMemoryEventStore>>,
     pub(crate) snapshots: Arc<dyn SnapshotStore>,
@@ -68,6 +70,7 @@ impl Backends {
                 Persistence {
                     store: store.clone(),
                     outbox: store.clone(),
+                    parked: store.clone(),
                     feed: Some(store),
                     snapshots: Arc::new(InMemorySnapshotStore::new()),
                     checkpoints: Arc::new(InMemoryCheckpointStore::new()),
@@ -80,6 +83,7 @@ impl Backends {
                 Persistence {
                     store: store.clone(),
                     outbox: store.clone(),
+                    parked: store.clone(),
                     feed: None,
                     snapshots: Arc::new(store.snapshot_store()),
                     checkpoints: Arc::new(store.checkpoint_store()),

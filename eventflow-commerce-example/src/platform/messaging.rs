@@ -1,23 +1,31 @@
 //! Persistence and bus plumbing a context needs: its own event store with an outbox relayed to
 //! the shared bus, its snapshots, checkpoints and read models, and message handlers that run in
 //! the context's span (service + correlation id in every log line) and relay at once what they
-//! recorded. [`Backends`] decides where all of it lives.
+//! recorded. [`Backends`] decides where all of it lives. Each context counts its work in its own
+//! [`Metrics`]: commands through its store, deliveries, dead letters, projections, its outbox.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::http::HeaderValue;
 use eventflow_bus::{DeadLetterQueue, QueueSettings, WorkQueue};
 use eventflow_core::{
     Aggregate, Backoff, CheckpointStore, Delivery, EventBus, EventStore, Filter, GlobalFeed,
-    HandlerError, InMemoryEventStore, MessageHandler, OutboxRelay, Projection, Projector,
-    Repository, SnapshotPolicy, SnapshotStore, StreamId, Subscription, SubscriptionHandle,
+    HandlerError, InMemoryEventStore, MessageHandler, Outbox, OutboxRelay, ParkedEntries,
+    Projection, Projector, Repository, SnapshotPolicy, SnapshotStore, StreamId, Subscription,
+    SubscriptionHandle,
 };
+use metrics::Counter;
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
 
 use super::auth::Jwt;
 use super::backends::{Backends, Persistence};
+use super::metrics::{
+    DEAD_LETTERS, MeasuredProjector, MeteredStore, Metrics, OUTBOX_COUNT_LIMIT, OUTBOX_PARKED,
+    OUTBOX_PENDING,
+};
 use super::read_model::{DocumentStore, Documents};
 use super::server::{ReadyCheck, Service, Shutdown};
 use crate::platform::startup::StartError;
@@ -27,10 +35,11 @@ use crate::platform::startup::StartError;
 const CACHED_AGGREGATES: usize = 10_000;
 
 /// A context's persistence and messaging: its own event store (no other context reads it), the
-/// relay of its outbox, and the shared bus.
+/// relay of its outbox, the shared bus, and its metrics.
 #[derive(Clone)]
 pub(crate) struct ContextInfra {
     pub(crate) service: &'static str,
+    /// Counted: every command that writes goes through it.
     pub(crate) store: Arc<dyn EventStore>,
     /// The same store when it is the in-memory one, for its global feed (memory reports).
     feed: Option<Arc<InMemoryEventStore>>,
@@ -44,28 +53,38 @@ pub(crate) struct ContextInfra {
     pub(crate) jwt: Arc<Jwt>,
     /// Resolves when the app stops: for the context's own long-running tasks.
     pub(crate) shutdown: Shutdown,
+    /// The service's registry, rendered by its `/metrics`.
+    pub(crate) metrics: Metrics,
+    /// `x-app-version` of every response.
+    app_version: HeaderValue,
     backends: Backends,
 }
 
 impl ContextInfra {
     /// The context's store, snapshots, checkpoints and read models on `backends`, its outbox
-    /// relayed to the shared bus with the context's name as the messages' source. The relay runs
-    /// until `shutdown`.
+    /// relayed to the shared bus with the context's name as the messages' source, and its
+    /// metrics, reporting `app_version`. The relay runs until `shutdown`.
     pub(crate) fn new(
         service: &'static str,
         backends: &Backends,
         shutdown: &Shutdown,
         jwt: &Arc<Jwt>,
+        app_version: &str,
     ) -> Self {
         let bus = backends.bus();
         let Persistence {
             store,
             outbox,
+            parked,
             feed,
             snapshots,
             checkpoints,
             documents,
         } = backends.persistence(service);
+        let metrics = Metrics::new(service, app_version);
+        metrics.keep_up(shutdown.clone());
+        sample_outbox(&metrics, service, &outbox, parked);
+        let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, &metrics));
         let relay = Arc::new(OutboxRelay::new(outbox, Arc::clone(&bus), service));
         let relaying = Arc::clone(&relay);
         let stop = shutdown.clone();
@@ -82,6 +101,10 @@ impl ContextInfra {
             relay,
             jwt: Arc::clone(jwt),
             shutdown: shutdown.clone(),
+            metrics,
+            // The configuration checked it: visible ASCII.
+            app_version: HeaderValue::from_str(app_version)
+                .unwrap_or_else(|_| HeaderValue::from_static(env!("CARGO_PKG_VERSION"))),
             backends: backends.clone(),
         }
     }
@@ -110,8 +133,9 @@ impl ContextInfra {
         handler: Arc<dyn MessageHandler>,
     ) -> Result<SubscriptionHandle, StartError> {
         let name = subscription.name.clone();
+        let handler = self.in_context(handler, &name, subscription.retry.max_attempts);
         self.bus
-            .subscribe(subscription, self.in_context(handler))
+            .subscribe(subscription, handler)
             .await
             .map_err(|e| StartError::wiring(self.service, format!("subscription {name}: {e}")))
     }
@@ -157,18 +181,37 @@ impl ContextInfra {
     ) -> Result<SubscriptionHandle, StartError> {
         self.subscribe(
             Subscription::new(name).with_filter(filter),
-            Arc::clone(projector) as Arc<dyn MessageHandler>,
+            self.measured(projector),
         )
         .await
     }
 
+    /// `projector` as a message handler counted in the context's projection families.
+    pub(crate) fn measured<P: Projection>(
+        &self,
+        projector: &Arc<Projector<P>>,
+    ) -> Arc<dyn MessageHandler> {
+        Arc::new(MeasuredProjector::new(projector, &self.metrics))
+    }
+
     /// `handler`, running each delivery in this context's span and relaying what it recorded
-    /// right after: for consumers other than bus subscriptions, such as a work-queue worker.
-    pub(crate) fn in_context(&self, handler: Arc<dyn MessageHandler>) -> Arc<dyn MessageHandler> {
+    /// right after; a failure of delivery `max_attempts` (the last: the bus or queue then
+    /// dead-letters the message) counts as a dead letter of `consumer`. For consumers other
+    /// than bus subscriptions too, such as a work-queue worker.
+    pub(crate) fn in_context(
+        &self,
+        handler: Arc<dyn MessageHandler>,
+        consumer: &str,
+        max_attempts: u32,
+    ) -> Arc<dyn MessageHandler> {
         Arc::new(InContext {
             service: self.service,
             inner: handler,
             relay: Arc::clone(&self.relay),
+            dead_letters: self
+                .metrics
+                .counter(DEAD_LETTERS, &[("subscription", consumer)]),
+            max_attempts,
         })
     }
 
@@ -196,6 +239,8 @@ impl ContextInfra {
             name: self.service,
             routes,
             ready: self.ready_check(),
+            metrics: self.metrics.clone(),
+            app_version: self.app_version.clone(),
         }
     }
 
@@ -232,6 +277,38 @@ pub(crate) fn ready_with_queue(ready: ReadyCheck, queue: Arc<dyn WorkQueue>) -> 
     })
 }
 
+/// Reads the outbox's pending and parked entries into their gauges on each scrape (up to
+/// [`OUTBOX_COUNT_LIMIT`] each: a scrape costs at most two bounded reads of the store).
+fn sample_outbox(
+    metrics: &Metrics,
+    service: &'static str,
+    outbox: &Arc<dyn Outbox>,
+    parked: Arc<dyn ParkedEntries>,
+) {
+    let (pending_gauge, parked_gauge) = (
+        metrics.gauge(OUTBOX_PENDING, &[]),
+        metrics.gauge(OUTBOX_PARKED, &[]),
+    );
+    let outbox = Arc::clone(outbox);
+    metrics.sample_on_scrape(move || {
+        let (outbox, parked) = (Arc::clone(&outbox), Arc::clone(&parked));
+        let (pending_gauge, parked_gauge) = (pending_gauge.clone(), parked_gauge.clone());
+        async move {
+            // A failed read keeps the last value; the store's failure shows on /ready.
+            match outbox.pending(OUTBOX_COUNT_LIMIT).await {
+                Ok(pending) => pending_gauge.set(pending.len() as f64),
+                Err(error) => tracing::debug!(service, %error, "outbox not read for /metrics"),
+            }
+            match parked.parked(OUTBOX_COUNT_LIMIT).await {
+                Ok(entries) => parked_gauge.set(entries.len() as f64),
+                Err(error) => {
+                    tracing::debug!(service, %error, "parked entries not read for /metrics")
+                }
+            }
+        }
+    });
+}
+
 /// A filter on message types (any source).
 pub(crate) fn of_types(types: &[&str]) -> Filter {
     types.iter().fold(Filter::all(), |f, t| f.message_type(*t))
@@ -242,6 +319,9 @@ struct InContext {
     service: &'static str,
     inner: Arc<dyn MessageHandler>,
     relay: Arc<OutboxRelay>,
+    dead_letters: Counter,
+    /// The delivery whose failure dead-letters the message.
+    max_attempts: u32,
 }
 
 #[async_trait]
@@ -258,8 +338,12 @@ impl MessageHandler for InContext {
         if let Some(traceparent) = delivery.message.traceparent() {
             super::telemetry::continue_trace(&span, traceparent);
         }
+        let last = delivery.attempt >= self.max_attempts;
         let handled = self.inner.handle(delivery).instrument(span).await;
         self.relay.kick();
+        if handled.is_err() && last {
+            self.dead_letters.increment(1);
+        }
         handled
     }
 }

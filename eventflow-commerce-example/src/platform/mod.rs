@@ -1,6 +1,6 @@
 //! What every context shares: HTTP errors and extractors, the request context (correlation id,
-//! trace context), bearer tokens, JSON logs, serving, and the bus plumbing (outbox relays and
-//! handlers that run in the context's span).
+//! trace context), bearer tokens, JSON logs, serving, Prometheus metrics, and the bus plumbing
+//! (outbox relays and handlers that run in the context's span).
 
 pub(crate) mod auth;
 pub(crate) mod backends;
@@ -12,6 +12,7 @@ pub(crate) mod customers;
 pub(crate) mod error;
 pub(crate) mod logging;
 pub(crate) mod messaging;
+pub(crate) mod metrics;
 pub(crate) mod read_model;
 pub(crate) mod records;
 pub(crate) mod server;

@@ -1,5 +1,6 @@
-//! Serving one context over HTTP: the shared layers (correlation, body limit, token verifier, JSON
-//! 404/405), `/health`, `/ready`, `/openapi.json`, and graceful shutdown.
+//! Serving one context over HTTP: the shared layers (correlation and tracing headers, metrics,
+//! `x-app-version`, body limit, token verifier, JSON 404/405), `/health`, `/ready`, `/metrics`,
+//! `/openapi.json`, and graceful shutdown.
 //!
 //! Nothing a client does holds a connection for long: headers must arrive within
 //! [`HEADER_READ_TIMEOUT`] (an idle keep-alive connection waiting for its next request included),
@@ -14,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_LENGTH;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,6 +39,7 @@ use utoipa_axum::routes;
 use super::auth::Jwt;
 use super::context::correlate;
 use super::error::{self, ApiError};
+use super::metrics::{Metrics, measure};
 
 /// The largest request body any service reads.
 pub(crate) const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -53,6 +55,13 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most connections one service holds open at once.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
+
+/// The response header naming the version that answered (`APP_VERSION`): how a canary split is
+/// seen from outside.
+pub(crate) const APP_VERSION: HeaderName = HeaderName::from_static("x-app-version");
+
+/// The media type of `/metrics`: Prometheus's text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Resolves when the process is asked to stop. Cheap to clone; every server, relay and worker
 /// holds one.
@@ -81,6 +90,10 @@ pub(crate) struct Service {
     pub(crate) name: &'static str,
     pub(crate) routes: OpenApiRouter,
     pub(crate) ready: ReadyCheck,
+    /// The context's registry: every request is counted in it, `/metrics` renders it.
+    pub(crate) metrics: Metrics,
+    /// Sent as `x-app-version` on every response.
+    pub(crate) app_version: HeaderValue,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -116,6 +129,15 @@ async fn ready(
     }))
 }
 
+/// Prometheus metrics of this service (text exposition format). Open like `/health`: in
+/// production only the mesh's scraper reaches it (the deploy README says how).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The service's metrics in Prometheus's text format",
+        body = String, content_type = "text/plain")))]
+async fn metrics(Extension(metrics): Extension<Metrics>) -> Response {
+    ([(CONTENT_TYPE, PROMETHEUS_TEXT)], metrics.render().await).into_response()
+}
+
 impl Service {
     /// The service's router and its OpenAPI document.
     pub(crate) fn into_router(self, jwt: Arc<Jwt>) -> (Router, OpenApi) {
@@ -123,6 +145,7 @@ impl Service {
             .routes
             .routes(routes!(health))
             .routes(routes!(ready))
+            .routes(routes!(metrics))
             .split_for_parts();
         api.info = InfoBuilder::new()
             .title(format!("eventflow commerce: {}", self.name))
@@ -144,12 +167,14 @@ impl Service {
             ),
         );
         let document = api.clone();
+        let app_version = self.app_version;
         let router = router
             .route("/openapi.json", get(move || async move { Json(document) }))
             .fallback(error::not_found)
             .method_not_allowed_fallback(error::method_not_allowed)
             .layer(Extension(jwt))
             .layer(Extension(self.ready))
+            .layer(Extension(self.metrics.clone()))
             .layer(Extension(self.name))
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(axum::middleware::from_fn(refuse_announced_oversize))
@@ -158,7 +183,18 @@ impl Service {
                 StatusCode::SERVICE_UNAVAILABLE,
                 REQUEST_TIMEOUT,
             ))
-            .layer(axum::middleware::from_fn_with_state(self.name, correlate));
+            .layer(axum::middleware::from_fn_with_state(self.name, correlate))
+            // Layers of the router run after routing, so the route template is known here.
+            .layer(axum::middleware::from_fn_with_state(self.metrics, measure))
+            .layer(axum::middleware::map_response(
+                move |mut response: Response| {
+                    let app_version = app_version.clone();
+                    async move {
+                        response.headers_mut().insert(APP_VERSION, app_version);
+                        response
+                    }
+                },
+            ));
         (router, api)
     }
 

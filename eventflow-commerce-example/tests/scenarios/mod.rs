@@ -183,6 +183,229 @@ async fn happy_path_completes_captures_ships_and_confirms() {
     assert!(app.terminate().success());
 }
 
+/// The value of the series of `family` whose labels include every one of `labels` in the
+/// Prometheus text `metrics`; the first such line wins.
+fn sample(metrics: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (name, label_text) = match series.split_once('{') {
+            Some((name, rest)) => (name, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        let has = |(label, value): &(&str, &str)| {
+            label_text
+                .split("\",")
+                .map(|pair| pair.trim_end_matches('"'))
+                .any(|pair| pair == format!("{label}=\"{value}"))
+        };
+        (name == family && labels.iter().all(has)).then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_an_order_on_every_service_and_responses_name_the_version() {
+    let Some(app) = App::start_with(&[("APP_VERSION", "canary-7")]).await else {
+        return;
+    };
+    let token = app.login(USER).await;
+    let response = app
+        .http
+        .post(app.url("ordering", "/orders"))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-metrics-1")
+        .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+        .json(&order("prod-4", 1, "98101"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // The version that answered, and Istio's tracing headers echoed as received.
+    assert_eq!(response.headers()["x-app-version"], "canary-7");
+    assert_eq!(response.headers()["x-request-id"], "req-metrics-1");
+    assert_eq!(
+        response.headers()["b3"],
+        "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"
+    );
+    let order_id = response.json::<Value>().await.unwrap()["orderId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.settled(&token, &order_id).await["status"], "COMPLETED");
+    assert_eq!(app.saga(&order_id).await["status"], "COMPLETED");
+    let placed = app
+        .logs()
+        .into_iter()
+        .find(|l| l["message"] == "order placed" && l["order_id"] == order_id.as_str())
+        .expect("ordering logged the order");
+    assert_eq!(placed["requestId"], "req-metrics-1");
+    assert_eq!(placed["b3TraceId"], "80f198ee56343ba864fe8b2a57d3eff7");
+
+    // Every service: its own registry, with the families every service has.
+    for service in crate::support::SERVICES {
+        let response = app
+            .http
+            .get(app.url(service, "/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{service}");
+        assert_eq!(response.headers()["x-app-version"], "canary-7", "{service}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4"),
+            "{service}"
+        );
+        let text = response.text().await.unwrap();
+        let info = [("service", service), ("app_version", "canary-7")];
+        assert_eq!(
+            sample(&text, "eventflow_build_info", &info),
+            Some(1.0),
+            "{text}"
+        );
+        let ready = [("method", "GET"), ("route", "/ready"), ("status", "200")];
+        assert!(
+            sample(&text, "http_requests_total", &ready) >= Some(1.0),
+            "{service}: {text}"
+        );
+        for family in [
+            "http_request_duration_seconds_count",
+            "eventflow_commands_total",
+            "eventflow_command_conflicts_total",
+            "eventflow_outbox_pending",
+            "eventflow_outbox_parked",
+            "eventflow_dead_letters_total",
+        ] {
+            if service == "identity" && family == "eventflow_dead_letters_total" {
+                continue; // identity consumes nothing from the bus
+            }
+            assert!(
+                sample(&text, family, &[]).is_some(),
+                "{service} has no {family}: {text}"
+            );
+            let base = family.trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{service}: no TYPE line for {base}"
+            );
+        }
+    }
+
+    // What the order did, where it did it: polled, since a reply is counted once handled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ordering = app
+            .http
+            .get(app.url("ordering", "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let saga = app
+            .http
+            .get(app.url("saga", "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let placed = [("method", "POST"), ("route", "/orders"), ("status", "202")];
+        let by_template = [("route", "/orders/{orderId}"), ("status", "200")];
+        let completed = [("saga", "PlaceOrder"), ("outcome", "completed")];
+        let mut missing: Vec<&str> = [
+            (
+                sample(&ordering, "http_requests_total", &placed) == Some(1.0),
+                "POST /orders 202 counted once",
+            ),
+            (
+                sample(&ordering, "http_request_duration_seconds_count", &placed) == Some(1.0),
+                "POST /orders timed",
+            ),
+            (
+                sample(&ordering, "http_requests_total", &by_template) >= Some(1.0),
+                "GET /orders/{orderId} under its template",
+            ),
+            (
+                sample(
+                    &ordering,
+                    "eventflow_commands_total",
+                    &[("outcome", "recorded")],
+                ) >= Some(2.0),
+                "ordering's commands",
+            ),
+            (
+                sample(
+                    &ordering,
+                    "eventflow_projection_events_total",
+                    &[("outcome", "applied")],
+                ) >= Some(1.0),
+                "events applied by a projection",
+            ),
+            (
+                sample(&ordering, "eventflow_projection_lag_seconds_count", &[]) >= Some(1.0),
+                "projection lag",
+            ),
+            (
+                sample(
+                    &saga,
+                    "eventflow_sagas_started_total",
+                    &[("saga", "PlaceOrder")],
+                ) >= Some(1.0),
+                "saga started",
+            ),
+            (
+                sample(&saga, "eventflow_saga_outcomes_total", &completed) >= Some(1.0),
+                "saga completed",
+            ),
+            (
+                sample(
+                    &saga,
+                    "eventflow_saga_outcomes_total",
+                    &[("outcome", "compensated")],
+                ) == Some(0.0),
+                "no saga compensated",
+            ),
+            (
+                sample(
+                    &saga,
+                    "eventflow_saga_outcomes_total",
+                    &[("outcome", "needs_attention")],
+                ) == Some(0.0),
+                "no saga needing attention",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(ok, what)| (!ok).then_some(what))
+        .collect();
+        for step in [
+            "ReserveInventory",
+            "AuthorizePayment",
+            "CreateShipment",
+            "CompleteOrder",
+        ] {
+            let labels = [("step", step), ("outcome", "succeeded")];
+            if sample(&saga, "eventflow_saga_step_duration_seconds_count", &labels) != Some(1.0) {
+                missing.push(step);
+            }
+        }
+        if sample(&saga, "eventflow_dead_letters_total", &[]) != Some(0.0) {
+            missing.push("no dead letter");
+        }
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in /metrics yet: {missing:?}\nordering:\n{ordering}\nsaga:\n{saga}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Places `body` and checks what every cancelled order leaves: CANCELLED with `reason`, the saga
 /// compensated with exactly `compensations` (in this order), no shipment, the cancellation email.
 /// Returns the token and the order id for the checks particular to a case.

@@ -129,8 +129,10 @@ async fn ready(
     }))
 }
 
-/// Prometheus metrics of this service (text exposition format). Open like `/health`: in
-/// production only the mesh's scraper reaches it (the deploy README says how).
+/// Prometheus metrics of this service, in the text exposition format.
+///
+/// Open like `/health`, on purpose: in production only the mesh's scraper reaches it (the deploy
+/// README says how the policies see to that).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "The service's metrics in Prometheus's text format",
         body = String, content_type = "text/plain")))]

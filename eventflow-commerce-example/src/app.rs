@@ -89,7 +89,12 @@ impl RunningApp {
             let name = service.name;
             let addr = SocketAddr::new(config.host, config.port_of(name));
             let (local, task) = service
-                .serve(addr, Arc::clone(&contexts.jwt), shutdown.clone())
+                .serve(
+                    addr,
+                    Arc::clone(&contexts.jwt),
+                    shutdown.clone(),
+                    config.request_timeout,
+                )
                 .await?;
             addresses.push((name, local));
             servers.push(task);

@@ -171,6 +171,14 @@ pub(crate) struct ProductListed {
     pub(crate) currency: String,
 }
 
+/// The seed's customers every context agrees on: identity registers them (login, customer id),
+/// ordering is ready once they arrived.
+pub(crate) const SEED_CUSTOMERS: [(&str, &str); 3] = [
+    ("user@example.com", "customer-1"),
+    ("other@example.com", "customer-2"),
+    ("operator@example.com", "operator-1"),
+];
+
 /// The demo data every context agrees on: the catalog lists these products, inventory stocks
 /// them, ordering is ready once their prices arrived. Id, name, price in cents, stock.
 pub(crate) const SEED_PRODUCTS: [(&str, &str, u64, u64); 5] = [

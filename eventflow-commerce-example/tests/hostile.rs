@@ -217,6 +217,13 @@ async fn loose_tokens_are_refused_with_one_generic_401() {
     assert!(!bodies[0].contains("Issuer") && !bodies[0].contains("exp"));
     let good = app.login(USER).await;
     assert_eq!(app.get("ordering", "/orders", Some(&good)).await.0, 200);
+
+    // Signed with the key, for a customer identity never registered: no order.
+    let stranger = signed(&claims("customer-404", t, t + 60), false);
+    let (status, body) = app
+        .place(&stranger, &support::order("prod-1", 1, "98101"))
+        .await;
+    assert_eq!(status, 403, "{body}");
 }
 
 /// A login's status and `Retry-After`.

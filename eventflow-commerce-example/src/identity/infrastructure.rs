@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::application::{Identity, IdentityError};
 use super::limits::LoginLimits;
+use crate::contract::SEED_CUSTOMERS;
 use crate::platform::auth::Role;
 use crate::platform::config::Config;
 use crate::platform::messaging::ContextInfra;
@@ -129,22 +130,9 @@ fn matches_in(memory: &mut Vec<Block>, password: &[u8], hash: &PasswordHash<'_>)
     Some(Output::new(&computed).ok()? == expected)
 }
 
-/// The seeded users: login, password, customer id, role.
-const SEED_USERS: [(&str, &str, &str, Role); 3] = [
-    ("user@example.com", "password", "customer-1", Role::Customer),
-    (
-        "other@example.com",
-        "password",
-        "customer-2",
-        Role::Customer,
-    ),
-    (
-        "operator@example.com",
-        "password",
-        "operator-1",
-        Role::Operator,
-    ),
-];
+/// The seed's users are the contract's seeded customers (login, customer id), in these roles;
+/// every one's password is `password` (development data).
+const SEED_ROLES: [Role; SEED_CUSTOMERS.len()] = [Role::Customer, Role::Customer, Role::Operator];
 
 /// Starts identity (tokens signed with the app's key), and the seed's users.
 pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Started, StartError> {
@@ -169,9 +157,9 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
 
 /// Registers the seed's users (a user registered before is left as it is).
 async fn seed(identity: Arc<Identity>) -> Result<(), StartError> {
-    for (username, password, customer_id, role) in SEED_USERS {
+    for ((username, customer_id), role) in SEED_CUSTOMERS.into_iter().zip(SEED_ROLES) {
         match identity
-            .register(username, customer_id, password, role)
+            .register(username, customer_id, "password", role)
             .await
         {
             Ok(()) | Err(IdentityError::AlreadyRegistered) => {}

@@ -11,6 +11,7 @@ use super::domain::{Order, OrderCommand, OrderError, OrderEvent};
 use super::infrastructure::{OrderView, OrderViews, PriceList};
 use crate::contract::{Address, OrderLine, PlacedOrder, order_of, saga};
 use crate::platform::context::RequestContext;
+use crate::platform::customers::CustomerDirectory;
 use crate::platform::text;
 use eventflow_core::OutboxRelay;
 
@@ -23,6 +24,9 @@ pub(crate) const MAX_PRODUCT_ID_CHARS: usize = 100;
 const MAX_ADDRESS_CHARS: usize = 200;
 /// How long placing an order waits for the view to show it.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// How long an order waits for its customer's `CustomerRegistered` to reach ordering.
+const CUSTOMER_ARRIVAL: Duration = Duration::from_secs(5);
 
 /// An order as the customer asks for it, before pricing.
 #[derive(Debug, Clone)]
@@ -37,6 +41,9 @@ pub(crate) enum PlaceError {
     /// A field is invalid: its path and why.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The token's subject is not a customer identity registered.
+    #[error("the token's customer is not a registered customer")]
+    UnknownCustomer,
     /// The idempotency key was used for a different order.
     #[error("the Idempotency-Key was used for a different order ({0})")]
     KeyReused(String),
@@ -65,6 +72,8 @@ pub(crate) struct Ordering {
     pub(crate) orders: Arc<Repository<Order>>,
     pub(crate) views: Arc<Projector<OrderViews>>,
     pub(crate) prices: Arc<Projector<PriceList>>,
+    /// Identity's customers, as ordering knows them: an order is placed only for one of them.
+    pub(crate) customers: Arc<Projector<CustomerDirectory>>,
     pub(crate) relay: Arc<OutboxRelay>,
 }
 
@@ -78,6 +87,7 @@ impl Ordering {
         idempotency_key: Option<&str>,
         request: &RequestContext,
     ) -> Result<Placed, PlaceError> {
+        self.known_customer(&order.customer_id).await?;
         let placed = self.price(Uuid::now_v7().to_string(), &order).await?;
         let mut context =
             CommandContext::new().with_metadata(request.metadata(Some(&order.customer_id)));
@@ -141,6 +151,28 @@ impl Ordering {
             order_id: recorded.order_id.clone(),
             created: !executed.deduplicated,
         })
+    }
+
+    /// Refuses a customer identity never registered. A token names only customers identity
+    /// registered, but its `CustomerRegistered` may still be on its way to a service that just
+    /// started: an unknown customer is looked up again for a few seconds before it is refused.
+    async fn known_customer(&self, customer_id: &str) -> Result<(), PlaceError> {
+        let deadline = tokio::time::Instant::now() + CUSTOMER_ARRIVAL;
+        loop {
+            let known = self
+                .customers
+                .projection()
+                .email_of(customer_id)
+                .await
+                .map_err(PlaceError::Store)?;
+            if known.is_some() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PlaceError::UnknownCustomer);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The order as recorded, priced from ordering's price list.

@@ -67,7 +67,7 @@ pub(crate) struct OrderAccepted {
             headers(("Location" = String, description = "The order's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "`customerId` is not the token's customer", body = ErrorBody),
+        (status = 403, description = "`customerId` is not the token's customer, or the token's customer is not registered", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for another order", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -122,6 +122,7 @@ async fn create(
                 ApiError::invalid(&field, format!("{field}: {message}"))
             }
             PlaceError::KeyReused(_) => ApiError::conflict(e.to_string()),
+            PlaceError::UnknownCustomer => ApiError::forbidden(e.to_string()),
             PlaceError::Internal(cause) => ApiError::internal(cause),
             PlaceError::Store(error) => ApiError::store(&error),
         })?;

@@ -13,8 +13,11 @@ use utoipa::ToSchema;
 
 use super::application::{Ordering, participant};
 use super::domain::{OrderEvent, OrderStatus};
-use crate::contract::{Address, CatalogFact, OrderLine, SEED_PRODUCTS, events, streams};
+use crate::contract::{
+    Address, CatalogFact, OrderLine, SEED_CUSTOMERS, SEED_PRODUCTS, events, streams,
+};
 use crate::platform::config::Config;
+use crate::platform::customers::CustomerDirectory;
 use crate::platform::messaging::{ContextInfra, of_types};
 use crate::platform::read_model::Documents;
 use crate::platform::started::{OrderProbe, Started};
@@ -175,6 +178,10 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         prices: infra.projector(PriceList {
             prices: infra.documents("ordering-prices"),
         }),
+        customers: infra.projector(CustomerDirectory::new(
+            "ordering-customers",
+            infra.documents("ordering-customers"),
+        )),
         relay: Arc::clone(&infra.relay),
     });
     let own_events = of_types(&[
@@ -196,6 +203,13 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
             )
             .await?,
         infra
+            .project(
+                "ordering-customers",
+                of_types(&[events::CUSTOMER_REGISTERED]),
+                &ordering.customers,
+            )
+            .await?,
+        infra
             .subscribe(participant.subscription(), Arc::new(participant))
             .await?,
     ];
@@ -204,24 +218,32 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         consumers,
     );
     if config.role.seeds() {
-        started.ready = Some(Box::pin(wait_until_priced(Arc::clone(&ordering.prices))));
+        started.ready = Some(Box::pin(wait_for_the_seed(Arc::clone(&ordering))));
     }
     started.orders = Some(Arc::clone(&ordering.views) as Arc<dyn OrderProbe>);
     Ok(started)
 }
 
-/// The seed's products reach ordering's price list over the bus; orders are refused until then.
-async fn wait_until_priced(prices: Arc<Projector<PriceList>>) -> Result<(), StartError> {
+/// The seed's products and customers reach ordering's price list and customers over the bus;
+/// orders are refused until then.
+async fn wait_for_the_seed(ordering: Arc<Ordering>) -> Result<(), StartError> {
     // A cloud bus takes a few polls of its queue; memory takes milliseconds.
     for _ in 0..3_000 {
-        if prices.projection().len().await.unwrap_or_default() >= SEED_PRODUCTS.len() {
+        let prices = ordering.prices.projection().len().await.unwrap_or_default();
+        let customers = ordering
+            .customers
+            .projection()
+            .len()
+            .await
+            .unwrap_or_default();
+        if prices >= SEED_PRODUCTS.len() && customers >= SEED_CUSTOMERS.len() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Err(StartError::wiring(
         "seed",
-        "the catalog did not reach ordering's price list within 30 s",
+        "the catalog's products and identity's customers did not reach ordering within 30 s",
     ))
 }
 

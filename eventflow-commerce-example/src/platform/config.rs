@@ -41,6 +41,8 @@ pub struct Config {
     pub token_ttl: Duration,
     /// Payments above this many cents are declined.
     pub payment_max_order_cents: u64,
+    /// How long an HTTP request may take before it is answered 503.
+    pub request_timeout: Duration,
     /// Logins a minute for one username (after a burst of as many).
     pub login_attempts_per_account: u32,
     /// Logins a minute from one client address (after a burst of as many).
@@ -176,6 +178,9 @@ Options (each also read from the environment variable in brackets):
                               shipping 3006, notification 3007, saga 3008
   --jwt-secret SECRET         HS256 secret [JWT_SECRET] (default: a development secret)
   --payment-max-order-cents N decline orders above N cents [PAYMENT_MAX_ORDER_CENTS] (default 200000)
+  --http-request-timeout-seconds N
+                              how long a request may take before it is answered 503
+                              [HTTP_REQUEST_TIMEOUT_SECONDS] (default 30)
   --login-attempts-per-account N
                               logins a minute for one username [LOGIN_ATTEMPTS_PER_ACCOUNT]
                               (default 10)
@@ -285,6 +290,10 @@ impl Config {
             dev_secret,
             token_ttl: Duration::from_secs(3600),
             payment_max_order_cents: setting("PAYMENT_MAX_ORDER_CENTS", 200_000)?,
+            request_timeout: Duration::from_secs(u64::from(positive(
+                "HTTP_REQUEST_TIMEOUT_SECONDS",
+                30,
+            )?)),
             login_attempts_per_account: positive("LOGIN_ATTEMPTS_PER_ACCOUNT", 10)?,
             login_attempts_per_address: positive("LOGIN_ATTEMPTS_PER_ADDRESS", 30)?,
             log_format,
@@ -496,7 +505,8 @@ fn backend(get: &impl Fn(&str) -> Option<String>) -> Result<Backend, String> {
     Ok(Backend::Cloud(CloudSettings { settings }))
 }
 
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 13] = [
+    "HTTP_REQUEST_TIMEOUT_SECONDS",
     "LOGIN_ATTEMPTS_PER_ACCOUNT",
     "LOGIN_ATTEMPTS_PER_ADDRESS",
     "NOTIFICATION_VISIBILITY_SECONDS",

@@ -23,6 +23,11 @@ impl CustomerDirectory {
     pub(crate) async fn email_of(&self, customer_id: &str) -> Result<Option<String>> {
         self.emails.get(customer_id).await
     }
+
+    /// How many customers arrived.
+    pub(crate) async fn len(&self) -> Result<usize> {
+        self.emails.len().await
+    }
 }
 
 impl Projection for CustomerDirectory {

@@ -4,7 +4,8 @@
 //!
 //! Nothing a client does holds a connection for long: headers must arrive within
 //! [`HEADER_READ_TIMEOUT`] (an idle keep-alive connection waiting for its next request included),
-//! a body within [`BODY_READ_TIMEOUT`], a whole request within [`REQUEST_TIMEOUT`]; a body
+//! a body within [`BODY_READ_TIMEOUT`], a whole request within `HTTP_REQUEST_TIMEOUT_SECONDS`
+//! (30 s; a 503 naming it, after which a retry with the same `Idempotency-Key` is safe); a body
 //! announced larger than [`BODY_LIMIT_BYTES`] is refused before it is read; and a service holds at
 //! most [`MAX_CONNECTIONS`] connections, leaving the rest in the listener's backlog.
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,7 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use utoipa::ToSchema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, License, OpenApi};
@@ -49,9 +50,6 @@ pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a request's body may take to arrive.
 pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a request may take, from its headers to its response.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most connections one service holds open at once.
 pub(crate) const MAX_CONNECTIONS: usize = 1024;
@@ -142,7 +140,7 @@ async fn metrics(Extension(metrics): Extension<Metrics>) -> Response {
 
 impl Service {
     /// The service's router and its OpenAPI document.
-    pub(crate) fn into_router(self, jwt: Arc<Jwt>) -> (Router, OpenApi) {
+    pub(crate) fn into_router(self, jwt: Arc<Jwt>, request_timeout: Duration) -> (Router, OpenApi) {
         let (router, mut api) = self
             .routes
             .routes(routes!(health))
@@ -181,9 +179,9 @@ impl Service {
             .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
             .layer(axum::middleware::from_fn(refuse_announced_oversize))
             .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                REQUEST_TIMEOUT,
+            .layer(axum::middleware::from_fn_with_state(
+                request_timeout,
+                answer_within,
             ))
             .layer(axum::middleware::from_fn_with_state(self.name, correlate))
             // Layers of the router run after routing, so the route template is known here.
@@ -206,13 +204,14 @@ impl Service {
         addr: SocketAddr,
         jwt: Arc<Jwt>,
         shutdown: Shutdown,
+        request_timeout: Duration,
     ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
         let name = self.name;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("{name}: cannot listen on {addr}: {e}"))
         })?;
         let local = listener.local_addr()?;
-        let (router, _) = self.into_router(jwt);
+        let (router, _) = self.into_router(jwt, request_timeout);
         let task = tokio::spawn(accept(listener, router, name, shutdown));
         Ok((local, task))
     }
@@ -260,6 +259,23 @@ async fn accept(listener: TcpListener, router: Router, name: &'static str, shutd
         });
     }
     graceful.shutdown().await;
+}
+
+/// 503 for a request not answered within `timeout` (the handler is dropped where it stands).
+async fn answer_within(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable(format!(
+            "the request took longer than {} s; retry (with the same Idempotency-Key for an order)",
+            timeout.as_secs()
+        ))
+        .retry_after(Duration::from_secs(1))
+        .into_response(),
+    }
 }
 
 /// 413 for a body announced (`Content-Length`) larger than any service reads, before a byte of it

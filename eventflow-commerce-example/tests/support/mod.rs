@@ -90,6 +90,9 @@ fn distributed_env(adapter: &str) -> Option<Vec<(String, String)>> {
         ("EVENTFLOW_TABLE_PREFIX", format!("e2e{unique}-")),
         ("EVENTFLOW_RESOURCE_PREFIX", format!("e2e{unique}-")),
         ("EVENTFLOW_SQS_WAIT_SECONDS", "1".to_owned()),
+        // Eight services on one serialised moto answer some requests only after tens of
+        // seconds under load: that is the emulator, not a request to cut off.
+        ("HTTP_REQUEST_TIMEOUT_SECONDS", "300".to_owned()),
     ];
     match adapter {
         "eventbridge" => env.push(("EVENT_BUS_NAME", format!("e2e{unique}"))),

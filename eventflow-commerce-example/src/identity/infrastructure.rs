@@ -9,12 +9,13 @@
 //! instead of queueing without bound (a flood of wrong passwords once took the process to 12 GB).
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use eventflow_core::extension::lock;
 use tokio::sync::Semaphore;
 
 use super::application::{Identity, IdentityError};
@@ -95,10 +96,6 @@ impl Passwords {
         })
         .await
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// argon2's own verification, computed in `memory` (grown when the hash asks for more). The

@@ -10,6 +10,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use eventflow_core::extension::lock;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
@@ -78,7 +79,7 @@ impl LoginGate {
     pub(crate) fn admit(&self, username: &str, client: Option<IpAddr>) -> Result<(), Duration> {
         let now = Instant::now();
         let account = self.truncated(username);
-        if let Some(failures) = self.lock().get(&account)
+        if let Some(failures) = lock(&self.failures).get(&account)
             && failures.wait_until > now
         {
             return Err(failures.wait_until - now);
@@ -96,7 +97,7 @@ impl LoginGate {
     /// A wrong password for `username`: past the free failures, it waits, twice as long each time.
     pub(crate) fn failed(&self, username: &str) {
         let account = self.truncated(username);
-        let mut failures = self.lock();
+        let mut failures = lock(&self.failures);
         if failures.len() >= MAX_TRACKED_ACCOUNTS && !failures.contains_key(&account) {
             let now = Instant::now();
             failures.retain(|_, f| f.wait_until > now);
@@ -123,13 +124,7 @@ impl LoginGate {
 
     /// The right password: the account's failures are forgotten.
     pub(crate) fn succeeded(&self, username: &str) {
-        self.lock().remove(&self.truncated(username));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.failures).remove(&self.truncated(username));
     }
 
     /// A username as a key: a client may send a long one, but the limiter keeps only its start.

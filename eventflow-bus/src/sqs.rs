@@ -704,6 +704,14 @@ impl SqsWorkQueue {
     }
 }
 
+/// The message an SQS message body carries, as the EventBridge adapter's queues and work queues
+/// carry it: an EventBridge event (`detail-type`, `source`, `detail`) whose detail is the message
+/// envelope, or the envelope itself. For consumers that receive SQS records from elsewhere than
+/// [`SqsWorkQueue`], such as an AWS Lambda function on an SQS event source.
+pub fn message_from_body(body: &str) -> Result<Message> {
+    wire::decode_body(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,20 @@ fn every_context() -> [(&'static str, Start); 8] {
     ]
 }
 
+/// Starts the context `service` names on `infra` (for a process that runs one context alone).
+#[cfg(feature = "lambda")]
+pub(crate) async fn start_context(
+    service: &str,
+    infra: &ContextInfra,
+    config: &Config,
+) -> Result<crate::platform::started::Started, StartError> {
+    let (_, start) = every_context()
+        .into_iter()
+        .find(|(name, _)| *name == service)
+        .ok_or_else(|| StartError::wiring("start", format!("no context {service:?}")))?;
+    start(infra, config).await
+}
+
 /// The running app: every service of [`SERVICES`](crate::SERVICES) on its port.
 pub struct RunningApp {
     addresses: Vec<(&'static str, SocketAddr)>,

@@ -37,3 +37,9 @@ pub use platform::config::{
 };
 pub use platform::logging::{LogFormat, init as init_logging};
 pub use platform::telemetry::Telemetry;
+
+/// The app on AWS Lambda (the `lambda` feature): the entry point of `eventflow-commerce-lambda`.
+#[cfg(feature = "lambda")]
+pub mod lambda {
+    pub use crate::platform::lambda::{Handler, run};
+}

@@ -38,6 +38,13 @@ pub(crate) enum Backends {
     /// DynamoDB and EventBridge + SQS or Pub/Sub.
     #[cfg(feature = "cloud")]
     Cloud(Arc<super::cloud::Cloud>),
+    /// `inner`, in a process that an event invokes (AWS Lambda): subscriptions are recorded in
+    /// `subscribers` rather than polled, and no loop runs between invocations.
+    #[cfg(feature = "lambda")]
+    Invoked {
+        inner: Box<Backends>,
+        subscribers: super::lambda::bus::Subscribers,
+    },
 }
 
 impl Backends {
@@ -59,12 +66,24 @@ impl Backends {
         }
     }
 
+    /// Whether loops run between requests (the outbox relay's): not in an invoked process,
+    /// which is frozen between invocations.
+    pub(crate) fn runs_loops(&self) -> bool {
+        #[cfg(feature = "lambda")]
+        if let Backends::Invoked { .. } = self {
+            return false;
+        }
+        true
+    }
+
     /// `service`'s event store, outbox, snapshots, checkpoints and read models: fresh in memory,
     /// or its own DynamoDB tables.
     pub(crate) fn persistence(&self, service: &str) -> Persistence {
         #[cfg(not(feature = "cloud"))]
         let _ = service;
         match self {
+            #[cfg(feature = "lambda")]
+            Backends::Invoked { inner, .. } => inner.persistence(service),
             Backends::Local { .. } => {
                 let store = Arc::new(InMemoryEventStore::new());
                 Persistence {
@@ -102,6 +121,8 @@ impl Backends {
             Backends::Local { .. } => Duration::from_millis(200),
             #[cfg(feature = "cloud")]
             Backends::Cloud(_) => Duration::from_secs(2),
+            #[cfg(feature = "lambda")]
+            Backends::Invoked { inner, .. } => inner.relay_interval(),
         }
     }
 
@@ -112,6 +133,8 @@ impl Backends {
             Backends::Local { .. } => None,
             #[cfg(feature = "cloud")]
             Backends::Cloud(cloud) => cloud.redelivery(),
+            #[cfg(feature = "lambda")]
+            Backends::Invoked { inner, .. } => inner.redelivery(),
         }
     }
 
@@ -121,6 +144,11 @@ impl Backends {
             Backends::Local { bus } => Arc::clone(bus) as Arc<dyn EventBus>,
             #[cfg(feature = "cloud")]
             Backends::Cloud(cloud) => cloud.bus(),
+            #[cfg(feature = "lambda")]
+            Backends::Invoked { inner, subscribers } => Arc::new(super::lambda::bus::InvokedBus {
+                inner: inner.bus(),
+                subscribers: subscribers.clone(),
+            }),
         }
     }
 
@@ -134,6 +162,8 @@ impl Backends {
             Backends::Local { .. } => Ok(Arc::new(InMemoryWorkQueue::new(settings))),
             #[cfg(feature = "cloud")]
             Backends::Cloud(cloud) => cloud.work_queue(&settings).await,
+            #[cfg(feature = "lambda")]
+            Backends::Invoked { inner, .. } => Box::pin(inner.work_queue(settings)).await,
         }
     }
 }

@@ -86,10 +86,12 @@ impl ContextInfra {
         sample_outbox(&metrics, service, &outbox, parked);
         let store: Arc<dyn EventStore> = Arc::new(MeteredStore::new(store, &metrics));
         let relay = Arc::new(OutboxRelay::new(outbox, Arc::clone(&bus), service));
-        let relaying = Arc::clone(&relay);
-        let stop = shutdown.clone();
-        let interval = backends.relay_interval();
-        tokio::spawn(async move { relaying.run(interval, stop.wait()).await });
+        if backends.runs_loops() {
+            let relaying = Arc::clone(&relay);
+            let stop = shutdown.clone();
+            let interval = backends.relay_interval();
+            tokio::spawn(async move { relaying.run(interval, stop.wait()).await });
+        }
         ContextInfra {
             service,
             store,

@@ -10,6 +10,8 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod customers;
 pub(crate) mod error;
+#[cfg(feature = "lambda")]
+pub(crate) mod lambda;
 pub(crate) mod logging;
 pub(crate) mod messaging;
 pub(crate) mod metrics;

@@ -1,0 +1,82 @@
+//! The bus of an invoked process. On Lambda nothing polls: EventBridge rules feed SQS queues and
+//! the queues invoke the function. So a context's subscriptions are only recorded here, and the
+//! SQS handler hands each record to the subscribers whose filters select it. Publishing goes to
+//! the real bus.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use eventflow_core::bus::BusCapabilities;
+use eventflow_core::extension::lock;
+use eventflow_core::{
+    EventBus, Filter, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
+};
+
+/// One recorded subscription.
+#[derive(Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) name: String,
+    pub(crate) filter: Filter,
+    pub(crate) handler: Arc<dyn MessageHandler>,
+}
+
+/// The subscriptions the contexts of an invoked process made.
+#[derive(Clone, Default)]
+pub(crate) struct Subscribers(Arc<Mutex<Vec<Subscriber>>>);
+
+impl std::fmt::Debug for Subscribers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = lock(&self.0).iter().map(|s| s.name.clone()).collect();
+        f.debug_tuple("Subscribers").field(&names).finish()
+    }
+}
+
+impl Subscribers {
+    /// The subscribers that receive `message`, in the order they subscribed.
+    pub(crate) fn selecting(&self, message: &Message) -> Vec<Subscriber> {
+        lock(&self.0)
+            .iter()
+            .filter(|s| s.filter.matches(message))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A bus that publishes to `inner` and records subscriptions in `subscribers`.
+pub(crate) struct InvokedBus {
+    pub(crate) inner: Arc<dyn EventBus>,
+    pub(crate) subscribers: Subscribers,
+}
+
+#[async_trait]
+impl EventBus for InvokedBus {
+    async fn publish(&self, messages: Vec<Message>) -> Result<()> {
+        self.inner.publish(messages).await
+    }
+
+    async fn subscribe(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn MessageHandler>,
+    ) -> Result<SubscriptionHandle> {
+        let name = subscription.name.clone();
+        lock(&self.subscribers.0).push(Subscriber {
+            name: name.clone(),
+            filter: subscription.filter,
+            handler,
+        });
+        let subscribers = self.subscribers.clone();
+        let removed = name.clone();
+        Ok(SubscriptionHandle::new(name, move || async move {
+            lock(&subscribers.0).retain(|s| s.name != removed);
+        }))
+    }
+
+    fn capabilities(&self) -> BusCapabilities {
+        self.inner.capabilities()
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        self.inner.health_check().await
+    }
+}

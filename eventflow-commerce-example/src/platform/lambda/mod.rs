@@ -12,6 +12,8 @@
 //! [`Backends::Invoked`]: its subscriptions are recorded, not consumed, and no relay loop runs.
 //! Set-up happens once per process (a cold start); each invocation only handles its event.
 
+#[cfg(test)]
+mod artifacts;
 pub(crate) mod bus;
 mod consumer;
 mod edge;

@@ -22,11 +22,7 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
     let stock = Arc::new(infra.snapshotted(SNAPSHOT_EVERY));
     // One repository (one cache) for the participant and the reads.
     let participant = participant(Arc::clone(&stock), Arc::clone(&infra.bus));
-    let consumers = vec![
-        infra
-            .subscribe(participant.subscription(), Arc::new(participant))
-            .await?,
-    ];
+    let consumers = vec![infra.participate(participant).await?];
     let service = infra.service(super::http::routes(Records::new(Arc::clone(&stock))));
     let seed = seed(stock, config.seed_stock);
     Ok(Started::new(service, consumers).seeding(config, Box::pin(seed)))

@@ -209,9 +209,7 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
                 &ordering.customers,
             )
             .await?,
-        infra
-            .subscribe(participant.subscription(), Arc::new(participant))
-            .await?,
+        infra.participate(participant).await?,
     ];
     let mut started = Started::new(
         infra.service(super::http::routes(Arc::clone(&ordering))),

@@ -19,9 +19,7 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
     let participant = participant(Arc::clone(&payments), Arc::clone(&infra.bus), limit_cents);
     let completed = of_types(&[events::ORDER_COMPLETED]).source("ordering");
     let consumers = vec![
-        infra
-            .subscribe(participant.subscription(), Arc::new(participant))
-            .await?,
+        infra.participate(participant).await?,
         infra
             .project(
                 "payment-capture",

@@ -66,6 +66,15 @@ impl Backends {
         }
     }
 
+    /// Where an invoked process records its subscriptions (`None` elsewhere).
+    #[cfg(feature = "lambda")]
+    pub(crate) fn subscribers(&self) -> Option<&super::lambda::bus::Subscribers> {
+        match self {
+            Backends::Invoked { subscribers, .. } => Some(subscribers),
+            _ => None,
+        }
+    }
+
     /// Whether loops run between requests (the outbox relay's): not in an invoked process,
     /// which is frozen between invocations.
     pub(crate) fn runs_loops(&self) -> bool {

@@ -16,6 +16,7 @@ use eventflow_core::{
     Projection, Projector, Repository, SnapshotPolicy, SnapshotStore, StreamId, Subscription,
     SubscriptionHandle,
 };
+use eventflow_saga::Participant;
 use metrics::Counter;
 use tracing::Instrument;
 use utoipa_axum::router::OpenApiRouter;
@@ -140,6 +141,21 @@ impl ContextInfra {
             .subscribe(subscription, handler)
             .await
             .map_err(|e| StartError::wiring(self.service, format!("subscription {name}: {e}")))
+    }
+
+    /// Subscribes the context's saga participant to the commands it handles. An invoked process
+    /// (AWS Lambda) also records it, to answer Step Functions tasks with it.
+    pub(crate) async fn participate<A: Aggregate>(
+        &self,
+        participant: Participant<A>,
+    ) -> Result<SubscriptionHandle, StartError> {
+        let participant = Arc::new(participant);
+        #[cfg(feature = "lambda")]
+        if let Some(subscribers) = self.backends.subscribers() {
+            subscribers.add_participant(Arc::clone(&participant) as _);
+        }
+        self.subscribe(participant.subscription(), participant)
+            .await
     }
 
     /// A repository of `A` on this context's store, with the context's cache; `outbox` when its

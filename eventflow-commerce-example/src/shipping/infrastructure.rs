@@ -13,11 +13,7 @@ use crate::platform::startup::StartError;
 pub(crate) async fn start(infra: &ContextInfra, _: &Config) -> Result<Started, StartError> {
     let shipments = Arc::new(infra.repository(false));
     let participant = participant(Arc::clone(&shipments), Arc::clone(&infra.bus));
-    let consumers = vec![
-        infra
-            .subscribe(participant.subscription(), Arc::new(participant))
-            .await?,
-    ];
+    let consumers = vec![infra.participate(participant).await?];
     let service = infra.service(super::http::routes(Records::new(shipments)));
     Ok(Started::new(service, consumers))
 }

@@ -6,11 +6,13 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use eventflow_core::Aggregate;
 use eventflow_core::bus::BusCapabilities;
 use eventflow_core::extension::lock;
 use eventflow_core::{
     EventBus, Filter, Message, MessageHandler, Result, Subscription, SubscriptionHandle,
 };
+use eventflow_saga::{Participant, ParticipantReply, SagaCommand};
 
 /// One recorded subscription.
 #[derive(Clone)]
@@ -20,9 +22,33 @@ pub(crate) struct Subscriber {
     pub(crate) handler: Arc<dyn MessageHandler>,
 }
 
-/// The subscriptions the contexts of an invoked process made.
+/// A saga participant answering commands directly: a Step Functions task is answered with
+/// the reply (`SendTaskSuccess`/`SendTaskFailure`) rather than a reply on the bus.
+#[async_trait]
+pub(crate) trait Answers: Send + Sync {
+    /// See [`Participant::execute`]: `None` when the participant does not handle the command.
+    async fn answer(
+        &self,
+        command: &SagaCommand,
+    ) -> eventflow_saga::Result<Option<ParticipantReply>>;
+}
+
+#[async_trait]
+impl<A: Aggregate> Answers for Participant<A> {
+    async fn answer(
+        &self,
+        command: &SagaCommand,
+    ) -> eventflow_saga::Result<Option<ParticipantReply>> {
+        self.execute(command).await
+    }
+}
+
+/// The subscriptions the contexts of an invoked process made, and their saga participants.
 #[derive(Clone, Default)]
-pub(crate) struct Subscribers(Arc<Mutex<Vec<Subscriber>>>);
+pub(crate) struct Subscribers(
+    Arc<Mutex<Vec<Subscriber>>>,
+    Arc<Mutex<Vec<Arc<dyn Answers>>>>,
+);
 
 impl std::fmt::Debug for Subscribers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,6 +58,16 @@ impl std::fmt::Debug for Subscribers {
 }
 
 impl Subscribers {
+    /// Records a saga participant of the context.
+    pub(crate) fn add_participant(&self, participant: Arc<dyn Answers>) {
+        lock(&self.1).push(participant);
+    }
+
+    /// The context's saga participants.
+    pub(crate) fn participants(&self) -> Vec<Arc<dyn Answers>> {
+        lock(&self.1).clone()
+    }
+
     /// The subscribers that receive `message`, in the order they subscribed.
     pub(crate) fn selecting(&self, message: &Message) -> Vec<Subscriber> {
         lock(&self.0)

@@ -4,9 +4,11 @@
 //! - `http`: the context's HTTP service behind API Gateway (REST or HTTP API), the same router
 //!   and application services as `serve <context>`;
 //! - `authorizer`: API Gateway's Lambda authorizer, verifying the app's JWT at the edge;
-//! - `consumer`: the context's bus subscriptions, fed by SQS queues that EventBridge rules fill;
+//! - `consumer`: the context's bus subscriptions and its saga participant (answering the state
+//!   machine's tasks), fed by SQS queues that EventBridge rules fill;
 //! - `outbox-relay`: DynamoDB Streams of the contexts' meta tables, publishing what each
-//!   context's outbox holds to EventBridge.
+//!   context's outbox holds to EventBridge;
+//! - `saga-starter`: starts the PlaceOrder state machine for each `OrderPlaced`.
 //!
 //! A process frozen between invocations cannot poll, so the context runs on
 //! [`Backends::Invoked`]: its subscriptions are recorded, not consumed, and no relay loop runs.
@@ -18,6 +20,9 @@ pub(crate) mod bus;
 mod consumer;
 mod edge;
 mod relay;
+#[cfg(test)]
+mod saga_on_moto;
+mod starter;
 #[cfg(test)]
 mod tests;
 
@@ -53,6 +58,8 @@ pub enum Handler {
     Consumer,
     /// The outbox relay on DynamoDB Streams.
     OutboxRelay,
+    /// Starts the PlaceOrder state machine (`STATE_MACHINE_ARN`) for each `OrderPlaced`.
+    SagaStarter,
 }
 
 impl Handler {
@@ -63,8 +70,9 @@ impl Handler {
             "authorizer" => Ok(Handler::Authorizer),
             "consumer" => Ok(Handler::Consumer),
             "outbox-relay" => Ok(Handler::OutboxRelay),
+            "saga-starter" => Ok(Handler::SagaStarter),
             other => Err(format!(
-                "EVENTFLOW_HANDLER={other:?}: expected http, authorizer, consumer or outbox-relay"
+                "EVENTFLOW_HANDLER={other:?}: expected http, authorizer, consumer, outbox-relay or saga-starter"
             )),
         }
     }
@@ -187,7 +195,8 @@ pub async fn run() -> Result<(), StartError> {
             .map_err(failed)
         }
         Handler::Consumer => {
-            let consumer = Consumer::of(&Invoked::start(&context, &config, backends).await?);
+            let invoked = Invoked::start(&context, &config, backends).await?;
+            let consumer = Consumer::of(&invoked, Some(sfn_client().await));
             lambda_runtime::run(lambda_runtime::service_fn(
                 move |event: LambdaEvent<SqsEvent>| {
                     let consumer = consumer.clone();
@@ -215,7 +224,33 @@ pub async fn run() -> Result<(), StartError> {
             .await
             .map_err(failed)
         }
+        Handler::SagaStarter => {
+            let state_machine_arn = env("STATE_MACHINE_ARN")
+                .ok_or_else(|| StartError::wiring("lambda", "STATE_MACHINE_ARN is not set"))?;
+            let starter = starter::Starter {
+                client: sfn_client().await,
+                state_machine_arn,
+            };
+            lambda_runtime::run(lambda_runtime::service_fn(
+                move |event: LambdaEvent<SqsEvent>| {
+                    let starter = starter.clone();
+                    async move {
+                        Ok::<_, lambda_runtime::Error>(
+                            starter::start_sagas(&starter, event.payload).await,
+                        )
+                    }
+                },
+            ))
+            .await
+            .map_err(failed)
+        }
     }
+}
+
+/// A Step Functions client from the function's environment.
+async fn sfn_client() -> aws_sdk_sfn::Client {
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_sfn::Client::new(&config)
 }
 
 /// The JWT secret kept in Secrets Manager under `arn`: read once, at a cold start.

@@ -33,7 +33,12 @@ impl MessageHandler for Published {
 
 /// A REST API (v1) proxy event for `method path` on stage `test`, the path as API Gateway sends
 /// it (with the stage).
-fn rest_event(method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> String {
+pub(super) fn rest_event(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> String {
     let mut headers = json!({"Host": "abc.execute-api.us-east-1.amazonaws.com", "Content-Type": "application/json"});
     if let Some(token) = token {
         headers["Authorization"] = json!(format!("Bearer {token}"));
@@ -58,7 +63,12 @@ fn rest_event(method: &str, path: &str, token: Option<&str>, body: Option<Value>
 }
 
 /// An HTTP API (v2) event for `method path`.
-fn http_api_event(method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> String {
+pub(super) fn http_api_event(
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> String {
     let mut headers = json!({"host": "abc.execute-api.us-east-1.amazonaws.com", "content-type": "application/json"});
     if let Some(token) = token {
         headers["authorization"] = json!(format!("Bearer {token}"));
@@ -79,10 +89,11 @@ fn http_api_event(method: &str, path: &str, token: Option<&str>, body: Option<Va
     .to_string()
 }
 
-type Http = tower::util::MapRequest<axum::Router, fn(lambda_http::Request) -> lambda_http::Request>;
+pub(super) type Http =
+    tower::util::MapRequest<axum::Router, fn(lambda_http::Request) -> lambda_http::Request>;
 
 /// Sends `event` to an HTTP function; its status and JSON body.
-async fn call(router: &Http, event: &str) -> (StatusCode, Value) {
+pub(super) async fn call(router: &Http, event: &str) -> (StatusCode, Value) {
     let request = lambda_http::request::from_str(event).expect("an API Gateway event");
     let response = router.clone().oneshot(request).await.expect("a response");
     let status = response.status();
@@ -95,10 +106,9 @@ async fn call(router: &Http, event: &str) -> (StatusCode, Value) {
     )
 }
 
-/// An SQS batch whose records carry `messages` as an EventBridge rule puts them on a queue,
-/// then one record that is not an event at all.
-fn sqs_batch(messages: &[Message], poison: &str) -> SqsEvent {
-    let mut records: Vec<Value> = messages
+/// The bodies an EventBridge rule puts on a queue for `messages`, with record ids.
+fn eventbridge_bodies(messages: &[Message]) -> Vec<(String, String)> {
+    messages
         .iter()
         .enumerate()
         .map(|(i, message)| {
@@ -108,11 +118,39 @@ fn sqs_batch(messages: &[Message], poison: &str) -> SqsEvent {
                 "time": "2026-12-08T00:00:00Z", "region": "us-east-1", "resources": [],
                 "detail": message,
             });
-            sqs_record(&format!("record-{i}"), &event.to_string())
+            (format!("record-{i}"), event.to_string())
         })
+        .collect()
+}
+
+/// An SQS batch of records (id, body).
+pub(super) fn sqs_event(records: &[(&str, &str)]) -> SqsEvent {
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(id, body)| sqs_record(id, body))
         .collect();
-    records.push(sqs_record(poison, "this is not an event"));
     serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
+}
+
+/// An SQS batch whose records carry `messages` as an EventBridge rule puts them on a queue.
+pub(super) fn sqs_batch_of(messages: &[Message]) -> SqsEvent {
+    let bodies = eventbridge_bodies(messages);
+    let records: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(i, b)| (i.as_str(), b.as_str()))
+        .collect();
+    sqs_event(&records)
+}
+
+/// [`sqs_batch_of`] `messages`, then one record that is not an event at all.
+fn sqs_batch(messages: &[Message], poison: &str) -> SqsEvent {
+    let mut bodies = eventbridge_bodies(messages);
+    bodies.push((poison.to_owned(), "this is not an event".to_owned()));
+    let records: Vec<(&str, &str)> = bodies
+        .iter()
+        .map(|(i, b)| (i.as_str(), b.as_str()))
+        .collect();
+    sqs_event(&records)
 }
 
 fn sqs_record(id: &str, body: &str) -> Value {
@@ -126,14 +164,14 @@ fn sqs_record(id: &str, body: &str) -> Value {
 
 /// The contexts on shared in-memory backends, started as their functions start them (the
 /// configuration seeds, as `provision` does), and what their relays publish.
-struct Deployment {
+pub(super) struct Deployment {
     published: Arc<Published>,
     config: Config,
     backends: Backends,
 }
 
 impl Deployment {
-    async fn new() -> Deployment {
+    pub(super) async fn new() -> Deployment {
         let config = Config::ephemeral();
         let backends = Backends::connect(&Backend::Local).await.expect("memory");
         let bus = backends.bus();
@@ -152,14 +190,14 @@ impl Deployment {
         }
     }
 
-    async fn start(&self, service: &str) -> Invoked {
+    pub(super) async fn start(&self, service: &str) -> Invoked {
         Invoked::start(service, &self.config, self.backends.clone())
             .await
             .expect("the context starts")
     }
 
     /// Relays `invoked`'s outbox (the stream relay's work) and takes what reached the bus.
-    async fn relay(&self, relay: &eventflow_core::OutboxRelay) -> Vec<Message> {
+    pub(super) async fn relay(&self, relay: &eventflow_core::OutboxRelay) -> Vec<Message> {
         relay.relay_pending().await.expect("relayed");
         let Backends::Local { bus } = &self.backends else {
             unreachable!("in memory")
@@ -176,8 +214,8 @@ async fn an_order_through_api_gateway_the_relay_and_sqs_consumers() {
     let catalog = deployment.start("catalog").await;
     let ordering = deployment.start("ordering").await;
     let (identity_relay, catalog_relay) = (Arc::clone(&identity.relay), Arc::clone(&catalog.relay));
-    let consumer = Consumer::of(&ordering);
-    let catalog_consumer = Consumer::of(&catalog);
+    let consumer = Consumer::of(&ordering, None);
+    let catalog_consumer = Consumer::of(&catalog, None);
     let ordering_relay = Arc::clone(&ordering.relay);
     let (identity, catalog, ordering) = (
         edge::router(identity),

@@ -32,14 +32,6 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         .await?;
     let log = Arc::new(infra.repository(false));
     let settled = of_types(&[events::ORDER_COMPLETED, events::ORDER_CANCELLED]).source("ordering");
-    let rule = infra
-        .subscribe(
-            Subscription::new("notification-queue-rule").with_filter(settled),
-            Arc::new(ForwardToQueue {
-                queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
-            }),
-        )
-        .await?;
     let customers = infra.projector(CustomerDirectory::new(
         "notification-customers",
         infra.documents("notification-customers"),
@@ -58,13 +50,39 @@ pub(crate) async fn start(infra: &ContextInfra, config: &Config) -> Result<Start
         }),
         customers,
     });
-    let worker = infra.in_context(infra.measured(&worker), "notifications", MAX_RECEIVES);
-    let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
-        .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
-        .start()
-        .map_err(|e| StartError::wiring(infra.service, e))?;
+    let mut consumers = vec![directory];
+    if infra.runs_loops() {
+        // A rule forwards the settled orders to the work queue, and a worker drains it.
+        consumers.push(
+            infra
+                .subscribe(
+                    Subscription::new("notification-queue-rule").with_filter(settled),
+                    Arc::new(ForwardToQueue {
+                        queue: Arc::clone(&queue) as Arc<dyn WorkQueue>,
+                    }),
+                )
+                .await?,
+        );
+        let worker = infra.in_context(infra.measured(&worker), "notifications", MAX_RECEIVES);
+        let worker = Worker::new(Arc::clone(&queue) as Arc<dyn WorkQueue>, worker)
+            .with_options(WorkerOptions::new().with_wait_time(Duration::from_millis(500)))
+            .start()
+            .map_err(|e| StartError::wiring(infra.service, e))?;
+        consumers.push(worker);
+    } else {
+        // Invoked (AWS Lambda): the queue that invokes the function is the work queue; SQS
+        // redelivers and dead-letters, the function runs the worker.
+        consumers.push(
+            infra
+                .subscribe(
+                    Subscription::new("notifications").with_filter(settled),
+                    infra.measured(&worker),
+                )
+                .await?,
+        );
+    }
     let queue_probe = Arc::clone(&queue) as Arc<dyn WorkQueue>;
     let mut service = infra.service(super::http::routes(NotificationState { log, queue }));
     service.ready = ready_with_queue(service.ready, queue_probe);
-    Ok(Started::new(service, vec![directory, rule, worker]))
+    Ok(Started::new(service, consumers))
 }

@@ -112,6 +112,12 @@ impl ContextInfra {
         }
     }
 
+    /// Whether the context's loops run between requests: not in a process an event invokes
+    /// (AWS Lambda), whose queues invoke it instead.
+    pub(crate) fn runs_loops(&self) -> bool {
+        self.backends.runs_loops()
+    }
+
     /// The work queue `settings` names, on this context's backends.
     pub(crate) async fn work_queue(
         &self,

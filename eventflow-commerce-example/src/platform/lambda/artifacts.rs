@@ -1,6 +1,7 @@
 //! What the AWS deployment (`deploy/aws`, a CDK app) is built from, exported by the code it
-//! describes and checked in: the PlaceOrder state machine as eventflow-saga exports it, and the
-//! OpenAPI document of the operations API Gateway exposes. The tests fail when a checked-in file
+//! describes and checked in: the PlaceOrder state machine as eventflow-saga exports it, the
+//! OpenAPI document of the operations API Gateway exposes, and each context's subscriptions as
+//! EventBridge rule patterns. The tests fail when a checked-in file
 //! differs from the export (`EVENTFLOW_UPDATE_ARTIFACTS=1` rewrites them), so the deployment
 //! cannot drift from the app.
 
@@ -16,6 +17,17 @@ use crate::platform::config::{Backend, Config};
 pub(crate) const STATE_MACHINE_FILE: &str = "deploy/aws/state-machine/place-order.asl.json";
 /// Where the API Gateway's OpenAPI document is checked in, from the crate's root.
 pub(crate) const API_FILE: &str = "deploy/aws/api-gateway/openapi.json";
+/// Where the contexts' subscriptions are checked in, from the crate's root.
+pub(crate) const SUBSCRIPTIONS_FILE: &str = "deploy/aws/subscriptions.json";
+/// The contexts whose consumer function has an SQS queue: those that subscribe to anything.
+pub(crate) const CONSUMING_CONTEXTS: [&str; 6] = [
+    "catalog",
+    "ordering",
+    "payment",
+    "inventory",
+    "shipping",
+    "notification",
+];
 /// The placeholder the CDK app substitutes with the bus name (`definitionSubstitutions`).
 pub(crate) const BUS_PLACEHOLDER: &str = "${EventBusName}";
 /// The `source` of the commands the state machine puts on the bus: the orchestrator's, as
@@ -84,6 +96,32 @@ pub(crate) async fn api_document(config: &Config) -> Value {
     })
 }
 
+/// Each consuming context's subscriptions as EventBridge rules: `{context: [{"subscription",
+/// "pattern"}]}`. The CDK app creates one rule per subscription, all targeting the context's
+/// queue, so the queue receives exactly what the services' subscriptions receive.
+pub(crate) async fn subscriptions(config: &Config) -> Value {
+    let mut contexts = Map::new();
+    for service in CONSUMING_CONTEXTS {
+        let backends = Backends::connect(&Backend::Local).await.expect("memory");
+        let invoked = Invoked::start(service, config, backends)
+            .await
+            .expect("the context starts");
+        let rules: Vec<Value> = invoked
+            .subscribers
+            .filters()
+            .into_iter()
+            .map(|(name, filter)| {
+                json!({
+                    "subscription": name,
+                    "pattern": eventflow_bus::EventBridgeBus::event_pattern(&filter),
+                })
+            })
+            .collect();
+        contexts.insert(service.to_owned(), Value::Array(rules));
+    }
+    Value::Object(contexts)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -111,6 +149,14 @@ mod tests {
         let asl = state_machine(&Config::dev());
         assert!(asl.to_string().contains(BUS_PLACEHOLDER));
         check(STATE_MACHINE_FILE, &asl);
+    }
+
+    #[tokio::test]
+    async fn the_checked_in_subscriptions_are_what_the_contexts_subscribe() {
+        let subscriptions = subscriptions(&Config::dev()).await;
+        let inventory = subscriptions["inventory"].to_string();
+        assert!(inventory.contains("ReserveInventory"), "{inventory}");
+        check(SUBSCRIPTIONS_FILE, &subscriptions);
     }
 
     #[tokio::test]

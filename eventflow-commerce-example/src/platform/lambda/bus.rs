@@ -63,6 +63,16 @@ impl Subscribers {
         lock(&self.1).push(participant);
     }
 
+    /// Every recorded subscription: its name and filter, in the order they subscribed (for the
+    /// exported artifacts).
+    #[cfg(test)]
+    pub(crate) fn filters(&self) -> Vec<(String, Filter)> {
+        lock(&self.0)
+            .iter()
+            .map(|s| (s.name.clone(), s.filter.clone()))
+            .collect()
+    }
+
     /// The context's saga participants.
     pub(crate) fn participants(&self) -> Vec<Arc<dyn Answers>> {
         lock(&self.1).clone()

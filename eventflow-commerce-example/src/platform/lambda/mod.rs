@@ -63,6 +63,11 @@ pub enum Handler {
 }
 
 impl Handler {
+    /// Whether the handler signs or verifies the app's tokens (and so needs its secret).
+    fn uses_tokens(self) -> bool {
+        matches!(self, Handler::Http | Handler::Authorizer)
+    }
+
     /// Parses `EVENTFLOW_HANDLER`'s value.
     pub fn parse(name: &str) -> Result<Handler, String> {
         match name {
@@ -138,15 +143,22 @@ impl Invoked {
 }
 
 /// The binary's `main`: reads the settings (the JWT secret from Secrets Manager when
-/// `JWT_SECRET_ARN` is set), starts what `EVENTFLOW_HANDLER` names and serves invocations until
+/// `JWT_SECRET_ARN` is set; only the HTTP services and the authorizer use it), starts what `EVENTFLOW_HANDLER` names and serves invocations until
 /// the sandbox ends.
 pub async fn run() -> Result<(), StartError> {
     let env = |name: &str| std::env::var(name).ok();
     let handler = Handler::parse(&env("EVENTFLOW_HANDLER").unwrap_or_default())
         .map_err(|e| StartError::wiring("lambda", e))?;
-    let secret = match env("JWT_SECRET_ARN") {
-        Some(arn) => Some(jwt_secret(&arn).await?),
-        None => None,
+    let secret = match (handler.uses_tokens(), env("JWT_SECRET_ARN")) {
+        (true, Some(arn)) => Some(jwt_secret(&arn).await?),
+        (true, None) => None,
+        // It never signs nor verifies a token, but a context starts with a signer: give it a
+        // key of its own that no token is ever made with, rather than the deployment's secret.
+        (false, _) => Some(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        )),
     };
     let context = env("EVENTFLOW_CONTEXT").unwrap_or_default();
     let settings = |name: &str| match (name, &secret) {

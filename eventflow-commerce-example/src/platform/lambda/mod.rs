@@ -60,6 +60,10 @@ pub enum Handler {
     OutboxRelay,
     /// Starts the PlaceOrder state machine (`STATE_MACHINE_ARN`) for each `OrderPlaced`.
     SagaStarter,
+    /// Not a function: run once from a shell with the stack's credentials, writes the seed
+    /// data (users, products, stock) into the contexts' tables and exits. The outbox relay
+    /// publishes what the seed recorded, as for any command.
+    Seed,
 }
 
 impl Handler {
@@ -76,8 +80,9 @@ impl Handler {
             "consumer" => Ok(Handler::Consumer),
             "outbox-relay" => Ok(Handler::OutboxRelay),
             "saga-starter" => Ok(Handler::SagaStarter),
+            "seed" => Ok(Handler::Seed),
             other => Err(format!(
-                "EVENTFLOW_HANDLER={other:?}: expected http, authorizer, consumer, outbox-relay or saga-starter"
+                "EVENTFLOW_HANDLER={other:?}: expected http, authorizer, consumer, outbox-relay, saga-starter or seed"
             )),
         }
     }
@@ -165,13 +170,18 @@ pub async fn run() -> Result<(), StartError> {
         ("JWT_SECRET", Some(secret)) => Some(secret.clone()),
         _ => env(name),
     };
-    // Parsed as `serve <context>` so every setting means what it means for the services.
+    // Parsed as `serve <context>` (`provision` to seed) so every setting means what it means
+    // for the services.
     let service = if context.is_empty() {
         "identity"
     } else {
         context.as_str()
     };
-    let config = match Config::parse(settings, ["serve".to_owned(), service.to_owned()]) {
+    let args = match handler {
+        Handler::Seed => vec!["provision".to_owned()],
+        _ => vec!["serve".to_owned(), service.to_owned()],
+    };
+    let config = match Config::parse(settings, args) {
         Ok(Parsed::Run(config)) => config,
         Ok(Parsed::Help) => return Err(StartError::wiring("lambda", "unexpected help")),
         Err(problem) => return Err(StartError::wiring("lambda settings", problem)),
@@ -236,6 +246,7 @@ pub async fn run() -> Result<(), StartError> {
             .await
             .map_err(failed)
         }
+        Handler::Seed => seed(&config, &backends).await,
         Handler::SagaStarter => {
             let state_machine_arn = env("STATE_MACHINE_ARN")
                 .ok_or_else(|| StartError::wiring("lambda", "STATE_MACHINE_ARN is not set"))?;
@@ -257,6 +268,16 @@ pub async fn run() -> Result<(), StartError> {
             .map_err(failed)
         }
     }
+}
+
+/// Writes every context's seed data through its repositories (so its outbox publishes it).
+/// The orchestrator has no tables here: Step Functions keeps the sagas.
+async fn seed(config: &Config, backends: &Backends) -> Result<(), StartError> {
+    for service in SERVICES.iter().filter(|s| **s != "saga") {
+        Invoked::start(service, config, backends.clone()).await?;
+        tracing::info!(service, "seeded");
+    }
+    Ok(())
 }
 
 /// A Step Functions client from the function's environment.

@@ -13,12 +13,15 @@ use eventflow_testkit::emulator::{on_path, skip_or_fail};
 use eventflow_testkit::moto::Moto;
 use serde_json::{Value, json};
 
+use super::Invoked;
 use super::artifacts::{BUS_PLACEHOLDER, COMMAND_SOURCE, STATE_MACHINE_FILE};
 use super::consumer::{Consumer, consume};
 use super::edge;
 use super::starter::{Starter, start_sagas};
 use super::tests::{Deployment, call, http_api_event, sqs_batch_of};
 use crate::contract::saga;
+use crate::platform::backends::Backends;
+use crate::platform::config::Config;
 
 /// Which context's queue a command's rule feeds (the CDK app's rules).
 fn context_of(command: &str) -> &'static str {
@@ -342,4 +345,76 @@ async fn run(moto: &Moto, case: &Case) {
     )
     .await;
     assert_eq!(body["status"], case.order_status, "{name}: {body}");
+}
+
+/// `EVENTFLOW_HANDLER=seed` on DynamoDB and EventBridge (moto): the seed lands in the contexts'
+/// tables, identity's HTTP function logs a seeded user in from them, and the outbox relay
+/// publishes what the seed recorded when the meta table's stream names it.
+#[tokio::test]
+async fn the_seed_lands_in_dynamodb_and_the_relay_publishes_it() {
+    if !on_path("moto_server") {
+        skip_or_fail(
+            "the seed test needs moto_server (pip install 'moto[server]'); it fails under CI=true",
+        );
+        return;
+    }
+    let moto = Moto::start().expect("moto starts");
+    let settings = [
+        ("EVENT_BUS_ADAPTER", "eventbridge"),
+        ("EVENT_BUS_NAME", "commerce"),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("WORK_QUEUE_ADAPTER", "sqs"),
+        ("JWT_SECRET", "a secret of thirty-two characters!"),
+    ];
+    let env = |name: &str| {
+        settings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+    };
+    let config = |args: &[&str]| match Config::parse(env, args.iter().map(|a| (*a).to_owned())) {
+        Ok(crate::platform::config::Parsed::Run(config)) => config,
+        other => panic!("settings: {other:?}"),
+    };
+    let backends = Backends::connect(&config(&["provision"]).backend)
+        .await
+        .expect("cloud");
+    let Backends::Cloud(cloud) = &backends else {
+        unreachable!("cloud settings")
+    };
+    cloud.create_tables().await.expect("tables");
+    super::seed(&config(&["provision"]), &backends)
+        .await
+        .expect("seeded");
+
+    let identity = Invoked::start(
+        "identity",
+        &config(&["serve", "identity"]),
+        backends.clone(),
+    )
+    .await
+    .expect("identity starts");
+    let login = json!({"username": "operator@example.com", "password": "password"});
+    let (status, body) = call(
+        &edge::router(identity),
+        &http_api_event("POST", "/auth/login", None, Some(login)),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+
+    let relays = super::relay::Relays::new(&config(&["serve", "identity"]), &backends);
+    let record = json!({"Records": [{"eventSourceARN":
+        "arn:aws:dynamodb:eu-west-1:123456789012:table/commerce-identity-meta/stream/2026"}]});
+    let published = relays
+        .relay(serde_json::from_value(record).expect("a stream event"))
+        .await
+        .expect("relayed");
+    assert_eq!(
+        published,
+        crate::contract::SEED_CUSTOMERS.len(),
+        "one CustomerRegistered per seeded user"
+    );
 }

@@ -57,7 +57,7 @@ impl<D: Decider> RepositoryExt for DeciderRepository<D> {
     type Decider = D;
 
     fn cache_loaded(&self, id: &str, loaded: Loaded<D::State>) {
-        self.cache_put(self.stream_id(id), loaded.version, loaded.state);
+        self.cache_put(&self.stream_id(id), loaded.version, loaded.state);
     }
 
     fn evict(&self, id: &str) {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::Invoked;
 use crate::contract;
 use crate::platform::backends::Backends;
-use crate::platform::config::{Backend, Config};
+use crate::platform::config::{Backend, Config, SERVICES};
 
 /// Where the state machine's definition is checked in, from the crate's root.
 pub(crate) const STATE_MACHINE_FILE: &str = "deploy/aws/state-machine/place-order.asl.json";
@@ -19,15 +19,6 @@ pub(crate) const STATE_MACHINE_FILE: &str = "deploy/aws/state-machine/place-orde
 pub(crate) const API_FILE: &str = "deploy/aws/api-gateway/openapi.json";
 /// Where the contexts' subscriptions are checked in, from the crate's root.
 pub(crate) const SUBSCRIPTIONS_FILE: &str = "deploy/aws/subscriptions.json";
-/// The contexts whose consumer function has an SQS queue: those that subscribe to anything.
-pub(crate) const CONSUMING_CONTEXTS: [&str; 6] = [
-    "catalog",
-    "ordering",
-    "payment",
-    "inventory",
-    "shipping",
-    "notification",
-];
 /// The placeholder the CDK app substitutes with the bus name (`definitionSubstitutions`).
 pub(crate) const BUS_PLACEHOLDER: &str = "${EventBusName}";
 /// The `source` of the commands the state machine puts on the bus: the orchestrator's, as
@@ -96,12 +87,13 @@ pub(crate) async fn api_document(config: &Config) -> Value {
     })
 }
 
-/// Each consuming context's subscriptions as EventBridge rules: `{context: [{"subscription",
-/// "pattern"}]}`. The CDK app creates one rule per subscription, all targeting the context's
-/// queue, so the queue receives exactly what the services' subscriptions receive.
+/// Each context's subscriptions as EventBridge rules: `{context: [{"subscription",
+/// "pattern"}]}`, for the contexts that subscribe to anything (the orchestrator is Step Functions
+/// there). The CDK app creates one rule per subscription, all targeting the context's queue, so
+/// the queue receives exactly what the services' subscriptions receive.
 pub(crate) async fn subscriptions(config: &Config) -> Value {
     let mut contexts = Map::new();
-    for service in CONSUMING_CONTEXTS {
+    for service in SERVICES.iter().filter(|s| **s != "saga") {
         let backends = Backends::connect(&Backend::Local).await.expect("memory");
         let invoked = Invoked::start(service, config, backends)
             .await
@@ -117,7 +109,9 @@ pub(crate) async fn subscriptions(config: &Config) -> Value {
                 })
             })
             .collect();
-        contexts.insert(service.to_owned(), Value::Array(rules));
+        if !rules.is_empty() {
+            contexts.insert((*service).to_owned(), Value::Array(rules));
+        }
     }
     Value::Object(contexts)
 }

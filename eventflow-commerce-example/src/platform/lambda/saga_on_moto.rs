@@ -33,6 +33,17 @@ fn context_of(command: &str) -> &'static str {
     }
 }
 
+/// A moto of the test's own, or `None` after a loud SKIPPED line (a failure under `CI=true`).
+fn moto(test: &str) -> Option<Moto> {
+    if !on_path("moto_server") {
+        skip_or_fail(&format!(
+            "{test} needs moto_server (pip install 'moto[server]'); it fails under CI=true"
+        ));
+        return None;
+    }
+    Some(Moto::start().expect("moto starts"))
+}
+
 struct Case {
     name: &'static str,
     region: &'static str,
@@ -119,13 +130,9 @@ macro_rules! client {
 
 #[tokio::test]
 async fn placeorder_runs_as_a_state_machine_with_participants_on_sqs() {
-    if !on_path("moto_server") {
-        skip_or_fail(
-            "the serverless saga test needs moto_server (pip install 'moto[server]'); it fails under CI=true",
-        );
+    let Some(moto) = moto("the serverless saga test") else {
         return;
-    }
-    let moto = Moto::start().expect("moto starts");
+    };
     moto.configure(r#"{"stepfunctions":{"execute_state_machine":true}}"#)
         .expect("moto executes state machines");
     for case in cases() {
@@ -352,13 +359,9 @@ async fn run(moto: &Moto, case: &Case) {
 /// publishes what the seed recorded when the meta table's stream names it.
 #[tokio::test]
 async fn the_seed_lands_in_dynamodb_and_the_relay_publishes_it() {
-    if !on_path("moto_server") {
-        skip_or_fail(
-            "the seed test needs moto_server (pip install 'moto[server]'); it fails under CI=true",
-        );
+    let Some(moto) = moto("the seed test") else {
         return;
-    }
-    let moto = Moto::start().expect("moto starts");
+    };
     let settings = [
         ("EVENT_BUS_ADAPTER", "eventbridge"),
         ("EVENT_BUS_NAME", "commerce"),

@@ -1,5 +1,6 @@
 //! Every AWS Lambda function of the commerce app: `EVENTFLOW_HANDLER` names the handler
-//! (`http`, `authorizer`, `consumer`, `outbox-relay`) and `EVENTFLOW_CONTEXT` the context. See
+//! (`http`, `authorizer`, `consumer`, `outbox-relay`, `saga-starter`; `seed` writes the seed data
+//! once and exits) and `EVENTFLOW_CONTEXT` the context. See
 //! `deploy/aws/README.md`.
 
 use std::process::ExitCode;

@@ -30,6 +30,11 @@ impl<A> AggregateCache<A> {
         Some((id.clone(), entry))
     }
 
+    /// Forgets the stream named `stream`, key and all.
+    pub(super) fn remove(&self, stream: &str) {
+        lock(&self.entries).remove(stream);
+    }
+
     /// Puts a state back (or in): the id is cloned only for a stream not in the cache yet.
     pub(super) fn put(&self, stream: &StreamId, version: u64, state: A) {
         let mut entries = lock(&self.entries);

@@ -61,7 +61,7 @@ impl<D: Decider> RepositoryExt for DeciderRepository<D> {
     }
 
     fn evict(&self, id: &str) {
-        self.take_cached(id);
+        self.forget_cached(id);
     }
 
     fn snapshot_loaded(

@@ -173,6 +173,15 @@ impl<D: Decider> DeciderRepository<D> {
         with_joined(self.decider.stream_type(), id, |stream| cache.take(stream))
     }
 
+    /// Drops `id`'s entry from the cache, key and all (a finished saga is never loaded again).
+    fn forget_cached(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            with_joined(self.decider.stream_type(), id, |stream| {
+                cache.remove(stream)
+            });
+        }
+    }
+
     /// The store this repository writes to.
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store

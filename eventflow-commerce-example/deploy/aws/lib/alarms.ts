@@ -2,8 +2,10 @@
  * CloudWatch alarms ($0.10 per alarm per month each), all notifying one SNS topic:
  * - every dead-letter queue holding a message (something was given up on);
  * - the saga: an execution failed (compensated, or needs attention) or timed out;
- * - every function: an invocation error (a crash or a timeout; handled errors the app answers
- *   itself, and queue items reported as failed, are not invocation errors).
+ * - every function but the authorizer: an invocation error (a crash or a timeout; handled
+ *   errors the app answers itself, and queue items reported as failed, are not invocation
+ *   errors). The authorizer refuses a token by returning the error `Unauthorized` (what makes
+ *   API Gateway answer 401), so every expired or forged token is an invocation error there.
  */
 import { Duration } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
@@ -65,6 +67,9 @@ export class Alarms extends Construct {
       props.stateMachine.metricTimedOut({ period: minute, statistic: 'Sum' }),
     );
     for (const [handler, fn] of props.functions) {
+      if (handler === 'authorizer') {
+        continue;
+      }
       aboveZero(
         `${handler}Errors`,
         `Function ${handler} crashed or timed out`,

@@ -94,10 +94,11 @@ export const HTTP_FUNCTIONS = ['auth-login', 'catalog-get', 'orders-post', 'orde
 export type HttpFunction = (typeof HTTP_FUNCTIONS)[number];
 
 /**
- * Functions that sign or verify the app's JWT and so read the secret: identity signs, the
- * authorizer verifies at the edge, ordering's handlers verify again. Catalog's routes are open.
+ * Functions that read the JWT secret: identity signs, the authorizer verifies at the edge,
+ * ordering's handlers verify again, and every HTTP service starts with the app's verifier (its
+ * router has it for any route that asks for a token), catalog's too, though its routes are open.
  */
-export const JWT_FUNCTIONS: readonly FunctionName[] = ['auth-login', 'authorizer', 'orders-post', 'orders-get'];
+export const JWT_FUNCTIONS: readonly FunctionName[] = ['auth-login', 'authorizer', 'catalog-get', 'orders-post', 'orders-get'];
 
 /**
  * Which function serves an operation of the app's OpenAPI document. Catalog's routes are

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 use aws_lambda_events::apigw::ApiGatewayCustomAuthorizerRequest;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use axum::{Extension, Router};
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
@@ -22,7 +25,25 @@ pub(crate) fn router(invoked: Invoked) -> MapRequest<Router, fn(Request) -> Requ
         .service
         .into_router(Arc::clone(&invoked.jwt), invoked.config.request_timeout);
     let router = router.layer(Extension(Arc::new(invoked.stop)));
-    MapRequest::new(router, without_stage as fn(Request) -> Request)
+    MapRequest::new(router, from_api_gateway as fn(Request) -> Request)
+}
+
+/// The request as a service behind a socket would see it: [`without_stage`], and the client's
+/// address (API Gateway's `sourceIp`) where a socket's peer address would be, so the limits per
+/// client address (identity's login throttle) apply on Lambda too.
+pub(super) fn from_api_gateway(request: Request) -> Request {
+    let mut request = without_stage(request);
+    let source = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.identity.source_ip.clone(),
+        Some(RequestContext::ApiGatewayV2(context)) => context.http.source_ip.clone(),
+        _ => None,
+    };
+    if let Some(ip) = source.and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(ip, 0)));
+    }
+    request
 }
 
 /// The request's path without the API Gateway stage in front of it. A REST API's events carry
@@ -65,8 +86,8 @@ fn without_stage(mut request: Request) -> Request {
 /// 403, which says "authenticated but not allowed").
 pub(crate) const UNAUTHORIZED: &str = "Unauthorized";
 
-/// A TOKEN authorizer: a valid bearer token is allowed to every method of the stage (so API
-/// Gateway can cache the decision per token) with its subject as the principal and its role in
+/// A TOKEN authorizer: a valid bearer token is allowed to every method of the stage (so the
+/// decision could be cached per token; the CDK app caches none) with its subject as the principal and its role in
 /// the context; anything else is [`UNAUTHORIZED`]. The service verifies the token again: the
 /// authorizer only keeps anonymous floods away from the functions.
 pub(crate) fn authorize(

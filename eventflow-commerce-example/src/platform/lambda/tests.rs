@@ -343,3 +343,32 @@ fn the_authorizer_allows_a_valid_token_on_the_stage_and_refuses_the_rest() {
         );
     }
 }
+
+#[test]
+fn a_request_from_api_gateway_has_no_stage_and_the_clients_address() {
+    use std::net::SocketAddr;
+
+    use axum::extract::ConnectInfo;
+
+    for (event, path, client) in [
+        (
+            rest_event("GET", "/orders/o-1", None, None),
+            "/orders/o-1",
+            "192.168.100.1",
+        ),
+        (
+            http_api_event("GET", "/catalog", None, None),
+            "/catalog",
+            "65.78.31.245",
+        ),
+    ] {
+        let request = lambda_http::request::from_str(&event).expect("an API Gateway event");
+        let request = edge::from_api_gateway(request);
+        assert_eq!(request.uri().path(), path);
+        let ConnectInfo(address) = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .expect("the client's address");
+        assert_eq!(address.ip().to_string(), client);
+    }
+}
